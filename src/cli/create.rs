@@ -1,0 +1,141 @@
+//! `airlock create`: sources and flags → [`airlock::create::CreateOptions`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use airlock::bundle::sign::{PASSWORD_ENV, SecretKey};
+use airlock::create::{self, CreateOptions};
+use airlock::error::Error;
+use airlock::image::Platform;
+use airlock::source::SourceSpec;
+use airlock::source::stage::Compression;
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    /// Secret key to sign with (minisign format; its password from AIRLOCK_KEY_PASSWORD or a prompt)
+    #[arg(short, long)]
+    key: PathBuf,
+    /// The bundle to write
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Read sources from a file, one per line (blank lines and # comments allowed)
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    lists: Vec<PathBuf>,
+    /// Keep only this platform of multi-platform images (os/arch[/variant]; repeatable)
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
+    /// How to compress layers that arrive uncompressed (legacy docker save)
+    #[arg(long, value_enum, default_value_t = Algo::Gzip)]
+    compression: Algo,
+    /// Compression level (gzip 1-9, default 6; zstd 1-19, default 3)
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// Creation time recorded in the bundle (RFC 3339 or seconds since the epoch); SOURCE_DATE_EPOCH also works
+    #[arg(long)]
+    created: Option<String>,
+    /// Images: docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
+    #[arg(value_name = "SOURCE")]
+    sources: Vec<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Algo {
+    Gzip,
+    Zstd,
+    None,
+}
+
+pub fn run(args: CreateArgs) -> Result<()> {
+    let opts = resolve(&args)?;
+    let key = load_key(&args.key)?;
+    let bar = progress_bar();
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let written = create::create(&opts, &key, &progress)?;
+    bar.finish_and_clear();
+    let idx = &written.index;
+    println!(
+        "{}: {} images, {} blobs, {} (shared blobs stored once saved {})",
+        opts.output.display(),
+        idx.images.len(),
+        idx.blobs.len(),
+        super::bytes(written.bundle_bytes),
+        super::bytes(written.bytes_saved)
+    );
+    println!("signed by key {}, bundle id {}, created {}", key.key_id(), idx.bundle_id, idx.created);
+    Ok(())
+}
+
+fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
+    let mut sources = Vec::new();
+    for list in &args.lists {
+        sources.extend(create::read_list(list)?);
+    }
+    for s in &args.sources {
+        sources.push(SourceSpec::parse(s)?);
+    }
+    let platforms = args
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p).map_err(|e| Error::bad("--platform", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let compression = match (args.compression, args.compression_level) {
+        (Algo::Gzip, l) => Compression::Gzip(level(l.unwrap_or(6), 0, 9)?),
+        (Algo::Zstd, l) => Compression::Zstd(level(l.unwrap_or(3), 1, 19)? as i32),
+        (Algo::None, _) => Compression::None,
+    };
+    Ok(CreateOptions { sources, output: args.output.clone(), platforms, compression, created: created(args.created.as_deref())? })
+}
+
+fn level(l: i32, lo: i32, hi: i32) -> Result<u32> {
+    if l < lo || l > hi {
+        return Err(Error::bad("--compression-level", format!("{l} is outside {lo}..={hi}")).into());
+    }
+    Ok(l as u32)
+}
+
+/// `--created`, else `SOURCE_DATE_EPOCH`, else now.
+fn created(flag: Option<&str>) -> Result<u64> {
+    let parse = |what: &str, s: &str| -> Result<u64> {
+        if let Ok(n) = s.trim().parse::<u64>() {
+            return Ok(n);
+        }
+        let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| Error::bad(what, format!("`{s}`: {e}")))?;
+        Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    };
+    if let Some(s) = flag {
+        return parse("--created", s);
+    }
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return parse("SOURCE_DATE_EPOCH", &s);
+    }
+    Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+fn load_key(path: &std::path::Path) -> Result<SecretKey> {
+    let place = path.display().to_string();
+    let text = fs_err::read_to_string(path).map_err(|e| Error::io(&place, e)).context("cannot read the secret key")?;
+    let key = SecretKey::from_box(&place, &text, || {
+        if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+            return Ok(pw);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::trust(format!("{place}: the key is encrypted; set {PASSWORD_ENV} or run on a terminal")));
+        }
+        rpassword::prompt_password(format!("Password for {place}: ")).map_err(|e| Error::io("terminal", e))
+    })?;
+    Ok(key)
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("writing bundle {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .expect("valid template"),
+    );
+    bar
+}

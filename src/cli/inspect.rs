@@ -1,0 +1,77 @@
+//! `airlock inspect`: the bundle's images as a table or JSON, from its index alone.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+
+use airlock::bundle::format::BundleIndex;
+use airlock::bundle::reader;
+use airlock::digest::Digest;
+use anyhow::Result;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// The bundle (or - for stdin)
+    bundle: PathBuf,
+    /// Print a machine-readable report
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> Result<()> {
+    let (src, place) = super::open_bundle(&args.bundle)?;
+    let index = reader::read_index(src, &place)?;
+    let rows = rows(&index);
+    if args.json {
+        let images: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"name": r.name, "digest": r.digest, "platforms": r.platforms, "size": r.size, "sharedBlobs": r.shared}))
+            .collect();
+        let doc = json!({
+            "bundle": place, "bundleId": index.bundle_id, "created": index.created, "tool": index.tool,
+            "verified": false, "images": images, "blobs": index.blobs.len(), "blobBytes": index.total_blob_bytes(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("bundle {} created {} by {} (not verified: use `airlock verify`)", index.bundle_id, index.created, index.tool);
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
+    let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
+    println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");
+    for r in &rows {
+        let digest = format!("sha256:{}", r.digest.short());
+        println!("{:w$}  {:pw$}  {:19}  {:>10}  {}", r.name, r.platforms.join(","), digest, super::bytes(r.size), r.shared);
+    }
+    println!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
+    Ok(())
+}
+
+struct Row {
+    name: String,
+    digest: Digest,
+    platforms: Vec<String>,
+    size: u64,
+    /// How many of its blobs other images (with other digests) use too.
+    shared: usize,
+}
+
+fn rows(index: &BundleIndex) -> Vec<Row> {
+    let sizes: HashMap<&Digest, u64> = index.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+    let mut users: BTreeMap<&Digest, HashSet<&Digest>> = BTreeMap::new();
+    for img in &index.images {
+        for b in &img.blobs {
+            users.entry(b).or_default().insert(&img.digest);
+        }
+    }
+    index
+        .images
+        .iter()
+        .map(|img| Row {
+            name: img.name.clone(),
+            digest: img.digest.clone(),
+            platforms: img.platforms.clone(),
+            size: img.blobs.iter().map(|b| sizes.get(b).copied().unwrap_or(0)).sum(),
+            shared: img.blobs.iter().filter(|b| users[b].len() > 1).count(),
+        })
+        .collect()
+}

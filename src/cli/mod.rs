@@ -1,0 +1,85 @@
+//! Command-line layer: one file per subcommand, each turning flags into the library's options.
+
+mod create;
+mod inspect;
+mod keygen;
+mod verify;
+
+use std::process::ExitCode;
+
+use airlock::error::{Class, Error};
+use clap::{Parser, Subcommand};
+
+/// Exit codes, one per error class (2 is clap's usage error).
+pub const EXIT_BAD_INPUT: u8 = 3;
+pub const EXIT_INTEGRITY: u8 = 4;
+pub const EXIT_TRUST: u8 = 5;
+pub const EXIT_IO: u8 = 6;
+
+#[derive(Parser)]
+#[command(name = "airlock", version, about = "Carry container images into air-gapped networks: signed, deduplicated bundles")]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a minisign key pair (PREFIX.key, PREFIX.pub)
+    Keygen(keygen::KeygenArgs),
+    /// Pack images into one signed bundle
+    Create(create::CreateArgs),
+    /// List the images in a bundle (reads only its index; does not verify)
+    Inspect(inspect::InspectArgs),
+    /// Check a bundle's signature and every blob
+    Verify(verify::VerifyArgs),
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Keygen(a) => keygen::run(a),
+        Command::Create(a) => create::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a),
+    }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+pub fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+pub fn exit_code(err: &anyhow::Error) -> ExitCode {
+    let class = err.chain().find_map(|e| e.downcast_ref::<Error>()).map(Error::class);
+    ExitCode::from(match class {
+        Some(Class::BadInput) => EXIT_BAD_INPUT,
+        Some(Class::Integrity) => EXIT_INTEGRITY,
+        Some(Class::Trust) => EXIT_TRUST,
+        Some(Class::Io) => EXIT_IO,
+        None => 1,
+    })
+}
+
+/// Human-readable byte counts.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Opens a bundle path, or stdin for `-`.
+pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn std::io::Read>, String)> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(std::io::stdin().lock()), "<stdin>".into()));
+    }
+    let f = fs_err::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), path.display().to_string()))
+}

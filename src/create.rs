@@ -1,0 +1,53 @@
+//! The `create` operation: read every source, store each blob once, write and sign the bundle.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::sign::SecretKey;
+use crate::bundle::writer::{self, WriteOptions, Written};
+use crate::error::{Error, Result};
+use crate::image::Platform;
+use crate::source::stage::{Compression, Stager};
+use crate::source::{self, Collection, ReadOptions, SourceSpec};
+
+pub struct CreateOptions {
+    pub sources: Vec<SourceSpec>,
+    pub output: PathBuf,
+    pub platforms: Vec<Platform>,
+    pub compression: Compression,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Written> {
+    if opts.sources.is_empty() {
+        return Err(Error::bad("create", "no sources given"));
+    }
+    let dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let stager = Stager::new(dir, opts.compression)?;
+    let read_opts = ReadOptions { platforms: opts.platforms.clone() };
+    let mut coll = Collection::default();
+    for spec in &opts.sources {
+        source::read(spec, &read_opts, &stager, &mut coll)?;
+    }
+    let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
+    let report = |done: u64| progress(done, total);
+    writer::write(&coll, &opts.output, &WriteOptions { created: opts.created, key, progress: &report })
+}
+
+/// Reads an image list: one source per line; blank lines and `#` comments are skipped.
+pub fn read_list(path: &Path) -> Result<Vec<SourceSpec>> {
+    let text = fs_err::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let spec = SourceSpec::parse(line).map_err(|e| Error::bad(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
+        out.push(spec);
+    }
+    Ok(out)
+}

@@ -1,0 +1,95 @@
+//! The library's error type: every failure says which file, entry, image or digest is at fault,
+//! and falls in one class that the binary maps to an exit code.
+
+use std::io;
+
+use crate::digest::Mismatch;
+
+/// What went wrong, by class. The binary turns each class into a distinct exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Input that is malformed, hostile or not what was asked for.
+    BadInput,
+    /// Content that does not match its digest, size or the signed index.
+    Integrity,
+    /// A missing, wrong or unverifiable signature or key.
+    Trust,
+    /// The operating system refused a read or write.
+    Io,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{place}: {msg}")]
+    BadInput { place: String, msg: String },
+    #[error("{place}: {msg}")]
+    Integrity { place: String, msg: String },
+    #[error("{msg}")]
+    Trust { msg: String },
+    #[error("{place}")]
+    Io {
+        place: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn bad(place: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::BadInput { place: place.into(), msg: msg.into() }
+    }
+
+    pub fn integrity(place: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Integrity { place: place.into(), msg: msg.into() }
+    }
+
+    pub fn trust(msg: impl Into<String>) -> Self {
+        Error::Trust { msg: msg.into() }
+    }
+
+    /// An I/O error while reading or writing `place`. A digest or size mismatch detected by a
+    /// [`crate::digest::VerifyingReader`] becomes an integrity error; malformed data a bad-input one.
+    pub fn io(place: impl Into<String>, source: io::Error) -> Self {
+        let place = place.into();
+        if let Some(m) = Mismatch::from_io(&source) {
+            return Error::integrity(place, m.to_string());
+        }
+        match source.kind() {
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
+                Error::bad(place, source.to_string())
+            }
+            _ => Error::Io { place, source },
+        }
+    }
+
+    pub fn class(&self) -> Class {
+        match self {
+            Error::BadInput { .. } => Class::BadInput,
+            Error::Integrity { .. } => Class::Integrity,
+            Error::Trust { .. } => Class::Trust,
+            Error::Io { .. } => Class::Io,
+        }
+    }
+
+    /// Re-labels a bad-input error as an integrity failure: inside a signed bundle, malformed
+    /// content means the bundle is not what was signed.
+    pub fn into_integrity(self) -> Self {
+        match self {
+            Error::BadInput { place, msg } => Error::Integrity { place, msg },
+            other => other,
+        }
+    }
+}
+
+/// Adds the place to an `io::Result`, the way `fs-err` does for paths.
+pub trait IoContext<T> {
+    fn at(self, place: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, place: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(place(), e))
+    }
+}

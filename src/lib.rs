@@ -1,0 +1,15 @@
+//! airlock carries container images into air-gapped networks: it packs images from local archives
+//! into one signed, deduplicated bundle that is at once an OCI image layout and a `docker load`
+//! tarball, and verifies such bundles offline.
+//!
+//! The data flows source → collection (images, blobs, dedup) → bundle writer (hash on the fly) →
+//! bundle reader (streaming verification).
+
+pub mod bundle;
+pub mod create;
+pub mod digest;
+pub mod error;
+pub mod image;
+pub mod json;
+pub mod reference;
+pub mod source;

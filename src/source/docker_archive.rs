@@ -1,0 +1,188 @@
+//! `docker save` archives (`docker-archive:`), in both layouts docker has written:
+//!
+//! - legacy (Docker ≤ 24, podman, skopeo): `manifest.json` names a `<hex>.json` config and
+//!   uncompressed `<id>/layer.tar` files per image. There is no registry manifest, so airlock
+//!   compresses each layer (checking it against the config's `diff_ids`) and writes a new OCI
+//!   manifest; the config is kept byte-for-byte, so the image ID docker shows is unchanged.
+//! - Docker 25+: an OCI image layout that also carries `manifest.json`. Its manifests are kept
+//!   byte-for-byte; `manifest.json` must agree with `index.json`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{self, Descriptor, OCI_CONFIG, OCI_MANIFEST, Parsed};
+use crate::json;
+use crate::reference::Reference;
+use crate::source::stage::{LayerJob, Stager};
+use crate::source::store::Store;
+use crate::source::{Collection, Image, Origin, ReadOptions, SourceSpec, needs_name, oci};
+
+/// One entry of `manifest.json`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SaveEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+    let bytes = store.read_small("manifest.json")?;
+    let entries: Vec<SaveEntry> = json::parse_as(&bytes).map_err(|e| Error::bad(store.place("manifest.json"), e))?;
+    let chosen = select(spec, store.as_ref(), &entries)?;
+    if store.contains("index.json") && store.contains("oci-layout") {
+        read_docker25(spec, store, opts, &chosen, out)
+    } else {
+        read_legacy(spec, store.as_ref(), stager, &chosen, out)
+    }
+}
+
+/// The names an entry is loaded under, and the entries chosen by the spec.
+fn select<'a>(spec: &SourceSpec, store: &dyn Store, entries: &'a [SaveEntry]) -> Result<Vec<(&'a SaveEntry, Vec<Reference>)>> {
+    let mut chosen = Vec::new();
+    let wanted = match &spec.selector {
+        Some(s) => Some(Reference::parse(s).map_err(|e| Error::bad(spec.to_string(), e.to_string()))?),
+        None => None,
+    };
+    for (i, entry) in entries.iter().enumerate() {
+        let mut names = Vec::new();
+        for tag in entry.repo_tags.iter().flatten() {
+            let r = Reference::parse(tag)
+                .map_err(|e| Error::bad(store.place(&format!("manifest.json: image {i}")), e.to_string()))?;
+            names.push(r);
+        }
+        if let Some(w) = &wanted {
+            if !names.contains(w) {
+                continue;
+            }
+            names = vec![w.clone()];
+        }
+        if let Some(n) = &spec.name {
+            names = vec![n.clone()];
+        }
+        if names.is_empty() {
+            return Err(needs_name(spec, &format!("image {i} (config {})", entry.config)));
+        }
+        chosen.push((entry, names));
+    }
+    if chosen.is_empty() {
+        return Err(Error::bad(spec.to_string(), "no image with that tag in manifest.json"));
+    }
+    if spec.name.is_some() && chosen.len() > 1 {
+        return Err(Error::bad(spec.to_string(), "`=NAME` names one image, but this archive holds several; select one with `:TAG`"));
+    }
+    Ok(chosen)
+}
+
+fn read_legacy(
+    spec: &SourceSpec,
+    store: &dyn Store,
+    stager: &Stager,
+    chosen: &[(&SaveEntry, Vec<Reference>)],
+    out: &mut Collection,
+) -> Result<()> {
+    // First every config, so all layers can be staged in one parallel batch.
+    let mut configs = Vec::new();
+    let mut jobs = Vec::new();
+    for (entry, _) in chosen {
+        let bytes = store.read_small(&entry.config)?;
+        let digest = Digest::of_bytes(&bytes);
+        let stem = entry.config.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
+        if let Ok(named) = Digest::from_hex(stem) {
+            if named != digest {
+                return Err(Error::integrity(store.place(&entry.config), format!("content has {digest}, its name says {named}")));
+            }
+        }
+        let cfg = image::parse_config(&bytes).map_err(|e| Error::bad(store.place(&entry.config), e))?;
+        if cfg.rootfs.diff_ids.len() != entry.layers.len() {
+            return Err(Error::bad(
+                store.place("manifest.json"),
+                format!(
+                    "image config {} lists {} diff_ids but manifest.json lists {} layers",
+                    entry.config,
+                    cfg.rootfs.diff_ids.len(),
+                    entry.layers.len()
+                ),
+            ));
+        }
+        for (path, diff_id) in entry.layers.iter().zip(&cfg.rootfs.diff_ids) {
+            jobs.push(LayerJob { store, path: path.clone(), diff_id: diff_id.clone() });
+        }
+        configs.push((Descriptor::new(OCI_CONFIG, digest, bytes.len() as u64), bytes, cfg.platform()));
+    }
+    let staged = stager.stage_all(&jobs)?;
+    let mut staged = staged.into_iter();
+    for ((entry, names), (config, config_bytes, platform)) in chosen.iter().zip(configs) {
+        let layers: Vec<(Descriptor, std::path::PathBuf)> = staged.by_ref().take(entry.layers.len()).collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": layers.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+        });
+        let manifest = serde_json::to_vec(&manifest).expect("manifest serialises");
+        let root = Descriptor::new(OCI_MANIFEST, Digest::of_bytes(&manifest), manifest.len() as u64);
+        let mut blobs = vec![root.digest.clone(), config.digest.clone()];
+        out.add_blob(config, Origin::Bytes(config_bytes.into()));
+        for (d, path) in layers {
+            if !blobs.contains(&d.digest) {
+                blobs.push(d.digest.clone());
+            }
+            out.add_blob(d, Origin::Staged(path));
+        }
+        out.add_blob(root.clone(), Origin::Bytes(manifest.into()));
+        for name in names {
+            out.add_image(Image {
+                name: name.clone(),
+                root: root.clone(),
+                platforms: vec![platform.clone()],
+                filtered_from: None,
+                blobs: blobs.clone(),
+                source: spec.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn read_docker25(
+    spec: &SourceSpec,
+    store: Arc<dyn Store>,
+    opts: &ReadOptions,
+    chosen: &[(&SaveEntry, Vec<Reference>)],
+    out: &mut Collection,
+) -> Result<()> {
+    oci::check_layout(store.as_ref())?;
+    let index = oci::read_index(store.as_ref())?;
+    for (entry, names) in chosen {
+        let root = matching_root(store.as_ref(), &index.manifests, entry)?;
+        for name in names {
+            oci::add_image(store.clone(), root, name.clone(), spec.to_string(), opts, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// The `index.json` entry whose manifest has the config and layers a `manifest.json` entry names.
+fn matching_root<'a>(store: &dyn Store, roots: &'a [Descriptor], entry: &SaveEntry) -> Result<&'a Descriptor> {
+    let disagree = |why: String| Error::bad(store.place("manifest.json"), format!("disagrees with index.json: {why}"));
+    for root in roots.iter().filter(|d| image::is_manifest_type(&d.media_type)) {
+        let bytes = oci::read_blob(store, root)?;
+        let Ok(Parsed::Manifest(m)) = image::parse_manifest(&bytes, &root.media_type) else {
+            return Err(Error::bad(store.place(&root.digest.blob_path()), "not a valid image manifest"));
+        };
+        if m.config.digest.blob_path() != entry.config {
+            continue;
+        }
+        let layers: Vec<String> = m.layers.iter().map(|l| l.digest.blob_path()).collect();
+        if layers != entry.layers {
+            return Err(disagree(format!("image {} lists other layers than manifest {}", entry.config, root.digest)));
+        }
+        return Ok(root);
+    }
+    Err(disagree(format!("no manifest in index.json has config {}", entry.config)))
+}

@@ -1,0 +1,234 @@
+//! Image sources: where `create` reads images from, named with skopeo's transports.
+//!
+//! A source spec is `TRANSPORT:PATH[:REF][=NAME]`: `docker-archive:` (a `docker save` tar, legacy
+//! or Docker 25+ layout), `oci:` (an OCI image layout directory) or `oci-archive:` (a tar of one).
+//! Without `:REF` every image the source holds is taken; `=NAME` names an image whose source gives
+//! it no full reference. Reading a source adds its images and blobs to a [`Collection`], which
+//! stores each blob once however many images use it.
+
+pub mod docker_archive;
+pub mod oci;
+pub mod stage;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Descriptor, Platform};
+use crate::reference::Reference;
+use stage::Stager;
+use store::{DirStore, Store, TarStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    DockerArchive,
+    Oci,
+    OciArchive,
+}
+
+impl Transport {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Transport::DockerArchive => "docker-archive",
+            Transport::Oci => "oci",
+            Transport::OciArchive => "oci-archive",
+        }
+    }
+}
+
+/// One source named on the command line or in an image list.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    pub transport: Transport,
+    pub path: PathBuf,
+    /// Which image of the source (`:REF`); `None` takes every image.
+    pub selector: Option<String>,
+    /// The name to give the image (`=NAME`).
+    pub name: Option<Reference>,
+}
+
+impl SourceSpec {
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = |msg: String| Error::bad(format!("source `{text}`"), msg);
+        let (body, name) = match text.rsplit_once('=') {
+            Some((b, n)) => (b, Some(Reference::parse(n).map_err(|e| bad(e.to_string()))?)),
+            None => (text, None),
+        };
+        let (transport, rest) = match body.split_once(':') {
+            Some(("docker-archive", rest)) => (Some(Transport::DockerArchive), rest),
+            Some(("oci", rest)) => (Some(Transport::Oci), rest),
+            Some(("oci-archive", rest)) => (Some(Transport::OciArchive), rest),
+            Some(("docker" | "docker-daemon", _)) => {
+                return Err(bad("registry and daemon sources are not supported yet; \
+                     `docker save` the image and use docker-archive:FILE"
+                    .into()));
+            }
+            _ => (None, body),
+        };
+        // As in skopeo, the path ends at the first ':'; the rest selects an image.
+        let (path, selector) = match rest.split_once(':') {
+            Some((p, s)) if !s.is_empty() => (p, Some(s.to_owned())),
+            Some((p, _)) => (p, None),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(bad("no path given".into()));
+        }
+        let path = PathBuf::from(path);
+        let transport = match transport {
+            Some(t) => t,
+            None => detect(&path).map_err(bad)?,
+        };
+        Ok(SourceSpec { transport, path, selector, name })
+    }
+}
+
+/// Guesses the transport of a path given without one.
+fn detect(path: &Path) -> std::result::Result<Transport, String> {
+    if path.is_dir() {
+        return Ok(Transport::Oci);
+    }
+    if !path.is_file() {
+        return Err("no such file or directory (or give a transport: docker-archive:, oci:, oci-archive:)".into());
+    }
+    let store = TarStore::open(path).map_err(|e| e.to_string())?;
+    if store.contains("manifest.json") {
+        Ok(Transport::DockerArchive)
+    } else if store.contains("index.json") {
+        Ok(Transport::OciArchive)
+    } else {
+        Err("neither a docker-archive (no manifest.json) nor an OCI archive (no index.json)".into())
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport.prefix(), self.path.display())?;
+        if let Some(s) = &self.selector {
+            write!(f, ":{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the bytes of a blob come from when the bundle is written.
+#[derive(Clone)]
+pub enum Origin {
+    /// A file in a source store, copied verbatim and verified against its digest while copied.
+    Store { store: Arc<dyn Store>, path: String },
+    /// Bytes already read and verified (manifests, configs) or written by airlock (new manifests).
+    Bytes(Arc<[u8]>),
+    /// A layer airlock compressed into its staging directory.
+    Staged(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct Blob {
+    pub descriptor: Descriptor,
+    pub origin: Origin,
+}
+
+/// One named image to put in the bundle.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: Reference,
+    /// The manifest or index the name points at.
+    pub root: Descriptor,
+    pub platforms: Vec<Platform>,
+    /// The index digest before `--platform` filtering, when it was filtered.
+    pub filtered_from: Option<Digest>,
+    /// Every blob the image uses (manifests, configs, layers), each once, in walk order.
+    pub blobs: Vec<Digest>,
+    /// The source it came from, for messages.
+    pub source: String,
+}
+
+/// What `create` reads sources with.
+pub struct ReadOptions {
+    /// Keep only these platforms of multi-platform images (empty: keep all).
+    pub platforms: Vec<Platform>,
+}
+
+/// Every image and blob read so far; each blob is held once.
+#[derive(Default)]
+pub struct Collection {
+    pub images: Vec<Image>,
+    pub blobs: BTreeMap<Digest, Blob>,
+}
+
+impl Collection {
+    pub fn add_blob(&mut self, descriptor: Descriptor, origin: Origin) {
+        if self.blobs.contains_key(&descriptor.digest) {
+            return;
+        }
+        let d = Descriptor::new(&descriptor.media_type, descriptor.digest.clone(), descriptor.size);
+        self.blobs.insert(descriptor.digest, Blob { descriptor: d, origin });
+    }
+
+    pub fn add_image(&mut self, image: Image) -> Result<()> {
+        if let Some(prev) = self.images.iter().find(|i| i.name == image.name) {
+            if prev.root.digest != image.root.digest {
+                return Err(Error::bad(
+                    format!("image {}", image.name),
+                    format!(
+                        "named twice with different content: {} from {} and {} from {}",
+                        prev.root.digest, prev.source, image.root.digest, image.source
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        self.images.push(image);
+        Ok(())
+    }
+}
+
+/// Reads one source into the collection.
+pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+    match spec.transport {
+        Transport::Oci => {
+            let store: Arc<dyn Store> = Arc::new(DirStore::open(&spec.path)?);
+            oci::read(spec, store, opts, out)
+        }
+        Transport::OciArchive => {
+            let store: Arc<dyn Store> = Arc::new(TarStore::open(&spec.path)?);
+            oci::read(spec, store, opts, out)
+        }
+        Transport::DockerArchive => {
+            let store: Arc<dyn Store> = Arc::new(TarStore::open(&spec.path)?);
+            docker_archive::read(spec, store, opts, stager, out)
+        }
+    }
+}
+
+/// A nameless image needs `=NAME`; this says so with the exact syntax.
+pub(crate) fn needs_name(spec: &SourceSpec, what: &str) -> Error {
+    Error::bad(
+        spec.to_string(),
+        format!(
+            "{what} has no image name; name it on the command line as `{}:{}{}=REGISTRY/REPOSITORY:TAG`",
+            spec.transport.prefix(),
+            spec.path.display(),
+            spec.selector.as_ref().map(|s| format!(":{s}")).unwrap_or_default()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs_parse_like_skopeo() {
+        let s = SourceSpec::parse("oci:./layout:web-1.4").unwrap();
+        assert_eq!((s.transport, s.path.to_str().unwrap(), s.selector.as_deref()), (Transport::Oci, "./layout", Some("web-1.4")));
+        let s = SourceSpec::parse("oci-archive:t.tar:registry.example:5000/a/b:1=reg.io/x:2").unwrap();
+        assert_eq!(s.selector.as_deref(), Some("registry.example:5000/a/b:1"));
+        assert_eq!(s.name.unwrap().to_string(), "reg.io/x:2");
+        assert!(SourceSpec::parse("docker://nginx").is_err());
+    }
+}

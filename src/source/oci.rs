@@ -1,0 +1,239 @@
+//! OCI image layouts (`oci:` directories, `oci-archive:` tars) and the walk from a manifest or
+//! index down to its configs and layers, shared with Docker 25+ archives.
+//!
+//! Manifests, indexes and configs are read whole (they are bounded JSON), verified against their
+//! descriptors, parsed strictly and kept as bytes. Layers are only checked for presence and size
+//! here; their content is verified while the bundle is written.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Parsed, Platform};
+use crate::json;
+use crate::reference::Reference;
+use crate::source::store::Store;
+use crate::source::{Collection, Image, Origin, ReadOptions, SourceSpec, needs_name};
+
+/// Reads the images of an OCI layout held in `store`.
+pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut Collection) -> Result<()> {
+    check_layout(store.as_ref())?;
+    let index = read_index(store.as_ref())?;
+    let chosen = select(spec, &index.manifests)?;
+    if spec.name.is_some() && chosen.len() > 1 {
+        return Err(Error::bad(
+            spec.to_string(),
+            format!("`=NAME` names one image, but this source holds {}; select one with `:REF`", chosen.len()),
+        ));
+    }
+    for desc in chosen {
+        let name = match (&spec.name, name_of(desc)) {
+            (Some(n), _) => n.clone(),
+            (None, Some(n)) => n.map_err(|e| Error::bad(spec.to_string(), e.to_string()))?,
+            (None, None) => {
+                let what = match desc.annotation(ANNOTATION_REF_NAME) {
+                    Some(r) => format!("image `{r}` ({})", desc.digest),
+                    None => format!("image {}", desc.digest),
+                };
+                return Err(needs_name(spec, &what));
+            }
+        };
+        add_image(store.clone(), desc, name, spec.to_string(), opts, out)?;
+    }
+    Ok(())
+}
+
+/// Walks one named image from its root descriptor and adds it with every blob it uses.
+pub fn add_image(
+    store: Arc<dyn Store>,
+    root: &Descriptor,
+    name: Reference,
+    source: String,
+    opts: &ReadOptions,
+    out: &mut Collection,
+) -> Result<()> {
+    let mut walker = Walker { store, opts, out, name: &name, used: Vec::new() };
+    let (root, platforms, filtered_from) = walker.root(root)?;
+    let mut seen = std::collections::HashSet::new();
+    let blobs = walker.used.into_iter().filter(|d| seen.insert(d.clone())).collect();
+    out.add_image(Image { name, root, platforms, filtered_from, blobs, source })
+}
+
+pub(crate) fn check_layout(store: &dyn Store) -> Result<()> {
+    let bytes = store.read_small("oci-layout")?;
+    let v = json::parse(&bytes).map_err(|e| Error::bad(store.place("oci-layout"), e))?;
+    match v.get("imageLayoutVersion").and_then(Value::as_str) {
+        Some("1.0.0") => Ok(()),
+        other => Err(Error::bad(store.place("oci-layout"), format!("unsupported imageLayoutVersion {other:?}"))),
+    }
+}
+
+pub(crate) fn read_index(store: &dyn Store) -> Result<Index> {
+    let bytes = store.read_small("index.json")?;
+    match image::parse_manifest(&bytes, image::OCI_INDEX) {
+        Ok(Parsed::Index(i)) => Ok(i),
+        Ok(Parsed::Manifest(_)) => unreachable!("parsed by index media type"),
+        Err(e) => Err(Error::bad(store.place("index.json"), e)),
+    }
+}
+
+/// The image's full name from its annotations, if it has one. A `ref.name` without `/` or `:` is
+/// only a tag (as umoci and skopeo write for `oci:dir:tag`) and names nothing.
+pub(crate) fn name_of(desc: &Descriptor) -> Option<Result<Reference, crate::reference::ReferenceError>> {
+    if let Some(n) = desc.annotation(ANNOTATION_CONTAINERD_NAME) {
+        return Some(Reference::parse(n));
+    }
+    let r = desc.annotation(ANNOTATION_REF_NAME)?;
+    (r.contains('/') || r.contains(':')).then(|| Reference::parse(r))
+}
+
+/// The index entries a spec selects: all of them, or those whose name or ref.name is `:REF`.
+fn select<'a>(spec: &SourceSpec, all: &'a [Descriptor]) -> Result<Vec<&'a Descriptor>> {
+    let Some(sel) = &spec.selector else { return Ok(all.iter().collect()) };
+    let wanted = Reference::parse(sel).ok();
+    let hits: Vec<&Descriptor> = all
+        .iter()
+        .filter(|d| {
+            d.annotation(ANNOTATION_REF_NAME) == Some(sel.as_str())
+                || d.annotation(ANNOTATION_CONTAINERD_NAME) == Some(sel.as_str())
+                || matches!((name_of(d), &wanted), (Some(Ok(n)), Some(w)) if &n == w)
+        })
+        .collect();
+    if hits.is_empty() {
+        let names: Vec<&str> = all.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).collect();
+        return Err(Error::bad(spec.to_string(), format!("no image named `{sel}` (it has: {})", names.join(", "))));
+    }
+    // One ref.name may appear twice in a broken index; keep the first of each digest.
+    let mut seen = std::collections::HashSet::new();
+    Ok(hits.into_iter().filter(|d| seen.insert(d.digest.clone())).take(1).collect())
+}
+
+/// Reads a small blob whole and verifies it against its descriptor.
+pub(crate) fn read_blob(store: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>> {
+    let path = desc.digest.blob_path();
+    if desc.size > json::MAX_JSON_BYTES {
+        return Err(Error::bad(store.place(&path), format!("{} bytes is too large for a manifest or config", desc.size)));
+    }
+    let (r, _) = store.open(&path)?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut VerifyingReader::new(r, desc.digest.clone(), desc.size), &mut buf)
+        .at(|| store.place(&path))?;
+    Ok(buf)
+}
+
+struct Walker<'a> {
+    store: Arc<dyn Store>,
+    opts: &'a ReadOptions,
+    out: &'a mut Collection,
+    name: &'a Reference,
+    used: Vec<Digest>,
+}
+
+impl Walker<'_> {
+    fn use_blob(&mut self, desc: Descriptor, origin: Origin) {
+        self.used.push(desc.digest.clone());
+        self.out.add_blob(desc, origin);
+    }
+
+    fn place(&self, desc: &Descriptor) -> String {
+        format!("image {}: {}", self.name, self.store.place(&desc.digest.blob_path()))
+    }
+
+    /// Returns the (possibly filtered) root, its platforms and the digest before filtering.
+    fn root(&mut self, desc: &Descriptor) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
+        let bytes = read_blob(self.store.as_ref(), desc)?;
+        let parsed = image::parse_manifest(&bytes, &desc.media_type).map_err(|e| Error::bad(self.place(desc), e))?;
+        let root = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
+        match parsed {
+            Parsed::Manifest(m) => {
+                let platform = self.manifest(desc, &m)?;
+                self.use_blob(root.clone(), Origin::Bytes(bytes.into()));
+                Ok((root, vec![platform], None))
+            }
+            Parsed::Index(index) => self.index(root, bytes, &index),
+        }
+    }
+
+    fn index(&mut self, root: Descriptor, bytes: Vec<u8>, index: &Index) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
+        let wanted = &self.opts.platforms;
+        let keep: Vec<&Descriptor> = index
+            .manifests
+            .iter()
+            .filter(|d| wanted.is_empty() || d.platform.as_ref().is_some_and(|p| wanted.iter().any(|w| p.matches(w))))
+            .collect();
+        for w in wanted {
+            if !keep.iter().any(|d| d.platform.as_ref().is_some_and(|p| p.matches(w))) {
+                let has: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect();
+                return Err(Error::bad(
+                    format!("image {}", self.name),
+                    format!("has no platform {w} (it has: {})", has.join(", ")),
+                ));
+            }
+        }
+        let mut platforms = Vec::new();
+        for child in &keep {
+            if !image::is_manifest_type(&child.media_type) {
+                return Err(Error::bad(self.place(child), format!("nested index `{}` is not supported", child.media_type)));
+            }
+            let child_bytes = read_blob(self.store.as_ref(), child)?;
+            let m = match image::parse_manifest(&child_bytes, &child.media_type) {
+                Ok(Parsed::Manifest(m)) => m,
+                Ok(Parsed::Index(_)) => unreachable!("parsed by manifest media type"),
+                Err(e) => return Err(Error::bad(self.place(child), e)),
+            };
+            let p = self.manifest(child, &m)?;
+            platforms.push(child.platform.clone().unwrap_or(p));
+            self.use_blob((*child).clone(), Origin::Bytes(child_bytes.into()));
+        }
+        if keep.len() == index.manifests.len() {
+            self.use_blob(root.clone(), Origin::Bytes(bytes.into()));
+            return Ok((root, platforms, None));
+        }
+        let filtered = filter_index(&bytes, &keep).map_err(|e| Error::bad(self.place(&root), e))?;
+        let desc = Descriptor::new(&root.media_type, Digest::of_bytes(&filtered), filtered.len() as u64);
+        self.use_blob(desc.clone(), Origin::Bytes(filtered.into()));
+        Ok((desc, platforms, Some(root.digest)))
+    }
+
+    /// Checks a manifest's config and layers; returns the platform its config declares.
+    fn manifest(&mut self, desc: &Descriptor, m: &image::Manifest) -> Result<Platform> {
+        let config_bytes = read_blob(self.store.as_ref(), &m.config)?;
+        let is_image = m.config.media_type == image::OCI_CONFIG
+            || m.config.media_type == "application/vnd.docker.container.image.v1+json";
+        let mut platform = Platform::parse("unknown/unknown").expect("valid");
+        if is_image {
+            let cfg = image::parse_config(&config_bytes).map_err(|e| Error::bad(self.place(&m.config), e))?;
+            if cfg.rootfs.diff_ids.len() != m.layers.len() {
+                return Err(Error::bad(
+                    self.place(desc),
+                    format!("manifest lists {} layers but its config has {} diff_ids", m.layers.len(), cfg.rootfs.diff_ids.len()),
+                ));
+            }
+            platform = cfg.platform();
+        }
+        self.use_blob(m.config.clone(), Origin::Bytes(config_bytes.into()));
+        for layer in &m.layers {
+            if layer.urls.is_some() {
+                return Err(Error::bad(self.place(layer), "foreign layers (with urls) are not supported"));
+            }
+            let path = layer.digest.blob_path();
+            let (_, size) = self.store.open(&path)?;
+            if size != layer.size {
+                return Err(Error::integrity(self.place(layer), format!("size is {size} bytes, the manifest says {}", layer.size)));
+            }
+            self.use_blob(layer.clone(), Origin::Store { store: self.store.clone(), path });
+        }
+        Ok(platform)
+    }
+}
+
+/// The index with only the kept manifests, every other field (and every kept entry) as it was.
+fn filter_index(bytes: &[u8], keep: &[&Descriptor]) -> std::result::Result<Vec<u8>, String> {
+    let mut v = json::parse(bytes)?;
+    let wanted: std::collections::HashSet<&str> = keep.iter().map(|d| d.digest.as_str()).collect();
+    let entries = v["manifests"].as_array_mut().ok_or("`manifests` is not an array")?;
+    entries.retain(|e| e.get("digest").and_then(Value::as_str).is_some_and(|d| wanted.contains(d)));
+    serde_json::to_vec(&v).map_err(|e| e.to_string())
+}
