@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the real peers (docker, podman, containerd, skopeo, umoci,
+# minisign, the distribution registry), starts a private dockerd on a unix socket, runs every
+# unit and integration test against them, and stops what it started.
+#
+#   scripts/test.sh            # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/peers.sh install >&2
+
+work=$(mktemp -d /tmp/airlock-test.XXXXXX)
+cleanup() {
+  scripts/peers.sh stop-dockerd "$work/dk" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$work/dk"
+eval "$(scripts/peers.sh start-dockerd "$work/dk")"
+export AIRLOCK_TEST_DOCKER_HOST="$DOCKER_HOST" AIRLOCK_TEST_CONTAINERD="$CONTAINERD_ADDRESS"
+unset DOCKER_HOST CONTAINERD_ADDRESS
+
+cargo test --locked "$@"

@@ -1,0 +1,130 @@
+//! The test context: a temporary directory, the airlock binary, keys and the committed fixtures.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Exit codes the binary promises (see README).
+pub const EXIT_BAD_INPUT: i32 = 3;
+pub const EXIT_INTEGRITY: i32 = 4;
+pub const EXIT_TRUST: i32 = 5;
+pub const EXIT_IO: i32 = 6;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// The result of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the run succeeded.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "airlock failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the run failed with `code` and stderr contains every one of `needles`.
+    pub fn fails(self, code: i32, needles: &[&str]) -> Self {
+        assert_eq!(self.code, code, "wrong exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        for n in needles {
+            assert!(self.stderr.contains(n), "stderr lacks {n:?}:\n{}", self.stderr);
+        }
+        assert!(!self.stderr.contains("panicked"), "airlock panicked:\n{}", self.stderr);
+        self
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+pub fn fixture_str(name: &str) -> String {
+    fixture(name).display().to_string()
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
+        c.current_dir(self.dir.path());
+        c.env_remove("AIRLOCK_KEY_PASSWORD").env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    /// Runs airlock with `args` in the test directory.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("run airlock"))
+    }
+
+    /// Makes an unencrypted key pair `NAME.key` / `NAME.pub`.
+    pub fn keygen(&self, name: &str) {
+        self.run(&["keygen", "--no-password", "-o", name]).ok();
+    }
+
+    /// The standard multi-source bundle: legacy docker save (2 images, 3 tags), one tag of an OCI
+    /// layout, an OCI archive and a two-platform index. Signed with `ops.key`.
+    pub fn standard_bundle(&self, out: &str) -> Run {
+        if !self.path("ops.key").exists() {
+            self.keygen("ops");
+        }
+        let legacy = format!("docker-archive:{}", fixture_str("legacy-save.tar"));
+        let layout = format!("oci:{}:registry.example/team/app:1.4", fixture_str("oci-layout"));
+        let tools = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
+        let multi = format!("oci-archive:{}", fixture_str("multiarch.oci.tar"));
+        self.run(&["create", "-k", "ops.key", "-o", out, "--created", "2026-01-01T00:00:00Z", &legacy, &layout, &tools, &multi])
+    }
+
+    /// Files in the test directory, for "nothing was left behind" checks.
+    pub fn listing(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// A private Docker Engine started by scripts/test.sh (scripts/peers.sh start-dockerd); its
+/// address comes in AIRLOCK_TEST_DOCKER_HOST.
+pub fn docker_host() -> String {
+    std::env::var("AIRLOCK_TEST_DOCKER_HOST")
+        .expect("AIRLOCK_TEST_DOCKER_HOST is not set: run the tests with scripts/test.sh, which starts a private dockerd")
+}
+
+/// containerd's socket of that dockerd.
+pub fn containerd_socket() -> String {
+    std::env::var("AIRLOCK_TEST_CONTAINERD")
+        .expect("AIRLOCK_TEST_CONTAINERD is not set: run the tests with scripts/test.sh, which starts a private dockerd")
+}
+
+/// Runs an external tool, returning (exit code, stdout, stderr).
+pub fn tool(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    let out = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (installed by scripts/peers.sh install): {e}"));
+    Run::from(out)
+}

@@ -1,0 +1,9 @@
+//! airlock's integration tests: each drives the real binary in a temporary directory, the way an
+//! operator would, and checks what they would see (exit code, message, files, what real docker,
+//! podman, containerd, skopeo and minisign make of the result).
+
+mod common;
+mod create;
+mod hostile;
+mod interop;
+mod verify;
