@@ -46,7 +46,8 @@ pub fn read_list(path: &Path) -> Result<Vec<SourceSpec>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let spec = SourceSpec::parse(line).map_err(|e| Error::bad(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
+        let spec =
+            SourceSpec::parse(line).map_err(|e| Error::bad(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
         out.push(spec);
     }
     Ok(out)

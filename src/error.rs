@@ -57,9 +57,7 @@ impl Error {
             return Error::integrity(place, m.to_string());
         }
         match source.kind() {
-            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                Error::bad(place, source.to_string())
-            }
+            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Error::bad(place, source.to_string()),
             _ => Error::Io { place, source },
         }
     }

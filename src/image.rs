@@ -140,7 +140,7 @@ impl Config {
 /// A parsed manifest or index, by what its media type and its content agree it is.
 #[derive(Debug, Clone)]
 pub enum Parsed {
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     Index(Index),
 }
 
@@ -162,10 +162,10 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> 
     if has_manifests && has_image_parts {
         return Err("ambiguous document: it has both `manifests` (index) and `config`/`layers` (manifest)".into());
     }
-    if let Some(own) = obj.get("mediaType").and_then(Value::as_str) {
-        if own != media_type {
-            return Err(format!("media type confusion: descriptor says `{media_type}`, document says `{own}`"));
-        }
+    if let Some(own) = obj.get("mediaType").and_then(Value::as_str)
+        && own != media_type
+    {
+        return Err(format!("media type confusion: descriptor says `{media_type}`, document says `{own}`"));
     }
     let typed = |v: Value| -> Result<Parsed, String> {
         if is_index_type(media_type) {
@@ -177,7 +177,7 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> 
             if has_manifests {
                 return Err(format!("`{media_type}` document has `manifests`, like an index"));
             }
-            serde_json::from_value(v).map(Parsed::Manifest)
+            serde_json::from_value(v).map(|m| Parsed::Manifest(Box::new(m)))
         } else {
             return Err(format!("unsupported manifest media type `{media_type}`"));
         }

@@ -40,10 +40,10 @@ impl Reference {
             Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
             None => (name, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(fail("a tag is 1-128 of [A-Za-z0-9_.-] and cannot start with '.' or '-'"));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(fail("a tag is 1-128 of [A-Za-z0-9_.-] and cannot start with '.' or '-'"));
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest.to_owned()),
@@ -117,7 +117,10 @@ fn valid_registry(host: &str) -> bool {
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|c| c.is_ascii_digit()));
     let name_ok = !name.is_empty()
         && name.split('.').all(|l| {
-            !l.is_empty() && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+            !l.is_empty()
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
         });
     port_ok && name_ok
 }
@@ -131,9 +134,8 @@ fn valid_component(c: &str) -> bool {
         return false;
     }
     // Separators: one '.', one or two '_', or any run of '-'.
-    c.split(|ch: char| ch.is_ascii_alphanumeric()).all(|sep| {
-        sep.is_empty() || sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')
-    })
+    c.split(|ch: char| ch.is_ascii_alphanumeric())
+        .all(|sep| sep.is_empty() || sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-'))
 }
 
 impl fmt::Display for Reference {

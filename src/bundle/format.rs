@@ -68,7 +68,10 @@ impl BundleIndex {
         if index.schema_version != 1 || index.media_type != MEDIA_TYPE {
             return Err(Error::bad(
                 place,
-                format!("unsupported bundle index (schemaVersion {}, mediaType `{}`)", index.schema_version, index.media_type),
+                format!(
+                    "unsupported bundle index (schemaVersion {}, mediaType `{}`)",
+                    index.schema_version, index.media_type
+                ),
             ));
         }
         Ok(index)

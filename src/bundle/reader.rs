@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 
-use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME};
+use crate::bundle::format::{
+    BlobEntry, BundleIndex, FileEntry, INDEX_NAME, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME,
+};
 use crate::bundle::sign::PublicKey;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
@@ -64,7 +66,8 @@ pub fn read<R: Read>(
     let (_, sig_bytes) = small_entry(&mut entries, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
     let (key_id, trusted_comment) = match trust {
         Trust::Key(pk) => {
-            let sig = String::from_utf8(sig_bytes).map_err(|_| Error::trust(format!("{place}: {SIGNATURE_NAME} is not text")))?;
+            let sig = String::from_utf8(sig_bytes)
+                .map_err(|_| Error::trust(format!("{place}: {SIGNATURE_NAME} is not text")))?;
             let comment = pk.verify(&index_bytes, &sig).map_err(|e| match e {
                 Error::Trust { msg } => Error::trust(format!("{place}: {msg}")),
                 other => other,
@@ -80,7 +83,8 @@ pub fn read<R: Read>(
     let files: HashMap<&str, &FileEntry> = index.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
-    let mut report = Report { index: index.clone(), key_id, trusted_comment, blobs_checked: 0, files_checked: 0, bytes_checked: 0 };
+    let mut report =
+        Report { index: index.clone(), key_id, trusted_comment, blobs_checked: 0, files_checked: 0, bytes_checked: 0 };
 
     for entry in entries {
         let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
@@ -123,13 +127,26 @@ pub fn read<R: Read>(
 }
 
 /// Reads the next entry, which must be the small file `want`.
-fn small_entry<R: Read>(entries: &mut tar::Entries<'_, R>, place: &str, want: &str, limit: u64) -> Result<(String, Vec<u8>)> {
-    let not_bundle = || Error::integrity(place, format!("not an airlock bundle: its entries must begin with {INDEX_NAME} and {SIGNATURE_NAME}"));
+fn small_entry<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    place: &str,
+    want: &str,
+    limit: u64,
+) -> Result<(String, Vec<u8>)> {
+    let not_bundle = || {
+        Error::integrity(
+            place,
+            format!("not an airlock bundle: its entries must begin with {INDEX_NAME} and {SIGNATURE_NAME}"),
+        )
+    };
     let entry = entries.next().ok_or_else(not_bundle)?;
     let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
     let name = entry_name(&entry, place)?;
     if name != want {
-        return Err(Error::integrity(place, format!("first entries must be {INDEX_NAME} and {SIGNATURE_NAME}, found `{name}` where {want} belongs")));
+        return Err(Error::integrity(
+            place,
+            format!("first entries must be {INDEX_NAME} and {SIGNATURE_NAME}, found `{name}` where {want} belongs"),
+        ));
     }
     let bytes = json::read_limited(entry, limit)
         .map_err(|e| Error::io(format!("{place}: {want}"), e).into_integrity())?
@@ -165,7 +182,10 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, place: &str) -> Result<String>
 fn check_complete(index: &BundleIndex, seen: &HashSet<String>, place: &str) -> Result<()> {
     for b in &index.blobs {
         if !seen.contains(&b.digest.blob_path()) {
-            return Err(Error::integrity(place, format!("blob {} listed in the signed index is missing (truncated bundle?)", b.digest)));
+            return Err(Error::integrity(
+                place,
+                format!("blob {} listed in the signed index is missing (truncated bundle?)", b.digest),
+            ));
         }
     }
     for f in &index.files {
@@ -187,13 +207,16 @@ fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place
             let bytes = manifests
                 .get(&digest)
                 .ok_or_else(|| Error::integrity(&at, format!("manifest {digest} is not in the bundle")))?;
-            let parsed = image::parse_manifest(bytes, &media_type).map_err(|e| Error::integrity(&at, format!("{digest}: {e}")))?;
+            let parsed = image::parse_manifest(bytes, &media_type)
+                .map_err(|e| Error::integrity(&at, format!("{digest}: {e}")))?;
             reached.push(manifests.get_key_value(&digest).expect("present").0);
             match parsed {
                 Parsed::Index(i) => todo.extend(i.manifests.into_iter().map(|d| (d.digest, d.media_type))),
                 Parsed::Manifest(m) => {
                     for d in std::iter::once(&m.config).chain(&m.layers) {
-                        let hit = listed.get(&d.digest).ok_or_else(|| Error::integrity(&at, format!("blob {} is not in the bundle", d.digest)))?;
+                        let hit = listed
+                            .get(&d.digest)
+                            .ok_or_else(|| Error::integrity(&at, format!("blob {} is not in the bundle", d.digest)))?;
                         reached.push(hit);
                     }
                 }
@@ -202,7 +225,10 @@ fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place
         let reached: HashSet<&Digest> = reached.into_iter().collect();
         let claimed: HashSet<&Digest> = img.blobs.iter().collect();
         if reached != claimed {
-            return Err(Error::integrity(at, "the blobs its manifests use differ from the blobs the signed index lists for it"));
+            return Err(Error::integrity(
+                at,
+                "the blobs its manifests use differ from the blobs the signed index lists for it",
+            ));
         }
     }
     Ok(())
@@ -232,7 +258,10 @@ fn check_tail<R: Read>(mut c: Counting<R>, place: &str) -> Result<()> {
             break;
         }
         if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
-            return Err(Error::integrity(place, format!("trailing data after the end of the archive at byte {}", end + zeros + i as u64)));
+            return Err(Error::integrity(
+                place,
+                format!("trailing data after the end of the archive at byte {}", end + zeros + i as u64),
+            ));
         }
         zeros += n as u64;
     }

@@ -43,7 +43,11 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
         _ => Path::new("."),
     };
     let place = || out.display().to_string();
-    let tmp = tempfile::Builder::new().prefix(".airlock-").suffix(".tmp").tempfile_in(dir).at(|| dir.display().to_string())?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".airlock-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .at(|| dir.display().to_string())?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
     let mut put = |path: &str, size: u64, data: &mut dyn Read| -> std::io::Result<()> {
         tar.append(&header(path, size, opts.created), data)
@@ -125,13 +129,22 @@ fn build_index(coll: &Collection, files: &[(String, Vec<u8>)], created: u64) -> 
     let blobs: Vec<BlobEntry> = coll
         .blobs
         .values()
-        .map(|b| BlobEntry { digest: b.descriptor.digest.clone(), size: b.descriptor.size, media_type: b.descriptor.media_type.clone() })
+        .map(|b| BlobEntry {
+            digest: b.descriptor.digest.clone(),
+            size: b.descriptor.size,
+            media_type: b.descriptor.media_type.clone(),
+        })
         .collect();
     let files: Vec<FileEntry> = files
         .iter()
-        .map(|(path, bytes)| FileEntry { path: path.clone(), digest: Digest::of_bytes(bytes), size: bytes.len() as u64 })
+        .map(|(path, bytes)| FileEntry {
+            path: path.clone(),
+            digest: Digest::of_bytes(bytes),
+            size: bytes.len() as u64,
+        })
         .collect();
-    let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(created)).to_string();
+    let created =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(created)).to_string();
     let id_source = serde_json::to_vec(&(&created, &images, &blobs, &files)).expect("serialises");
     let bundle_id = Digest::of_bytes(&id_source).hex()[..32].to_owned();
     let tool = format!("airlock {}", env!("CARGO_PKG_VERSION"));
@@ -193,7 +206,12 @@ fn docker_load_files(coll: &Collection, images: &[&Image]) -> Result<(Value, Val
         let tag = image.name.familiar();
         let top = m.layers.last().map(|l| l.digest.hex().to_owned()).unwrap_or_default();
         let (repo, t) = tag.rsplit_once(':').unwrap_or((&tag, "latest"));
-        repositories.entry(repo.to_owned()).or_insert_with(|| json!({})).as_object_mut().expect("object").insert(t.into(), json!(top));
+        repositories
+            .entry(repo.to_owned())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("object")
+            .insert(t.into(), json!(top));
         match entries.iter_mut().find(|(d, _, _)| *d == image.root.digest) {
             Some((_, _, tags)) => tags.push(tag),
             None => {

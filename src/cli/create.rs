@@ -88,7 +88,13 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         (Algo::Zstd, l) => Compression::Zstd(level(l.unwrap_or(3), 1, 19)? as i32),
         (Algo::None, _) => Compression::None,
     };
-    Ok(CreateOptions { sources, output: args.output.clone(), platforms, compression, created: created(args.created.as_deref())? })
+    Ok(CreateOptions {
+        sources,
+        output: args.output.clone(),
+        platforms,
+        compression,
+        created: created(args.created.as_deref())?,
+    })
 }
 
 fn level(l: i32, lo: i32, hi: i32) -> Result<u32> {
@@ -124,7 +130,9 @@ fn load_key(path: &std::path::Path) -> Result<SecretKey> {
             return Ok(pw);
         }
         if !std::io::stdin().is_terminal() {
-            return Err(Error::trust(format!("{place}: the key is encrypted; set {PASSWORD_ENV} or run on a terminal")));
+            return Err(Error::trust(format!(
+                "{place}: the key is encrypted; set {PASSWORD_ENV} or run on a terminal"
+            )));
         }
         rpassword::prompt_password(format!("Password for {place}: ")).map_err(|e| Error::io("terminal", e))
     })?;

@@ -34,13 +34,23 @@ pub fn run(args: InspectArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("bundle {} created {} by {} (not verified: use `airlock verify`)", index.bundle_id, index.created, index.tool);
+    println!(
+        "bundle {} created {} by {} (not verified: use `airlock verify`)",
+        index.bundle_id, index.created, index.tool
+    );
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
     println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");
     for r in &rows {
         let digest = format!("sha256:{}", r.digest.short());
-        println!("{:w$}  {:pw$}  {:19}  {:>10}  {}", r.name, r.platforms.join(","), digest, super::bytes(r.size), r.shared);
+        println!(
+            "{:w$}  {:pw$}  {:19}  {:>10}  {}",
+            r.name,
+            r.platforms.join(","),
+            digest,
+            super::bytes(r.size),
+            r.shared
+        );
     }
     println!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
     Ok(())

@@ -48,7 +48,9 @@ fn new_password() -> Result<String> {
         return Ok(pw);
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Error::trust(format!("no password: set {PASSWORD_ENV}, run on a terminal, or pass --no-password")).into());
+        return Err(
+            Error::trust(format!("no password: set {PASSWORD_ENV}, run on a terminal, or pass --no-password")).into()
+        );
     }
     let a = rpassword::prompt_password("Password for the new secret key: ")?;
     let b = rpassword::prompt_password("Password (again): ")?;

@@ -17,7 +17,11 @@ pub const EXIT_TRUST: u8 = 5;
 pub const EXIT_IO: u8 = 6;
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "Carry container images into air-gapped networks: signed, deduplicated bundles")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Carry container images into air-gapped networks: signed, deduplicated bundles"
+)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,

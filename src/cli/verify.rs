@@ -75,7 +75,8 @@ fn report_json(r: &Report, args: &VerifyArgs) -> serde_json::Value {
         .iter()
         .map(|b| json!({"digest": b.digest, "size": b.size, "mediaType": b.media_type, "checked": ["present", "size", "sha256"]}))
         .collect();
-    let files: Vec<_> = r.index.files.iter().map(|f| json!({"path": f.path, "digest": f.digest, "size": f.size})).collect();
+    let files: Vec<_> =
+        r.index.files.iter().map(|f| json!({"path": f.path, "digest": f.digest, "size": f.size})).collect();
     json!({
         "bundle": args.bundle,
         "result": "ok",

@@ -30,7 +30,13 @@ struct SaveEntry {
     layers: Vec<String>,
 }
 
-pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+pub fn read(
+    spec: &SourceSpec,
+    store: Arc<dyn Store>,
+    opts: &ReadOptions,
+    stager: &Stager,
+    out: &mut Collection,
+) -> Result<()> {
     let bytes = store.read_small("manifest.json")?;
     let entries: Vec<SaveEntry> = json::parse_as(&bytes).map_err(|e| Error::bad(store.place("manifest.json"), e))?;
     let chosen = select(spec, store.as_ref(), &entries)?;
@@ -42,7 +48,11 @@ pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, stager
 }
 
 /// The names an entry is loaded under, and the entries chosen by the spec.
-fn select<'a>(spec: &SourceSpec, store: &dyn Store, entries: &'a [SaveEntry]) -> Result<Vec<(&'a SaveEntry, Vec<Reference>)>> {
+fn select<'a>(
+    spec: &SourceSpec,
+    store: &dyn Store,
+    entries: &'a [SaveEntry],
+) -> Result<Vec<(&'a SaveEntry, Vec<Reference>)>> {
     let mut chosen = Vec::new();
     let wanted = match &spec.selector {
         Some(s) => Some(Reference::parse(s).map_err(|e| Error::bad(spec.to_string(), e.to_string()))?),
@@ -73,7 +83,10 @@ fn select<'a>(spec: &SourceSpec, store: &dyn Store, entries: &'a [SaveEntry]) ->
         return Err(Error::bad(spec.to_string(), "no image with that tag in manifest.json"));
     }
     if spec.name.is_some() && chosen.len() > 1 {
-        return Err(Error::bad(spec.to_string(), "`=NAME` names one image, but this archive holds several; select one with `:TAG`"));
+        return Err(Error::bad(
+            spec.to_string(),
+            "`=NAME` names one image, but this archive holds several; select one with `:TAG`",
+        ));
     }
     Ok(chosen)
 }
@@ -92,10 +105,11 @@ fn read_legacy(
         let bytes = store.read_small(&entry.config)?;
         let digest = Digest::of_bytes(&bytes);
         let stem = entry.config.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
-        if let Ok(named) = Digest::from_hex(stem) {
-            if named != digest {
-                return Err(Error::integrity(store.place(&entry.config), format!("content has {digest}, its name says {named}")));
-            }
+        if let Ok(named) = Digest::from_hex(stem)
+            && named != digest
+        {
+            let msg = format!("content has {digest}, its name says {named}");
+            return Err(Error::integrity(store.place(&entry.config), msg));
         }
         let cfg = image::parse_config(&bytes).map_err(|e| Error::bad(store.place(&entry.config), e))?;
         if cfg.rootfs.diff_ids.len() != entry.layers.len() {

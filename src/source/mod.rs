@@ -225,7 +225,10 @@ mod tests {
     #[test]
     fn source_specs_parse_like_skopeo() {
         let s = SourceSpec::parse("oci:./layout:web-1.4").unwrap();
-        assert_eq!((s.transport, s.path.to_str().unwrap(), s.selector.as_deref()), (Transport::Oci, "./layout", Some("web-1.4")));
+        assert_eq!(
+            (s.transport, s.path.to_str().unwrap(), s.selector.as_deref()),
+            (Transport::Oci, "./layout", Some("web-1.4"))
+        );
         let s = SourceSpec::parse("oci-archive:t.tar:registry.example:5000/a/b:1=reg.io/x:2").unwrap();
         assert_eq!(s.selector.as_deref(), Some("registry.example:5000/a/b:1"));
         assert_eq!(s.name.unwrap().to_string(), "reg.io/x:2");

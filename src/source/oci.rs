@@ -114,7 +114,10 @@ fn select<'a>(spec: &SourceSpec, all: &'a [Descriptor]) -> Result<Vec<&'a Descri
 pub(crate) fn read_blob(store: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>> {
     let path = desc.digest.blob_path();
     if desc.size > json::MAX_JSON_BYTES {
-        return Err(Error::bad(store.place(&path), format!("{} bytes is too large for a manifest or config", desc.size)));
+        return Err(Error::bad(
+            store.place(&path),
+            format!("{} bytes is too large for a manifest or config", desc.size),
+        ));
     }
     let (r, _) = store.open(&path)?;
     let mut buf = Vec::new();
@@ -156,7 +159,12 @@ impl Walker<'_> {
         }
     }
 
-    fn index(&mut self, root: Descriptor, bytes: Vec<u8>, index: &Index) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
+    fn index(
+        &mut self,
+        root: Descriptor,
+        bytes: Vec<u8>,
+        index: &Index,
+    ) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
         let wanted = &self.opts.platforms;
         let keep: Vec<&Descriptor> = index
             .manifests
@@ -165,7 +173,8 @@ impl Walker<'_> {
             .collect();
         for w in wanted {
             if !keep.iter().any(|d| d.platform.as_ref().is_some_and(|p| p.matches(w))) {
-                let has: Vec<String> = index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect();
+                let has: Vec<String> =
+                    index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect();
                 return Err(Error::bad(
                     format!("image {}", self.name),
                     format!("has no platform {w} (it has: {})", has.join(", ")),
@@ -175,7 +184,10 @@ impl Walker<'_> {
         let mut platforms = Vec::new();
         for child in &keep {
             if !image::is_manifest_type(&child.media_type) {
-                return Err(Error::bad(self.place(child), format!("nested index `{}` is not supported", child.media_type)));
+                return Err(Error::bad(
+                    self.place(child),
+                    format!("nested index `{}` is not supported", child.media_type),
+                ));
             }
             let child_bytes = read_blob(self.store.as_ref(), child)?;
             let m = match image::parse_manifest(&child_bytes, &child.media_type) {
@@ -208,7 +220,11 @@ impl Walker<'_> {
             if cfg.rootfs.diff_ids.len() != m.layers.len() {
                 return Err(Error::bad(
                     self.place(desc),
-                    format!("manifest lists {} layers but its config has {} diff_ids", m.layers.len(), cfg.rootfs.diff_ids.len()),
+                    format!(
+                        "manifest lists {} layers but its config has {} diff_ids",
+                        m.layers.len(),
+                        cfg.rootfs.diff_ids.len()
+                    ),
                 ));
             }
             platform = cfg.platform();
@@ -221,7 +237,10 @@ impl Walker<'_> {
             let path = layer.digest.blob_path();
             let (_, size) = self.store.open(&path)?;
             if size != layer.size {
-                return Err(Error::integrity(self.place(layer), format!("size is {size} bytes, the manifest says {}", layer.size)));
+                return Err(Error::integrity(
+                    self.place(layer),
+                    format!("size is {size} bytes, the manifest says {}", layer.size),
+                ));
             }
             self.use_blob(layer.clone(), Origin::Store { store: self.store.clone(), path });
         }

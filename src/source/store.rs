@@ -27,9 +27,7 @@ pub trait Store: Send + Sync {
     /// Reads a small file whole (JSON metadata), bounded by the JSON size limit.
     fn read_small(&self, path: &str) -> Result<Vec<u8>> {
         let (r, _) = self.open(path)?;
-        crate::json::read_bounded(r)
-            .at(|| self.place(path))?
-            .map_err(|msg| Error::bad(self.place(path), msg))
+        crate::json::read_bounded(r).at(|| self.place(path))?.map_err(|msg| Error::bad(self.place(path), msg))
     }
 
     fn place(&self, path: &str) -> String {
@@ -107,8 +105,8 @@ impl TarStore {
                 }
                 let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
                 let joined = if parent.is_empty() { target.clone() } else { format!("{parent}/{target}") };
-                let resolved = resolve_dots(&joined)
-                    .ok_or_else(|| format!("symlink to `{target}` points outside the archive"))?;
+                let resolved =
+                    resolve_dots(&joined).ok_or_else(|| format!("symlink to `{target}` points outside the archive"))?;
                 Ok(Node::Link(resolved))
             }
             EntryType::Link => {
@@ -136,7 +134,10 @@ impl TarStore {
             }
             if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
                 let at = pos + i as u64;
-                return Err(Error::bad(self.loc(), format!("trailing garbage after the end of the archive at byte {at}")));
+                return Err(Error::bad(
+                    self.loc(),
+                    format!("trailing garbage after the end of the archive at byte {at}"),
+                ));
             }
             pos += n as u64;
         }
@@ -159,10 +160,18 @@ impl TarStore {
                 Some(Node::File { offset, size }) => return Ok((*offset, *size)),
                 Some(Node::Link(target)) => cur = target.clone(),
                 Some(Node::Dir) => {
-                    return Err(Error::bad(self.place(path), format!("`{cur}` is a directory where a file is expected")));
+                    return Err(Error::bad(
+                        self.place(path),
+                        format!("`{cur}` is a directory where a file is expected"),
+                    ));
                 }
                 None if cur == path => return Err(Error::bad(self.place(path), "no such file in the archive")),
-                None => return Err(Error::bad(self.place(path), format!("link points to `{cur}`, which is not in the archive"))),
+                None => {
+                    return Err(Error::bad(
+                        self.place(path),
+                        format!("link points to `{cur}`, which is not in the archive"),
+                    ));
+                }
             }
         }
         Err(Error::bad(self.place(path), "too many levels of links"))
