@@ -56,6 +56,11 @@ impl Error {
         if let Some(m) = Mismatch::from_io(&source) {
             return Error::integrity(place, m.to_string());
         }
+        // fs-err already names the path; keep only its cause so the chain does not say it twice.
+        let source = match source.get_ref().and_then(|inner| inner.source()) {
+            Some(cause) if source.to_string().contains(&place) => io::Error::new(source.kind(), cause.to_string()),
+            _ => source,
+        };
         match source.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => Error::bad(place, source.to_string()),
             _ => Error::Io { place, source },
