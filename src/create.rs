@@ -7,7 +7,7 @@ use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
 use crate::image::Platform;
 use crate::source::stage::{Compression, Stager};
-use crate::source::{self, Collection, ReadOptions, SourceSpec};
+use crate::source::{self, Collection, ReadOptions, SourceSpec, Transport};
 
 pub struct CreateOptions {
     pub sources: Vec<SourceSpec>,
@@ -29,7 +29,10 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
     let stager = Stager::new(dir, opts.compression)?;
     let read_opts = ReadOptions { platforms: opts.platforms.clone() };
     let mut coll = Collection::default();
-    for spec in &opts.sources {
+    // Sources that carry compressed layers first, so a legacy docker save can reuse them.
+    let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
+        opts.sources.iter().partition(|s| s.transport == Transport::DockerArchive);
+    for spec in compressed.into_iter().chain(legacy) {
         source::read(spec, &read_opts, &stager, &mut coll)?;
     }
     let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();

@@ -128,10 +128,10 @@ fn read_legacy(
         }
         configs.push((Descriptor::new(OCI_CONFIG, digest, bytes.len() as u64), bytes, cfg.platform()));
     }
-    let staged = stager.stage_all(&jobs)?;
+    let staged = stager.stage_all(&jobs, &out.by_diff_id)?;
     let mut staged = staged.into_iter();
     for ((entry, names), (config, config_bytes, platform)) in chosen.iter().zip(configs) {
-        let layers: Vec<(Descriptor, std::path::PathBuf)> = staged.by_ref().take(entry.layers.len()).collect();
+        let layers: Vec<(Descriptor, Origin)> = staged.by_ref().take(entry.layers.len()).collect();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -142,11 +142,11 @@ fn read_legacy(
         let root = Descriptor::new(OCI_MANIFEST, Digest::of_bytes(&manifest), manifest.len() as u64);
         let mut blobs = vec![root.digest.clone(), config.digest.clone()];
         out.add_blob(config, Origin::Bytes(config_bytes.into()));
-        for (d, path) in layers {
+        for (d, origin) in layers {
             if !blobs.contains(&d.digest) {
                 blobs.push(d.digest.clone());
             }
-            out.add_blob(d, Origin::Staged(path));
+            out.add_blob(d, origin);
         }
         out.add_blob(root.clone(), Origin::Bytes(manifest.into()));
         for name in names {

@@ -11,7 +11,7 @@ pub mod oci;
 pub mod stage;
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,6 +158,9 @@ pub struct ReadOptions {
 pub struct Collection {
     pub images: Vec<Image>,
     pub blobs: BTreeMap<Digest, Blob>,
+    /// Layers seen in sources that carry them compressed, by uncompressed digest (`diff_id`), so a
+    /// legacy `docker save` of the same layer can reuse them instead of compressing it again.
+    pub by_diff_id: HashMap<Digest, Blob>,
 }
 
 impl Collection {

@@ -15,7 +15,7 @@ use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descri
 use crate::json;
 use crate::reference::Reference;
 use crate::source::store::Store;
-use crate::source::{Collection, Image, Origin, ReadOptions, SourceSpec, needs_name};
+use crate::source::{Blob, Collection, Image, Origin, ReadOptions, SourceSpec, needs_name};
 
 /// Reads the images of an OCI layout held in `store`.
 pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut Collection) -> Result<()> {
@@ -215,6 +215,7 @@ impl Walker<'_> {
         let is_image = m.config.media_type == image::OCI_CONFIG
             || m.config.media_type == "application/vnd.docker.container.image.v1+json";
         let mut platform = Platform::parse("unknown/unknown").expect("valid");
+        let mut diff_ids = Vec::new();
         if is_image {
             let cfg = image::parse_config(&config_bytes).map_err(|e| Error::bad(self.place(&m.config), e))?;
             if cfg.rootfs.diff_ids.len() != m.layers.len() {
@@ -228,9 +229,10 @@ impl Walker<'_> {
                 ));
             }
             platform = cfg.platform();
+            diff_ids = cfg.rootfs.diff_ids;
         }
         self.use_blob(m.config.clone(), Origin::Bytes(config_bytes.into()));
-        for layer in &m.layers {
+        for (i, layer) in m.layers.iter().enumerate() {
             if layer.urls.is_some() {
                 return Err(Error::bad(self.place(layer), "foreign layers (with urls) are not supported"));
             }
@@ -242,7 +244,14 @@ impl Walker<'_> {
                     format!("size is {size} bytes, the manifest says {}", layer.size),
                 ));
             }
-            self.use_blob(layer.clone(), Origin::Store { store: self.store.clone(), path });
+            let origin = Origin::Store { store: self.store.clone(), path };
+            if let Some(diff_id) = diff_ids.get(i) {
+                self.out
+                    .by_diff_id
+                    .entry(diff_id.clone())
+                    .or_insert_with(|| Blob { descriptor: layer.clone(), origin: origin.clone() });
+            }
+            self.use_blob(layer.clone(), origin);
         }
         Ok(platform)
     }

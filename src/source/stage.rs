@@ -4,17 +4,19 @@
 //! Each layer is read once: its uncompressed sha256 is checked against the config's `diff_id`
 //! while it is compressed into a temporary file beside the output, whose own sha256 and size become
 //! the layer's new descriptor. Layers are staged in parallel (one rayon task per layer) and each
-//! distinct `diff_id` is staged once.
+//! distinct `diff_id` is staged once. A layer that another source already carries compressed is
+//! not compressed again: that blob is reused once it is shown to decompress to the same `diff_id`.
 
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::digest::{Digest, HashingReader, HashingWriter};
+use crate::digest::{Digest, HashingReader, HashingWriter, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use crate::source::store::Store;
+use crate::source::{Blob, Origin};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -44,7 +46,7 @@ pub struct LayerJob<'a> {
 pub struct Stager {
     dir: tempfile::TempDir,
     compression: Compression,
-    done: Mutex<HashMap<Digest, (Descriptor, PathBuf)>>,
+    done: Mutex<HashMap<Digest, (Descriptor, Origin)>>,
 }
 
 impl Stager {
@@ -58,22 +60,63 @@ impl Stager {
         Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()) })
     }
 
-    /// Stages every job, in parallel; returns the new descriptor and file for each, in order.
-    pub fn stage_all(&self, jobs: &[LayerJob<'_>]) -> Result<Vec<(Descriptor, PathBuf)>> {
+    /// Stages every job, in parallel; returns the new descriptor and origin for each, in order.
+    /// A layer whose `diff_id` is in `known` (already held compressed from another source) is
+    /// reused once it is checked to decompress to that `diff_id`; otherwise it is compressed.
+    pub fn stage_all(&self, jobs: &[LayerJob<'_>], known: &HashMap<Digest, Blob>) -> Result<Vec<(Descriptor, Origin)>> {
         use rayon::prelude::*;
-        // Distinct diff_ids first, so a layer shared by several images is compressed once.
+        // Distinct diff_ids first, so a layer shared by several images is handled once.
         let mut seen = std::collections::HashSet::new();
         let todo: Vec<&LayerJob<'_>> = jobs
             .iter()
             .filter(|j| !self.done.lock().expect("lock").contains_key(&j.diff_id) && seen.insert(j.diff_id.clone()))
             .collect();
         todo.par_iter().try_for_each(|job| {
-            let staged = self.stage_one(job)?;
+            let staged = match known.get(&job.diff_id) {
+                Some(blob) if self.reusable(job, blob)? => (blob.descriptor.clone(), blob.origin.clone()),
+                _ => {
+                    let (d, path) = self.stage_one(job)?;
+                    (d, Origin::Staged(path))
+                }
+            };
             self.done.lock().expect("lock").insert(job.diff_id.clone(), staged);
             Ok::<_, Error>(())
         })?;
         let done = self.done.lock().expect("lock");
         Ok(jobs.iter().map(|j| done[&j.diff_id].clone()).collect())
+    }
+
+    /// Checks the legacy layer against its `diff_id` and that `blob` decompresses to the same
+    /// bytes (bounded by the layer's size, so a bomb cannot run long).
+    fn reusable(&self, job: &LayerJob<'_>, blob: &Blob) -> Result<bool> {
+        let place = job.store.place(&job.path);
+        let (reader, size) = job.store.open(&job.path)?;
+        let mut src = HashingReader::new(reader);
+        io::copy(&mut src, &mut io::sink()).map_err(|e| Error::io(&place, e))?;
+        let (found, _) = src.finish();
+        if found != job.diff_id {
+            return Err(Error::integrity(
+                place,
+                format!("layer content has sha256 {found}, but the image config's diff_id is {}", job.diff_id),
+            ));
+        }
+        let Origin::Store { store, path } = &blob.origin else { return Ok(false) };
+        let (raw, _) = store.open(path)?;
+        let verified = VerifyingReader::new(raw, blob.descriptor.digest.clone(), blob.descriptor.size);
+        let decoded: Box<dyn Read> = match blob.descriptor.media_type.as_str() {
+            t if t.ends_with("+gzip") || t.ends_with(".gzip") => Box::new(flate2::read::MultiGzDecoder::new(verified)),
+            t if t.ends_with("+zstd") => match zstd::stream::read::Decoder::new(verified) {
+                Ok(d) => Box::new(d),
+                Err(_) => return Ok(false),
+            },
+            _ => Box::new(verified),
+        };
+        let mut hashed = HashingReader::new(decoded.take(size + 1));
+        if io::copy(&mut hashed, &mut io::sink()).is_err() {
+            return Ok(false);
+        }
+        let (digest, len) = hashed.finish();
+        Ok(len == size && digest == job.diff_id)
     }
 
     fn stage_one(&self, job: &LayerJob<'_>) -> Result<(Descriptor, PathBuf)> {

@@ -169,3 +169,28 @@ fn keygen_refuses_to_overwrite_a_key() {
     env.run(&["keygen", "--no-password", "-o", "ops"]).fails(EXIT_BAD_INPUT, &["ops.key", "--force"]);
     assert_eq!(std::fs::read(env.path("ops.key")).unwrap(), before);
 }
+
+#[test]
+fn a_legacy_docker_save_reuses_a_layer_another_source_carries_compressed() {
+    let env = Env::new();
+    env.keygen("ops");
+    let legacy = format!("docker-archive:{}", fixture_str("legacy-save.tar"));
+    let tools = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
+    // Legacy source first on the command line: the order must not matter.
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &tools]).ok();
+    let index = signed_index(&env, "b.tar");
+    let layer_of = |name: &str| -> Vec<String> {
+        let blobs = image(&index, name)["blobs"].as_array().unwrap().clone();
+        index["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| blobs.contains(&b["digest"]) && b["mediaType"].as_str().unwrap().contains("layer"))
+            .map(|b| b["digest"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let busybox = layer_of("registry.example/tools/busybox:1.36");
+    assert_eq!(busybox.len(), 1);
+    assert_eq!(layer_of("example.com/team/base:1.0"), busybox, "the legacy base image uses the OCI archive's blob");
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+}
