@@ -5,6 +5,7 @@
 //! The data flows source → collection (images, blobs, dedup) → bundle writer (hash on the fly) →
 //! bundle reader (streaming verification).
 
+pub mod atomic;
 pub mod bundle;
 pub mod create;
 pub mod digest;
@@ -12,4 +13,5 @@ pub mod error;
 pub mod image;
 pub mod json;
 pub mod reference;
+pub mod sink;
 pub mod source;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use crate::atomic::AtomicFile;
 use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, SIGNATURE_NAME};
 use crate::bundle::sign::SecretKey;
 use crate::digest::{Digest, VerifyingReader};
@@ -38,17 +39,9 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let comment = format!("timestamp:{}\tfile:{INDEX_NAME}\tbundle:{}", opts.created, index.bundle_id);
     let signature = opts.key.sign(&index_bytes, &comment);
 
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     let place = || out.display().to_string();
-    let tmp = tempfile::Builder::new()
-        .prefix(".airlock-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .at(|| dir.display().to_string())?;
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let tmp = AtomicFile::create(out)?;
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.file()));
     let mut put = |path: &str, size: u64, data: &mut dyn Read| -> std::io::Result<()> {
         tar.append(&header(path, size, opts.created), data)
     };
@@ -78,16 +71,8 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     }
     let buf = tar.into_inner().at(place)?;
     buf.into_inner().map_err(|e| Error::io(place(), e.into_error()))?;
-    let mut perms = tmp.as_file().metadata().at(place)?.permissions();
-    // tempfile creates 0600; a bundle is not secret, give it the usual file mode.
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
-    tmp.as_file().set_permissions(perms).at(place)?;
-    tmp.as_file().sync_all().at(place)?;
-    let bundle_bytes = tmp.as_file().metadata().at(place)?.len();
-    tmp.persist(out).map_err(|e| Error::io(place(), e.error))?;
-    if let Ok(d) = fs_err::File::open(dir) {
-        let _ = d.sync_all(); // make the rename durable; not all filesystems allow it
-    }
+    // A bundle is not secret: the usual file mode, not tempfile's 0600.
+    let bundle_bytes = tmp.commit(0o644)?;
     let bytes_saved = bytes_saved(&index);
     Ok(Written { index, bundle_bytes, bytes_saved })
 }

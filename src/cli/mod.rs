@@ -1,8 +1,11 @@
 //! Command-line layer: one file per subcommand, each turning flags into the library's options.
 
 mod create;
+mod export;
 mod inspect;
 mod keygen;
+mod load;
+mod trust;
 mod verify;
 
 use std::process::ExitCode;
@@ -37,6 +40,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature and every blob
     Verify(verify::VerifyArgs),
+    /// Verify a bundle, then write it as a docker-archive or an OCI layout
+    Export(export::ExportArgs),
+    /// Verify a bundle, then load it into the Docker Engine at DOCKER_HOST
+    Load(load::LoadArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -45,6 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Create(a) => create::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Export(a) => export::run(a),
+        Command::Load(a) => load::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -86,4 +95,29 @@ pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn st
     }
     let f = fs_err::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), path.display().to_string()))
+}
+
+/// `--platform` for sinks, or the host's platform.
+pub fn platform_or_host(flag: Option<&str>) -> airlock::error::Result<airlock::image::Platform> {
+    match flag {
+        Some(p) => airlock::image::Platform::parse(p).map_err(|e| Error::bad("--platform", e)),
+        None => Ok(airlock::sink::docker_archive::host_platform()),
+    }
+}
+
+/// One line on stderr saying what was verified before anything was written.
+pub fn print_verified(place: &str, r: &airlock::bundle::reader::Report) {
+    let sig = match &r.key_id {
+        Some(k) => format!("signature by key {k}"),
+        None => "SIGNATURE NOT CHECKED (--insecure-no-signature)".into(),
+    };
+    eprintln!("{place}: verified {sig}, {} blobs, {}", r.blobs_checked, bytes(r.bytes_checked));
+}
+
+/// The bundle's creation time in seconds, used as mtime of what is written from it.
+pub fn created_epoch(index: &airlock::bundle::format::BundleIndex) -> u64 {
+    humantime::parse_rfc3339(&index.created)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }

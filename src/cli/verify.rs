@@ -2,9 +2,7 @@
 
 use std::path::PathBuf;
 
-use airlock::bundle::reader::{self, Report, Trust};
-use airlock::bundle::sign::PublicKey;
-use airlock::error::Error;
+use airlock::bundle::reader::{self, Report};
 use anyhow::Result;
 use serde_json::json;
 
@@ -12,12 +10,8 @@ use serde_json::json;
 pub struct VerifyArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,
-    /// Public key the bundle must be signed with
-    #[arg(short = 'p', long = "public-key", value_name = "FILE", required_unless_present = "insecure_no_signature")]
-    public_key: Option<PathBuf>,
-    /// Do not check the signature (contents are still checked against the unsigned index)
-    #[arg(long, conflicts_with = "public_key")]
-    insecure_no_signature: bool,
+    #[command(flatten)]
+    trust: super::trust::TrustArgs,
     /// Print a machine-readable report on stdout
     #[arg(long)]
     json: bool,
@@ -54,17 +48,9 @@ pub fn run(args: VerifyArgs) -> Result<()> {
 }
 
 fn verify(args: &VerifyArgs) -> Result<Report> {
-    let key = match &args.public_key {
-        Some(p) => {
-            let place = p.display().to_string();
-            let text = fs_err::read_to_string(p).map_err(|e| Error::io(&place, e))?;
-            Some(PublicKey::from_box(&place, &text)?)
-        }
-        None => None,
-    };
-    let trust = key.as_ref().map_or(Trust::Insecure, Trust::Key);
+    let key = args.trust.load()?;
     let (src, place) = super::open_bundle(&args.bundle)?;
-    let report = reader::read(src, &place, trust, &mut |_| Ok(()), &mut |_, _| Ok(()))?;
+    let report = reader::read(src, &place, super::trust::trust(&key), &mut |_| Ok(()), &mut |_, _| Ok(()))?;
     Ok(report)
 }
 

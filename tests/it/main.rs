@@ -6,4 +6,5 @@ mod common;
 mod create;
 mod hostile;
 mod interop;
+mod sinks;
 mod verify;

@@ -1,0 +1,63 @@
+//! Output files that appear whole or not at all: written under a temporary name in the target's
+//! directory, fsynced, then renamed over the target. Dropped before [`AtomicFile::commit`], the
+//! temporary file is removed, so a failed or interrupted run leaves nothing at the output path.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+/// The directory a path lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> Result<Self> {
+        let dir = parent_dir(dest);
+        let tmp = tempfile::Builder::new()
+            .prefix(".airlock-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .at(|| dir.display().to_string())?;
+        Ok(AtomicFile { tmp, dest: dest.to_owned() })
+    }
+
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
+    pub fn place(&self) -> String {
+        self.dest.display().to_string()
+    }
+
+    /// Gives the file mode `mode`, fsyncs it, renames it into place and fsyncs the directory.
+    /// Returns the file's size.
+    pub fn commit(self, mode: u32) -> Result<u64> {
+        use std::os::unix::fs::PermissionsExt;
+        let place = || self.dest.display().to_string();
+        let file = self.tmp.as_file();
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).at(place)?;
+        file.sync_all().at(place)?;
+        let size = file.metadata().at(place)?.len();
+        let dest = self.dest.clone();
+        self.tmp.persist(&dest).map_err(|e| Error::io(dest.display().to_string(), e.error))?;
+        sync_dir(parent_dir(&dest));
+        Ok(size)
+    }
+}
+
+/// Best effort: makes renames inside `dir` durable (not every filesystem allows it).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,66 @@
+//! `airlock export`: verify a bundle, then write it as a docker-archive or an OCI layout for hosts
+//! without airlock.
+
+use std::path::PathBuf;
+
+use airlock::atomic::parent_dir;
+use airlock::sink::{self, docker_archive};
+use anyhow::Result;
+use clap::ValueEnum;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    /// The bundle (or - for stdin)
+    bundle: PathBuf,
+    #[command(flatten)]
+    trust: super::trust::TrustArgs,
+    /// Output format
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Output: a tar file (docker-archive) or a new directory (oci)
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Platform to take from multi-platform images for docker-archive (default: this host's)
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    DockerArchive,
+    Oci,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let platform = super::platform_or_host(args.platform.as_deref())?;
+    let key = args.trust.load()?;
+    let (src, place) = super::open_bundle(&args.bundle)?;
+    let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
+    super::print_verified(&place, &staged.report);
+    match args.format {
+        Format::Oci => {
+            let n = staged.index().images.len();
+            staged.persist_layout(&args.output)?;
+            println!("{}: OCI image layout with {n} images", args.output.display());
+        }
+        Format::DockerArchive => {
+            let images = docker_archive::plan(&staged, &platform)?;
+            let mtime = super::created_epoch(staged.index());
+            docker_archive::write_file(&staged, &images, &args.output, mtime)?;
+            println!("{}: docker-archive with {} images", args.output.display(), images.len());
+            print_plan(&images);
+        }
+    }
+    Ok(())
+}
+
+pub fn print_plan(images: &[docker_archive::DockerImage]) {
+    for i in images {
+        let chosen = match &i.chosen_from {
+            Some(index) => format!(" (platform {} chosen from multi-platform index {})", i.platform, index),
+            None => String::new(),
+        };
+        println!("  {}{chosen}", i.tags.join(", "));
+    }
+}
+

@@ -1,0 +1,39 @@
+//! `airlock load`: verify a bundle, then stream it into the local Docker Engine.
+
+use std::path::PathBuf;
+
+use airlock::sink::daemon::{self, DockerHost};
+use airlock::sink::{self, docker_archive};
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// The bundle (or - for stdin)
+    bundle: PathBuf,
+    #[command(flatten)]
+    trust: super::trust::TrustArgs,
+    /// Platform to take from multi-platform images (default: this host's)
+    #[arg(long)]
+    platform: Option<String>,
+    /// Where to unpack the bundle while it is verified (default: the system's temporary directory)
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+pub fn run(args: LoadArgs) -> Result<()> {
+    let platform = super::platform_or_host(args.platform.as_deref())?;
+    let host = DockerHost::from_env()?;
+    let key = args.trust.load()?;
+    let (src, place) = super::open_bundle(&args.bundle)?;
+    let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp)?;
+    super::print_verified(&place, &staged.report);
+    let images = docker_archive::plan(&staged, &platform)?;
+    let mtime = super::created_epoch(staged.index());
+    let loaded = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime))?;
+    for line in loaded {
+        println!("{line}");
+    }
+    super::export::print_plan(&images);
+    Ok(())
+}

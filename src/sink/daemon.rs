@@ -1,0 +1,203 @@
+//! `docker load` through the Docker Engine API (`POST /images/load`), over the unix socket or the
+//! TCP address in `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
+//!
+//! This is the one place airlock speaks HTTP by hand: the request is a single POST whose body is
+//! the docker-archive tar streamed with chunked transfer encoding, and the general HTTP clients
+//! in the Rust ecosystem either lack unix-socket transports or bring an async runtime. TLS-protected
+//! daemons (`DOCKER_TLS_VERIFY`, `ssh://`) are refused with a clear error.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub enum DockerHost {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl DockerHost {
+    /// From `DOCKER_HOST`, as the docker CLI reads it.
+    pub fn from_env() -> Result<Self> {
+        let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
+            return Err(Error::bad("DOCKER_TLS_VERIFY", "TLS-protected Docker daemons are not supported; use a unix socket"));
+        }
+        Self::parse(&host)
+    }
+
+    pub fn parse(host: &str) -> Result<Self> {
+        if let Some(path) = host.strip_prefix("unix://") {
+            return Ok(DockerHost::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = host.strip_prefix("tcp://") {
+            let addr = addr.trim_end_matches('/');
+            let addr = if addr.contains(':') { addr.to_owned() } else { format!("{addr}:2375") };
+            return Ok(DockerHost::Tcp(addr));
+        }
+        Err(Error::bad(format!("DOCKER_HOST={host}"), "only unix:// and tcp:// daemon addresses are supported"))
+    }
+
+    fn place(&self) -> String {
+        match self {
+            DockerHost::Unix(p) => format!("docker daemon at unix://{}", p.display()),
+            DockerHost::Tcp(a) => format!("docker daemon at tcp://{a}"),
+        }
+    }
+
+    fn connect(&self) -> Result<Box<dyn Stream>> {
+        let place = self.place();
+        let stream: Box<dyn Stream> = match self {
+            DockerHost::Unix(p) => Box::new(UnixStream::connect(p).map_err(|e| Error::io(&place, e))?),
+            DockerHost::Tcp(a) => {
+                let s = TcpStream::connect(a).map_err(|e| Error::io(&place, e))?;
+                s.set_read_timeout(Some(Duration::from_secs(3600))).map_err(|e| Error::io(&place, e))?;
+                Box::new(s)
+            }
+        };
+        Ok(stream)
+    }
+}
+
+trait Stream: Read + Write + Send {
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
+}
+
+impl Stream for UnixStream {
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+impl Stream for TcpStream {
+    fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+}
+
+/// Streams a docker-archive tar, written by `body`, into `POST /images/load`; returns the
+/// daemon's "Loaded image: …" lines.
+pub fn load(host: &DockerHost, body: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Vec<String>> {
+    let place = host.place();
+    let stream = host.connect()?;
+    let reader = stream.try_clone_box().map_err(|e| Error::io(&place, e))?;
+    let mut w = BufWriter::with_capacity(1 << 20, Chunked { inner: stream });
+    let head = "POST /images/load?quiet=1 HTTP/1.1\r\nHost: docker\r\nUser-Agent: airlock\r\n\
+                Content-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    w.get_mut().inner.write_all(head.as_bytes()).map_err(|e| Error::io(&place, e))?;
+    let sent = body(&mut w).and_then(|()| {
+        let mut chunked = w.into_inner().map_err(|e| Error::io(&place, e.into_error()))?;
+        chunked.finish().map_err(|e| Error::io(&place, e))
+    });
+    // If the daemon refused the upload early, its answer says why; prefer it to a broken pipe.
+    let answer = read_response(reader, &place);
+    match (sent, answer) {
+        (Err(e @ (Error::Integrity { .. } | Error::BadInput { .. } | Error::Trust { .. })), _) => Err(e),
+        (_, Err(e)) | (Err(e), Ok(_)) => Err(e),
+        (Ok(()), Ok(lines)) => Ok(lines),
+    }
+}
+
+struct Chunked {
+    inner: Box<dyn Stream>,
+}
+
+impl Chunked {
+    fn finish(&mut self) -> io::Result<()> {
+        self.inner.write_all(b"0\r\n\r\n")?;
+        self.inner.flush()
+    }
+}
+
+impl Write for Chunked {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        write!(self.inner, "{:x}\r\n", buf.len())?;
+        self.inner.write_all(buf)?;
+        self.inner.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads the HTTP response; the body is newline-separated JSON messages.
+fn read_response(stream: Box<dyn Stream>, place: &str) -> Result<Vec<String>> {
+    let mut r = BufReader::new(stream.take(64 << 20));
+    let mut status = String::new();
+    r.read_line(&mut status).map_err(|e| Error::io(place, e))?;
+    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
+        Error::io(place, io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
+    })?;
+    let mut chunked = false;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).map_err(|e| Error::io(place, e))? == 0 || line.trim().is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    let mut body = Vec::new();
+    if chunked {
+        read_chunked(&mut r, &mut body).map_err(|e| Error::io(place, e))?;
+    } else {
+        r.read_to_end(&mut body).map_err(|e| Error::io(place, e))?;
+    }
+    let text = String::from_utf8_lossy(&body);
+    let mut loaded = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else {
+            if code != 200 {
+                return Err(daemon_error(place, code, line.trim()));
+            }
+            continue;
+        };
+        if let Some(err) = msg.get("error").and_then(Value::as_str) {
+            return Err(daemon_error(place, code, err));
+        }
+        if let Some(m) = msg.get("message").and_then(Value::as_str).filter(|_| code != 200) {
+            return Err(daemon_error(place, code, m));
+        }
+        if let Some(s) = msg.get("stream").and_then(Value::as_str) {
+            loaded.push(s.trim().to_owned());
+        }
+    }
+    if code != 200 {
+        return Err(daemon_error(place, code, text.trim()));
+    }
+    Ok(loaded)
+}
+
+fn daemon_error(place: &str, code: u16, msg: &str) -> Error {
+    Error::Io { place: place.to_owned(), source: io::Error::other(format!("load refused (HTTP {code}): {msg}")) }
+}
+
+fn read_chunked(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size)? == 0 {
+            return Ok(());
+        }
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if n == 0 {
+            return Ok(());
+        }
+        let start = out.len();
+        out.resize(start + n, 0);
+        r.read_exact(&mut out[start..])?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+    }
+}
