@@ -2,6 +2,7 @@
 //! ([`writer`]) and reading it back with streaming verification ([`reader`]).
 
 pub mod format;
+pub mod indexed;
 pub mod reader;
 pub mod sign;
 pub mod writer;

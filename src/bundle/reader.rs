@@ -27,6 +27,7 @@ pub enum Trust<'a> {
 }
 
 /// One verified entry of the bundle.
+#[derive(Clone, Copy)]
 pub enum Item<'a> {
     Blob(&'a BlobEntry),
     File(&'a FileEntry),
@@ -61,7 +62,66 @@ pub fn read<R: Read>(
     on_entry: &mut dyn FnMut(Item<'_>, &mut dyn Read) -> Result<()>,
 ) -> Result<Report> {
     let mut archive = tar::Archive::new(Counting { inner: src, pos: 0 });
-    let mut entries = archive.entries().at(|| place.to_owned())?.raw(true);
+    let entries = archive.entries().at(|| place.to_owned())?.raw(true);
+    let (signed, entries) = open_signed(entries, place, trust)?;
+    let index = &signed.index;
+    on_index(index)?;
+    let mut expected = Expected::new(index);
+    let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
+    let mut report = signed.report();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
+        let (item, at) = expected.admit(&entry, place)?;
+        let (digest, want) = item.digest_and_size();
+        let mut v = VerifyingReader::new(entry, digest.clone(), want);
+        if item.is_manifest() && want <= json::MAX_JSON_BYTES {
+            let mut buf = Vec::new();
+            v.read_to_end(&mut buf).map_err(|e| Error::io(&at, e).into_integrity())?;
+            on_entry(item, &mut &buf[..])?;
+            manifests.insert(digest.clone(), buf);
+        } else {
+            on_entry(item, &mut v).map_err(Error::into_integrity)?;
+            io::copy(&mut v, &mut io::sink()).map_err(|e| Error::io(&at, e).into_integrity())?;
+        }
+        match item {
+            Item::Blob(_) => report.blobs_checked += 1,
+            Item::File(_) => report.files_checked += 1,
+        }
+        report.bytes_checked += want;
+    }
+    check_tail(archive.into_inner(), place, 512)?;
+    expected.check_complete(place)?;
+    check_graph(index, &manifests, place)?;
+    report.index = signed.index;
+    Ok(report)
+}
+
+/// The index, once its signature has been checked.
+pub(crate) struct Signed {
+    pub index: BundleIndex,
+    pub key_id: Option<String>,
+    pub trusted_comment: Option<String>,
+}
+
+impl Signed {
+    fn report(&self) -> Report {
+        Report {
+            index: BundleIndex { images: Vec::new(), blobs: Vec::new(), files: Vec::new(), ..self.index.clone() },
+            key_id: self.key_id.clone(),
+            trusted_comment: self.trusted_comment.clone(),
+            blobs_checked: 0,
+            files_checked: 0,
+            bytes_checked: 0,
+        }
+    }
+}
+
+/// Reads the first two entries and checks the signature before the index is even parsed.
+pub(crate) fn open_signed<'a, R: Read>(
+    mut entries: tar::Entries<'a, R>,
+    place: &str,
+    trust: Trust<'_>,
+) -> Result<(Signed, tar::Entries<'a, R>)> {
     let (_, index_bytes) = small_entry(&mut entries, place, INDEX_NAME, MAX_INDEX_BYTES)?;
     let (_, sig_bytes) = small_entry(&mut entries, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
     let (key_id, trusted_comment) = match trust {
@@ -77,53 +137,76 @@ pub fn read<R: Read>(
         Trust::Insecure => (None, None),
     };
     let index = BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &index_bytes).map_err(Error::into_integrity)?;
-    on_index(&index)?;
+    Ok((Signed { index, key_id, trusted_comment }, entries))
+}
 
-    let blobs: HashMap<String, &BlobEntry> = index.blobs.iter().map(|b| (b.digest.blob_path(), b)).collect();
-    let files: HashMap<&str, &FileEntry> = index.files.iter().map(|f| (f.path.as_str(), f)).collect();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
-    let mut report =
-        Report { index: index.clone(), key_id, trusted_comment, blobs_checked: 0, files_checked: 0, bytes_checked: 0 };
+impl<'a> Item<'a> {
+    pub fn digest_and_size(&self) -> (&'a Digest, u64) {
+        match self {
+            Item::Blob(b) => (&b.digest, b.size),
+            Item::File(f) => (&f.digest, f.size),
+        }
+    }
 
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
-        let name = entry_name(&entry, place)?;
+    pub fn is_manifest(&self) -> bool {
+        matches!(self, Item::Blob(b) if image::is_manifest_type(&b.media_type) || image::is_index_type(&b.media_type))
+    }
+}
+
+/// What the signed index says the archive holds, and what has been seen of it.
+pub(crate) struct Expected<'a> {
+    blobs: HashMap<String, &'a BlobEntry>,
+    files: HashMap<&'a str, &'a FileEntry>,
+    seen: HashSet<String>,
+    index: &'a BundleIndex,
+}
+
+impl<'a> Expected<'a> {
+    pub fn new(index: &'a BundleIndex) -> Self {
+        Expected {
+            blobs: index.blobs.iter().map(|b| (b.digest.blob_path(), b)).collect(),
+            files: index.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+            seen: HashSet::new(),
+            index,
+        }
+    }
+
+    /// Checks one entry's header against the index: a plain regular file, listed, seen once,
+    /// with the listed size. Returns what it is and its place for messages.
+    pub fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>, place: &str) -> Result<(Item<'a>, String)> {
+        let name = entry_name(entry, place)?;
         let at = format!("{place}: entry {name}");
-        if !seen.insert(name.clone()) {
+        if !self.seen.insert(name.clone()) {
             return Err(Error::integrity(at, "duplicate entry"));
         }
         let size = entry.header().size().map_err(|e| Error::integrity(&at, e.to_string()))?;
-        let (item, digest, want) = match (blobs.get(&name), files.get(name.as_str())) {
-            (Some(b), _) => (Item::Blob(b), &b.digest, b.size),
-            (None, Some(f)) => (Item::File(f), &f.digest, f.size),
+        let item = match (self.blobs.get(&name), self.files.get(name.as_str())) {
+            (Some(b), _) => Item::Blob(b),
+            (None, Some(f)) => Item::File(f),
             (None, None) => return Err(Error::integrity(at, "not listed in the signed index")),
         };
+        let (_, want) = item.digest_and_size();
         if size != want {
             return Err(Error::integrity(at, format!("size is {size} bytes, the signed index says {want}")));
         }
-        let keep = matches!(item, Item::Blob(b) if image::is_manifest_type(&b.media_type) || image::is_index_type(&b.media_type));
-        let mut v = VerifyingReader::new(entry, digest.clone(), want);
-        if keep && want <= json::MAX_JSON_BYTES {
-            let mut buf = Vec::new();
-            v.read_to_end(&mut buf).map_err(|e| Error::io(&at, e).into_integrity())?;
-            on_entry(item, &mut &buf[..])?;
-            manifests.insert(digest.clone(), buf);
-        } else {
-            on_entry(item, &mut v).map_err(Error::into_integrity)?;
-            io::copy(&mut v, &mut io::sink()).map_err(|e| Error::io(&at, e).into_integrity())?;
-        }
-        match blobs.contains_key(&name) {
-            true => report.blobs_checked += 1,
-            false => report.files_checked += 1,
-        }
-        report.bytes_checked += want;
+        Ok((item, at))
     }
-    let counting = archive.into_inner();
-    check_tail(counting, place)?;
-    check_complete(&index, &seen, place)?;
-    check_graph(&index, &manifests, place)?;
-    Ok(report)
+
+    /// Nothing the index lists may be missing.
+    pub fn check_complete(&self, place: &str) -> Result<()> {
+        for b in &self.index.blobs {
+            if !self.seen.contains(&b.digest.blob_path()) {
+                let msg = format!("blob {} listed in the signed index is missing (truncated bundle?)", b.digest);
+                return Err(Error::integrity(place, msg));
+            }
+        }
+        for f in &self.index.files {
+            if !self.seen.contains(&f.path) {
+                return Err(Error::integrity(place, format!("file {} listed in the signed index is missing", f.path)));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the next entry, which must be the small file `want`.
@@ -179,25 +262,8 @@ fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, place: &str) -> Result<String>
     Ok(clean)
 }
 
-fn check_complete(index: &BundleIndex, seen: &HashSet<String>, place: &str) -> Result<()> {
-    for b in &index.blobs {
-        if !seen.contains(&b.digest.blob_path()) {
-            return Err(Error::integrity(
-                place,
-                format!("blob {} listed in the signed index is missing (truncated bundle?)", b.digest),
-            ));
-        }
-    }
-    for f in &index.files {
-        if !seen.contains(&f.path) {
-            return Err(Error::integrity(place, format!("file {} listed in the signed index is missing", f.path)));
-        }
-    }
-    Ok(())
-}
-
 /// Each image's manifests must reach exactly the blobs the index says the image uses.
-fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place: &str) -> Result<()> {
+pub(crate) fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place: &str) -> Result<()> {
     let listed: HashSet<&Digest> = index.blobs.iter().map(|b| &b.digest).collect();
     for img in &index.images {
         let at = format!("{place}: image {}", img.name);
@@ -234,9 +300,9 @@ fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place
     Ok(())
 }
 
-struct Counting<R> {
-    inner: R,
-    pos: u64,
+pub(crate) struct Counting<R> {
+    pub inner: R,
+    pub pos: u64,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -247,8 +313,9 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// tar stops at the first zero block; the second must follow, and after it only zero padding.
-fn check_tail<R: Read>(mut c: Counting<R>, place: &str) -> Result<()> {
+/// After the last entry come at least `min_zeros` zero bytes (the two-block end marker, less what
+/// the tar reader already consumed) and nothing else.
+pub(crate) fn check_tail<R: Read>(mut c: Counting<R>, place: &str, min_zeros: u64) -> Result<()> {
     let end = c.pos;
     let mut buf = vec![0u8; 1 << 16];
     let mut zeros = 0u64;
@@ -265,7 +332,7 @@ fn check_tail<R: Read>(mut c: Counting<R>, place: &str) -> Result<()> {
         }
         zeros += n as u64;
     }
-    if end == 0 || zeros < 512 {
+    if end == 0 || zeros < min_zeros {
         return Err(Error::integrity(place, "truncated: the archive's end marker is missing"));
     }
     Ok(())

@@ -63,4 +63,3 @@ pub fn print_plan(images: &[docker_archive::DockerImage]) {
         println!("  {}{chosen}", i.tags.join(", "));
     }
 }
-

@@ -27,7 +27,10 @@ impl DockerHost {
     pub fn from_env() -> Result<Self> {
         let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
         if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
-            return Err(Error::bad("DOCKER_TLS_VERIFY", "TLS-protected Docker daemons are not supported; use a unix socket"));
+            return Err(Error::bad(
+                "DOCKER_TLS_VERIFY",
+                "TLS-protected Docker daemons are not supported; use a unix socket",
+            ));
         }
         Self::parse(&host)
     }

@@ -52,13 +52,18 @@ pub fn plan(staged: &Staged, platform: &Platform) -> Result<Vec<DockerImage>> {
                 Parsed::Index(i) => i,
                 Parsed::Manifest(_) => unreachable!("parsed as index"),
             };
-            let child = index
-                .manifests
-                .iter()
-                .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
-                .ok_or_else(|| {
-                    Error::bad(&at, format!("has no platform {platform} (it has: {}); choose one with --platform", entry.platforms.join(", ")))
-                })?;
+            let child =
+                index.manifests.iter().find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform))).ok_or_else(
+                    || {
+                        Error::bad(
+                            &at,
+                            format!(
+                                "has no platform {platform} (it has: {}); choose one with --platform",
+                                entry.platforms.join(", ")
+                            ),
+                        )
+                    },
+                )?;
             (child.clone(), Some(entry.digest.clone()))
         } else {
             (Descriptor::new(&entry.media_type, entry.digest.clone(), entry.size), None)

@@ -12,9 +12,9 @@ pub mod docker_archive;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
+use crate::atomic::sync_dir;
 use crate::bundle::format::BundleIndex;
 use crate::bundle::reader::{self, Item, Report, Trust};
-use crate::atomic::sync_dir;
 use crate::error::{Error, IoContext, Result};
 
 /// A verified bundle unpacked as an OCI image layout in a temporary directory.
@@ -58,10 +58,8 @@ impl Staged {
 /// Verifies the bundle from `src` while unpacking it into a new temporary directory inside
 /// `parent`.
 pub fn stage(src: impl Read, place: &str, trust: Trust<'_>, parent: &Path) -> Result<Staged> {
-    let dir = tempfile::Builder::new()
-        .prefix(".airlock-export-")
-        .tempdir_in(parent)
-        .at(|| parent.display().to_string())?;
+    let dir =
+        tempfile::Builder::new().prefix(".airlock-export-").tempdir_in(parent).at(|| parent.display().to_string())?;
     let blobs = dir.path().join("blobs").join("sha256");
     fs_err::create_dir_all(&blobs).at(|| blobs.display().to_string())?;
     let root = dir.path().to_owned();

@@ -1,0 +1,106 @@
+//! A bundle file opened for random access, for commands that need only some of its blobs (a push
+//! of which the registry already holds most) or several at once (parallel uploads).
+//!
+//! Opening checks everything that needs no blob content: the signature (first), every header
+//! against the signed index (regular file, listed, once, exact size), completeness, the tail, and
+//! each image's manifest graph (manifests are small and are read and verified). Blob content is
+//! verified when a blob is read: [`IndexedBundle::open_blob`] returns a reader that fails on the
+//! read that detects a mismatch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::bundle::format::BundleIndex;
+use crate::bundle::reader::{self, Counting, Expected, Item, Report, Trust};
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, IoContext, Result};
+use crate::json;
+
+pub struct IndexedBundle {
+    path: PathBuf,
+    place: String,
+    /// Data offset of every blob.
+    offsets: HashMap<Digest, (u64, u64)>,
+    report: Report,
+}
+
+impl IndexedBundle {
+    pub fn open(path: &Path, trust: Trust<'_>) -> Result<Self> {
+        let place = path.display().to_string();
+        let file = fs_err::File::open(path).at(|| place.clone())?;
+        let mut archive = tar::Archive::new(file);
+        let entries = archive.entries_with_seek().at(|| place.clone())?.raw(true);
+        let (signed, entries) = reader::open_signed(entries, &place, trust)?;
+        let mut offsets = HashMap::new();
+        let mut expected = Expected::new(&signed.index);
+        let mut end = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::integrity(&place, format!("malformed tar: {e}")))?;
+            let (item, _) = expected.admit(&entry, &place)?;
+            let (digest, size) = item.digest_and_size();
+            end = entry.raw_file_position() + size.div_ceil(512) * 512;
+            if let Item::Blob(_) = item {
+                offsets.insert(digest.clone(), (entry.raw_file_position(), size));
+            }
+        }
+        expected.check_complete(&place)?;
+        let mut file = archive.into_inner();
+        file.seek(SeekFrom::Start(end)).at(|| place.clone())?;
+        reader::check_tail(Counting { inner: file, pos: end }, &place, 1024)?;
+        let report = Report {
+            key_id: signed.key_id,
+            trusted_comment: signed.trusted_comment,
+            blobs_checked: 0,
+            files_checked: 0,
+            bytes_checked: 0,
+            index: signed.index,
+        };
+        let bundle = IndexedBundle { path: path.to_owned(), place, offsets, report };
+        bundle.check_manifests()?;
+        Ok(bundle)
+    }
+
+    fn check_manifests(&self) -> Result<()> {
+        let mut manifests = BTreeMap::new();
+        for b in &self.report.index.blobs {
+            let is_manifest = Item::Blob(b).is_manifest();
+            if is_manifest && b.size <= json::MAX_JSON_BYTES {
+                manifests.insert(b.digest.clone(), self.read_small(&b.digest)?);
+            }
+        }
+        reader::check_graph(&self.report.index, &manifests, &self.place)
+    }
+
+    pub fn index(&self) -> &BundleIndex {
+        &self.report.index
+    }
+
+    /// What opening established (signature, key id); no blob content has been checked yet.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    /// A reader of one blob that verifies its size and sha256 as it is read.
+    pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader<Box<dyn Read + Send>>> {
+        let at = || format!("{}: entry {}", self.place, digest.blob_path());
+        let (offset, size) = *self.offsets.get(digest).ok_or_else(|| Error::integrity(at(), "not in the bundle"))?;
+        let mut f = fs_err::File::open(&self.path).at(at)?;
+        f.seek(SeekFrom::Start(offset)).at(at)?;
+        let r: Box<dyn Read + Send> = Box::new(BufReader::with_capacity(1 << 20, f).take(size));
+        Ok(VerifyingReader::new(r, digest.clone(), size))
+    }
+
+    /// Reads and verifies a small blob whole (a manifest or index).
+    pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::io(format!("{}: entry {}", self.place, digest.blob_path()), e).into_integrity())?;
+        Ok(buf)
+    }
+}
