@@ -53,8 +53,12 @@ impl Error {
     /// [`crate::digest::VerifyingReader`] becomes an integrity error; malformed data a bad-input one.
     pub fn io(place: impl Into<String>, source: io::Error) -> Self {
         let place = place.into();
-        if let Some(m) = Mismatch::from_io(&source) {
-            return Error::integrity(place, m.to_string());
+        match Mismatch::from_io(&source) {
+            Some(Mismatch::Size { expected, found }) if found < expected => {
+                return Error::integrity(place, format!("truncated: only {found} of its {expected} bytes are there"));
+            }
+            Some(m) => return Error::integrity(place, m.to_string()),
+            None => {}
         }
         // fs-err already names the path; keep only its cause so the chain does not say it twice.
         let source = match source.get_ref().and_then(|inner| inner.source()) {

@@ -62,8 +62,10 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
             }
             Origin::Store { store, path: src } => {
                 let (r, _) = store.open(src)?;
-                let mut v = VerifyingReader::new(r, d.digest.clone(), d.size);
-                put(&path, d.size, &mut v).map_err(|e| Error::io(store.place(src), e))?;
+                let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
+                // A read error (or mismatch) is the source's fault; a write error the output's.
+                put(&path, d.size, &mut v)
+                    .map_err(|e| Error::io(if v.failed { store.place(src) } else { place() }, e))?;
             }
         }
         done += d.size;
@@ -75,6 +77,18 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let bundle_bytes = tmp.commit(0o644)?;
     let bytes_saved = bytes_saved(&index);
     Ok(Written { index, bundle_bytes, bytes_saved })
+}
+
+/// Remembers whether a read failed, so the error of a copy can be blamed on the right side.
+struct Watched<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
 }
 
 fn header(path: &str, size: u64, mtime: u64) -> tar::Header {

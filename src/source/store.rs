@@ -55,7 +55,7 @@ impl TarStore {
         let f = fs_err::File::open(file).map_err(|e| Error::io(file.display().to_string(), e))?;
         let len = f.metadata().at(|| file.display().to_string())?.len();
         let mut store = TarStore { file: file.to_owned(), nodes: HashMap::new() };
-        let end = store.scan(BufReader::with_capacity(1 << 16, f))?;
+        let end = store.scan(BufReader::with_capacity(1 << 16, f), len)?;
         store.check_tail(end, len)?;
         store.check_links()?;
         Ok(store)
@@ -65,7 +65,8 @@ impl TarStore {
         self.file.display().to_string()
     }
 
-    fn scan(&mut self, reader: impl Read) -> Result<u64> {
+    /// Indexes every entry; `len` is the file's length, to name an entry that a truncation cut.
+    fn scan(&mut self, reader: impl Read, len: u64) -> Result<u64> {
         let mut archive = tar::Archive::new(reader);
         let mut end = 0u64;
         let entries = archive.entries().at(|| self.loc())?;
@@ -74,8 +75,16 @@ impl TarStore {
             let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let place = format!("{}: entry `{}`", self.loc(), raw_name.escape_debug());
             let name = normalise(&raw_name).map_err(|why| Error::bad(&place, why))?;
-            check_pax_size(&mut entry).map_err(|why| Error::bad(&place, why))?;
+            check_pax(&mut entry, &raw_name).map_err(|why| Error::bad(&place, why))?;
             let node = self.node_for(&entry, &name).map_err(|why| Error::bad(&place, why))?;
+            let data_end = entry.raw_file_position() + entry.size();
+            if data_end > len {
+                let msg = format!(
+                    "truncated archive: the entry's {} bytes end at byte {data_end}, past the end of the file ({len} bytes)",
+                    entry.size()
+                );
+                return Err(Error::bad(place, msg));
+            }
             end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
             if name.is_empty() {
                 continue; // "./" itself
@@ -290,24 +299,33 @@ fn resolve_dots(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
-/// A PAX `size` record that disagrees with a non-zero size in the ustar header is a known trick to
-/// make two tar readers see different files; refuse it.
-fn check_pax_size<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::result::Result<(), String> {
+/// PAX records that disagree with what the tar reader uses are a known trick to make two tar
+/// readers see different files: a `size` unlike a non-zero ustar size, or a `path`/`linkpath`
+/// unlike the name in effect (a GNU long name wins in tar-rs, the last record in others).
+fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> std::result::Result<(), String> {
     let header_size = entry.header().size().unwrap_or(0);
+    let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
     let Some(exts) = entry.pax_extensions().map_err(|e| format!("bad PAX header: {e}"))? else {
         return Ok(());
     };
     for ext in exts {
         let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
-        if ext.key() == Ok("size") {
-            let pax: Option<u64> = ext.value().ok().and_then(|v| v.parse().ok());
-            match pax {
-                None => return Err("PAX size record is not a number".into()),
-                Some(p) if header_size != 0 && p != header_size => {
+        let value = ext.value().map_err(|_| "PAX record is not UTF-8".to_owned())?;
+        match ext.key() {
+            Ok("size") => match value.parse::<u64>() {
+                Err(_) => return Err("PAX size record is not a number".into()),
+                Ok(p) if header_size != 0 && p != header_size => {
                     return Err(format!("PAX size {p} conflicts with header size {header_size}"));
                 }
-                Some(_) => {}
+                Ok(_) => {}
+            },
+            Ok("path") if value != name => {
+                return Err(format!("PAX path `{value}` conflicts with the entry's name `{name}` (GNU long name?)"));
             }
+            Ok("linkpath") if link.as_deref() != Some(value) => {
+                return Err(format!("PAX linkpath `{value}` conflicts with the entry's link target {link:?}"));
+            }
+            _ => {}
         }
     }
     Ok(())
