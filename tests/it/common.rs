@@ -92,7 +92,19 @@ impl Env {
         let layout = format!("oci:{}:registry.example/team/app:1.4", fixture_str("oci-layout"));
         let tools = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
         let multi = format!("oci-archive:{}", fixture_str("multiarch.oci.tar"));
-        self.run(&["create", "-k", "ops.key", "-o", out, "--created", "2026-01-01T00:00:00Z", &legacy, &layout, &tools, &multi])
+        self.run(&[
+            "create",
+            "-k",
+            "ops.key",
+            "-o",
+            out,
+            "--created",
+            "2026-01-01T00:00:00Z",
+            &legacy,
+            &layout,
+            &tools,
+            &multi,
+        ])
     }
 
     /// Files in the test directory, for "nothing was left behind" checks.
@@ -109,14 +121,16 @@ impl Env {
 /// A private Docker Engine started by scripts/test.sh (scripts/peers.sh start-dockerd); its
 /// address comes in AIRLOCK_TEST_DOCKER_HOST.
 pub fn docker_host() -> String {
-    std::env::var("AIRLOCK_TEST_DOCKER_HOST")
-        .expect("AIRLOCK_TEST_DOCKER_HOST is not set: run the tests with scripts/test.sh, which starts a private dockerd")
+    std::env::var("AIRLOCK_TEST_DOCKER_HOST").expect(
+        "AIRLOCK_TEST_DOCKER_HOST is not set: run the tests with scripts/test.sh, which starts a private dockerd",
+    )
 }
 
 /// containerd's socket of that dockerd.
 pub fn containerd_socket() -> String {
-    std::env::var("AIRLOCK_TEST_CONTAINERD")
-        .expect("AIRLOCK_TEST_CONTAINERD is not set: run the tests with scripts/test.sh, which starts a private dockerd")
+    std::env::var("AIRLOCK_TEST_CONTAINERD").expect(
+        "AIRLOCK_TEST_CONTAINERD is not set: run the tests with scripts/test.sh, which starts a private dockerd",
+    )
 }
 
 /// Runs an external tool, returning (exit code, stdout, stderr).
