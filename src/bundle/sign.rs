@@ -60,20 +60,22 @@ impl SecretKey {
     /// Reads a minisign secret key file's text. `password` is asked for only when the key is
     /// encrypted; it is called at most once.
     pub fn from_box(place: &str, text: &str, password: impl FnOnce() -> Result<String>) -> Result<Self> {
-        let boxed = || SecretKeyBox::from_string(text);
         let bad = |e: minisign::PError| Error::trust(format!("{place}: not a usable minisign secret key: {e}"));
-        let sk = match boxed().map_err(bad)?.into_unencrypted_secret_key() {
-            Ok(sk) => sk,
-            Err(_) => {
-                let pw = password()?;
-                boxed().map_err(bad)?.into_secret_key(Some(pw)).map_err(bad)?
-            }
-        };
         // Layout: sig_alg(2) kdf_alg(2) chk_alg(2) salt(32) ops(8) mem(8) keynum(8) sk(64) chk(32)
-        let raw = sk.to_bytes();
+        let encoded = text.lines().nth(1).map(str::trim).unwrap_or("");
+        let raw = B64.decode(encoded).map_err(|_| Error::trust(format!("{place}: not a minisign secret key")))?;
         if raw.len() != 158 || &raw[0..2] != b"Ed" {
             return Err(Error::trust(format!("{place}: not an Ed25519 minisign secret key")));
         }
+        // An unencrypted key (`minisign -G -W`, `keygen --no-password`) is used as it is: minisign
+        // writes no checksum into such keys, which the minisign crate refuses; the public-half
+        // check below catches a corrupt key instead.
+        let raw = if raw[2..4] == [0, 0] {
+            raw
+        } else {
+            let pw = password()?;
+            SecretKeyBox::from_string(text).map_err(bad)?.into_secret_key(Some(pw)).map_err(bad)?.to_bytes()
+        };
         let keynum: [u8; 8] = raw[54..62].try_into().expect("8 bytes");
         let seed: [u8; 32] = raw[62..94].try_into().expect("32 bytes");
         let signing = SigningKey::from_bytes(&seed);
