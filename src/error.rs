@@ -16,6 +16,8 @@ pub enum Class {
     Trust,
     /// The operating system refused a read or write.
     Io,
+    /// A registry could not be reached or refused a request (after retries).
+    Registry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A registry refused a request, answered something unexpected, or could not be reached.
+    #[error("{place}: {msg}")]
+    Registry {
+        place: String,
+        msg: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -47,6 +57,20 @@ impl Error {
 
     pub fn trust(msg: impl Into<String>) -> Self {
         Error::Trust { msg: msg.into() }
+    }
+
+    /// A registry failure at `place` (`host/repository@digest`, `host/repository:tag`, or the host).
+    pub fn registry(place: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Registry { place: place.into(), msg: msg.into(), source: None }
+    }
+
+    /// A registry failure whose cause (a connection or TLS error) follows in the chain.
+    pub fn registry_caused(
+        place: impl Into<String>,
+        msg: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Registry { place: place.into(), msg: msg.into(), source: Some(source.into()) }
     }
 
     /// An I/O error while reading or writing `place`. A digest or size mismatch detected by a
@@ -77,6 +101,8 @@ impl Error {
             Error::Integrity { .. } => Class::Integrity,
             Error::Trust { .. } => Class::Trust,
             Error::Io { .. } => Class::Io,
+            // Until the binary maps a class of its own: the network is the program's I/O too.
+            Error::Registry { .. } => Class::Registry,
         }
     }
 

@@ -13,5 +13,6 @@ pub mod error;
 pub mod image;
 pub mod json;
 pub mod reference;
+pub mod registry;
 pub mod sink;
 pub mod source;

@@ -5,6 +5,7 @@ mod export;
 mod inspect;
 mod keygen;
 mod load;
+mod push;
 mod trust;
 mod verify;
 
@@ -18,6 +19,7 @@ pub const EXIT_BAD_INPUT: u8 = 3;
 pub const EXIT_INTEGRITY: u8 = 4;
 pub const EXIT_TRUST: u8 = 5;
 pub const EXIT_IO: u8 = 6;
+pub const EXIT_REGISTRY: u8 = 7;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +46,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Verify a bundle, then load it into the Docker Engine at DOCKER_HOST
     Load(load::LoadArgs),
+    /// Verify a bundle, then push its images into a registry
+    Push(push::PushArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -54,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Export(a) => export::run(a),
         Command::Load(a) => load::run(a),
+        Command::Push(a) => push::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -72,6 +77,7 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
         Some(Class::Integrity) => EXIT_INTEGRITY,
         Some(Class::Trust) => EXIT_TRUST,
         Some(Class::Io) => EXIT_IO,
+        Some(Class::Registry) => EXIT_REGISTRY,
         None => 1,
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod daemon;
 pub mod docker_archive;
+pub mod push;
 
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};

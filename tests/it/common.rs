@@ -142,3 +142,85 @@ pub fn tool(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Run {
         .unwrap_or_else(|e| panic!("cannot run {program} (installed by scripts/peers.sh install): {e}"));
     Run::from(out)
 }
+
+fn peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/peers.sh")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A registry on a free loopback port in a temporary directory, stopped on drop.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+    pub host: String,
+}
+
+impl Registry {
+    /// `extra`: `--tls`, `--htpasswd USER:PASS`.
+    pub fn start(extra: &[&str]) -> Registry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut last = String::new();
+        // Another test may take the port between our probe and the registry's bind.
+        for _ in 0..3 {
+            let port = free_port().to_string();
+            let out = Command::new(peers())
+                .args(["start-registry", dir.path().to_str().unwrap(), &port])
+                .args(extra)
+                .output()
+                .expect("run peers.sh");
+            if out.status.success() {
+                return Registry { dir, host: format!("127.0.0.1:{port}") };
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        panic!("cannot start the registry:\n{last}");
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    pub fn client(&self, opts: airlock::registry::ClientOptions) -> airlock::registry::Client {
+        airlock::registry::Client::new(&self.host, &opts).expect("client")
+    }
+
+    /// Stops the server, keeping its storage.
+    pub fn stop(&self) {
+        let out = Command::new(peers()).args(["stop-registry", self.dir.path().to_str().unwrap()]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&self, extra: &[&str]) {
+        let port = self.host.rsplit(':').next().unwrap();
+        let out = Command::new(peers())
+            .args(["start-registry", self.dir.path().to_str().unwrap(), port])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(peers()).args(["stop-registry", self.dir.path().to_str().unwrap()]).output();
+    }
+}
+
+/// Flips one byte in the middle of the largest blob of a bundle.
+pub fn tamper(path: &std::path::Path) {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    let (offset, size) = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.raw_file_position(), e.size()))
+        .max_by_key(|(_, s)| *s)
+        .unwrap();
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[(offset + size / 2) as usize] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}

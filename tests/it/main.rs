@@ -6,5 +6,7 @@ mod common;
 mod create;
 mod hostile;
 mod interop;
+mod push;
+mod registry;
 mod sinks;
 mod verify;

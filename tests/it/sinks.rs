@@ -1,7 +1,7 @@
 //! The isolated side without a registry: `airlock export` (docker-archive, OCI layout) and
 //! `airlock load` into a real Docker Engine. Nothing that fails verification may come out.
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, docker_host, fixture_str, tool};
+use crate::common::{EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, docker_host, fixture_str, tamper, tool};
 
 /// A bundle whose images carry names no other test uses, so the shared dockerd can be checked.
 fn unique_bundle(env: &Env, tag: &str) -> String {
@@ -20,21 +20,6 @@ fn docker(args: &[&str]) -> crate::common::Run {
 
 fn docker_tags() -> String {
     docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).ok().stdout
-}
-
-/// Flips one byte in the middle of the largest blob of a bundle.
-fn tamper(path: &std::path::Path) {
-    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
-    let (offset, size) = ar
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| (e.raw_file_position(), e.size()))
-        .max_by_key(|(_, s)| *s)
-        .unwrap();
-    let mut bytes = std::fs::read(path).unwrap();
-    bytes[(offset + size / 2) as usize] ^= 0x01;
-    std::fs::write(path, bytes).unwrap();
 }
 
 #[test]

@@ -1,0 +1,393 @@
+//! HTTP for the registry client: the TLS setup, which scheme a registry is spoken to with, one
+//! request with its authentication and redirects, and the retry loop around whole operations.
+//!
+//! Rules kept here so that no endpoint can forget them:
+//! - **Scheme.** https always. Plain http only for loopback registries or with `insecure`, and only
+//!   when https gets no answer there but http gets a registry's (`GET /v2/` answering 200 or 401);
+//!   the choice is made once per client. Certificates are always verified.
+//! - **Credentials** go only to the registry's own origin (scheme, host, port). Redirects are
+//!   followed here, not by ureq, so a blob download sent on to a storage host never carries them.
+//! - **Retries.** Connection failures, 5xx and 429 are retried with exponential backoff and jitter
+//!   (honouring `Retry-After` up to [`MAX_RETRY_AFTER`]); other 4xx fail at once with the
+//!   registry's own `errors[].code/message`.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use serde::Deserialize;
+use ureq::http::{self, Method, Response, Uri};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, SendBody};
+
+use super::ClientOptions;
+use super::auth::Auth;
+use crate::error::{Error, IoContext as _, Result};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stall. Generous: a registry may think a while before it answers the
+/// final `PUT` of a large blob.
+const STALL_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_REDIRECTS: u32 = 5;
+/// A `Retry-After` longer than this is cut short: the retry budget stays bounded in time.
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How much of an error response to read for its message.
+const ERROR_BODY_MAX: u64 = 64 * 1024;
+
+/// Why one attempt at an operation failed.
+pub(super) enum Failure {
+    /// Worth another try after a pause (the registry may have named one in `Retry-After`).
+    Retry { err: Error, after: Option<Duration> },
+    /// Trying again would fail the same way.
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(err: Error) -> Self {
+        Failure::Fatal(err)
+    }
+}
+
+pub(super) type Attempt<T> = std::result::Result<T, Failure>;
+
+/// Runs `op` until it succeeds, fails for good, or `max_retries` retries are spent.
+pub(super) fn retrying<T>(max_retries: u32, mut op: impl FnMut() -> Attempt<T>) -> Result<T> {
+    let mut delays = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(max_retries as usize)
+        .with_jitter()
+        .build();
+    let mut attempts = 1;
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(Failure::Fatal(err)) => return Err(err),
+            Err(Failure::Retry { err, after }) => match delays.next() {
+                Some(delay) => std::thread::sleep(after.map_or(delay, |a| a.min(MAX_RETRY_AFTER).max(delay))),
+                None => return Err(gave_up(err, attempts)),
+            },
+        }
+        attempts += 1;
+    }
+}
+
+fn gave_up(err: Error, attempts: u32) -> Error {
+    match err {
+        Error::Registry { place, msg, source } if attempts > 1 => {
+            Error::Registry { place, msg: format!("{msg} (gave up after {attempts} attempts)"), source }
+        }
+        other => other,
+    }
+}
+
+/// A request body. Bytes can be sent again after a 401; a stream only once.
+pub(super) enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    Stream(&'a mut dyn Read, u64),
+}
+
+/// One request to the registry: `url` is a `/v2/…` path or an absolute URL the registry gave.
+pub(super) struct Request<'a> {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    /// Token scopes the request needs (`repository:NAME:pull`).
+    pub scopes: &'a [String],
+    /// `host/repository@digest` or similar, for error messages.
+    pub place: &'a str,
+}
+
+/// The HTTP side of a client: one agent (connection pool, TLS roots), the registry's origin once
+/// known, and its authentication state.
+pub(super) struct Transport {
+    pub host: String,
+    agent: Agent,
+    allow_http: bool,
+    origin: Mutex<Option<String>>,
+    pub auth: Auth,
+}
+
+impl Transport {
+    pub fn new(host: &str, allow_http: bool, opts: &ClientOptions, auth: Auth) -> Result<Self> {
+        let tls = TlsConfig::builder().root_certs(root_certs(opts.ca_cert.as_deref())?).build();
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(opts.user_agent.as_str())
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_per_read(Some(STALL_TIMEOUT))
+            .timeout_per_write(Some(STALL_TIMEOUT))
+            .tls_config(tls)
+            .build();
+        Ok(Transport { host: host.to_owned(), agent: config.into(), allow_http, origin: Mutex::new(None), auth })
+    }
+
+    /// Sends one request: answers a 401 challenge once, follows redirects of `GET`/`HEAD`
+    /// (credentials stay with the registry's origin), and turns 429/5xx and connection failures
+    /// into [`Failure::Retry`]. Any other status is the caller's to judge.
+    pub fn send(&self, req: &Request, mut body: Body) -> Attempt<Response<ureq::Body>> {
+        let origin = self.origin(req.place)?;
+        let mut url = absolute(&origin, &req.url).map_err(|e| Failure::Fatal(Error::registry(req.place, e)))?;
+        let mut answered = false;
+        let mut redirects = 0;
+        loop {
+            let ours = same_origin(&origin, &url);
+            let auth = if ours { self.auth.header(req.scopes) } else { None };
+            let resp = self.exchange(req, &url, auth, &mut body)?;
+            let status = resp.status().as_u16();
+            let location = header(&resp, "location").map(str::to_owned);
+            match status {
+                401 if ours && !answered => {
+                    let challenge = header(&resp, "www-authenticate");
+                    self.auth.answer(challenge, req.scopes, &self.agent, req.place, self.allow_http)?;
+                    answered = true;
+                    if let Body::Stream(..) = body {
+                        // The stream is spent; the caller's retry opens it afresh, now with a token.
+                        let err = Error::registry(req.place, "authentication needed again mid-upload");
+                        return Err(Failure::Retry { err, after: None });
+                    }
+                }
+                401 => return Err(Failure::Fatal(Error::registry(req.place, self.auth.denied_reason()))),
+                301 | 302 | 303 | 307 | 308 if [Method::GET, Method::HEAD].contains(&req.method) => {
+                    redirects += 1;
+                    let next = location.filter(|_| redirects <= MAX_REDIRECTS).ok_or_else(|| {
+                        Failure::Fatal(Error::registry(req.place, format!("HTTP {status}: too many or bad redirects")))
+                    })?;
+                    url = absolute(&url, &next).map_err(|e| Failure::Fatal(Error::registry(req.place, e)))?;
+                }
+                429 | 500..=599 => {
+                    let after = retry_after(&resp);
+                    return Err(Failure::Retry { err: status_error(req.place, &req.method, resp), after });
+                }
+                _ => return Ok(resp),
+            }
+        }
+    }
+
+    fn exchange(
+        &self,
+        req: &Request,
+        url: &str,
+        auth: Option<String>,
+        body: &mut Body,
+    ) -> Attempt<Response<ureq::Body>> {
+        let mut builder = http::Request::builder().method(req.method.clone()).uri(url);
+        for (name, value) in &req.headers {
+            builder = builder.header(*name, value);
+        }
+        if let Some(auth) = auth {
+            builder = builder.header("authorization", auth);
+        }
+        let bad_request = |e: http::Error| Failure::Fatal(Error::registry_caused(req.place, "cannot build request", e));
+        let sent = match body {
+            Body::Empty if [Method::GET, Method::HEAD].contains(&req.method) => {
+                self.agent.run(builder.body(()).map_err(bad_request)?)
+            }
+            Body::Empty => self.agent.run(builder.header("content-length", "0").body(&[][..]).map_err(bad_request)?),
+            Body::Bytes(bytes) => self.agent.run(builder.body(*bytes).map_err(bad_request)?),
+            Body::Stream(reader, len) => {
+                let mut tracked = Tracked { inner: &mut **reader, failed: None };
+                let builder = builder.header("content-length", len.to_string());
+                let sent = self.agent.run(builder.body(SendBody::from_reader(&mut tracked)).map_err(bad_request)?);
+                if let Some(e) = tracked.failed {
+                    // Our own source failed (a digest mismatch, a read error): not the network's fault.
+                    return Err(Failure::Fatal(Error::io(req.place, e)));
+                }
+                sent
+            }
+        };
+        sent.map_err(|e| transport_failure(req.place, e))
+    }
+
+    /// `https://host` or, where allowed and needed, `http://host`; decided on first use.
+    fn origin(&self, place: &str) -> Attempt<String> {
+        let mut origin = self.origin.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = &*origin {
+            return Ok(o.clone());
+        }
+        let https = format!("https://{}", self.host);
+        let chosen = if self.allow_http { self.probe(https, place)? } else { https };
+        *origin = Some(chosen.clone());
+        Ok(chosen)
+    }
+
+    fn probe(&self, https: String, place: &str) -> Attempt<String> {
+        let tls_err = match self.agent.get(format!("{https}/v2/")).call() {
+            Ok(_) => return Ok(https),
+            Err(e) => e,
+        };
+        let http = format!("http://{}", self.host);
+        match self.agent.get(format!("{http}/v2/")).call() {
+            Ok(r) if matches!(r.status().as_u16(), 200 | 401) => Ok(http),
+            _ => Err(transport_failure(place, tls_err)),
+        }
+    }
+}
+
+/// Remembers the error of the body we stream, which ureq would report as a network failure.
+struct Tracked<'a> {
+    inner: &'a mut dyn Read,
+    failed: Option<io::Error>,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                let kind = e.kind();
+                self.failed = Some(e);
+                Err(io::Error::new(kind, "the upload's source failed"))
+            }
+            other => other,
+        }
+    }
+}
+
+fn transport_failure(place: &str, err: ureq::Error) -> Failure {
+    use ureq::Error as E;
+    let (msg, retry) = match &err {
+        E::ConnectionFailed | E::HostNotFound => ("cannot reach the registry", true),
+        E::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => ("cannot reach the registry", true),
+        E::Timeout(_) => ("the registry did not answer in time", true),
+        // rustls reports a refused certificate or a broken handshake as invalid data.
+        E::Io(e) if e.kind() == io::ErrorKind::InvalidData => ("TLS connection failed", false),
+        E::Io(_) | E::Protocol(_) | E::BodyStalled => ("connection to the registry failed", true),
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) => ("TLS connection failed", false),
+        _ => ("request failed", false),
+    };
+    let err = Error::registry_caused(place, msg, err);
+    if retry { Failure::Retry { err, after: None } } else { Failure::Fatal(err) }
+}
+
+/// An error for an unexpected status: `HTTP 404 Not Found: MANIFEST_UNKNOWN: manifest unknown`.
+pub(super) fn status_error(place: &str, method: &Method, resp: Response<ureq::Body>) -> Error {
+    let status = resp.status();
+    Error::registry(place, format!("{method} answered HTTP {status}{}", registry_message(resp)))
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(Deserialize)]
+struct ErrorEntry {
+    code: Option<String>,
+    message: Option<String>,
+}
+
+/// The registry's explanation (spec "Error Codes": `errors[].code/message`) as `: CODE: message`,
+/// or the start of a non-JSON body, or nothing.
+pub(super) fn registry_message(resp: Response<ureq::Body>) -> String {
+    let mut text = Vec::new();
+    let _ = resp.into_body().into_reader().take(ERROR_BODY_MAX).read_to_end(&mut text);
+    if let Ok(body) = serde_json::from_slice::<ErrorBody>(&text) {
+        let parts: Vec<String> = body
+            .errors
+            .iter()
+            .map(|e| match (&e.code, &e.message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (c, m) => c.clone().or(m.clone()).unwrap_or_default(),
+            })
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            return format!(": {}", parts.join("; "));
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect();
+    if line.is_empty() { String::new() } else { format!(": {line}") }
+}
+
+/// A response header as text, if present and printable.
+pub(super) fn header<'r>(resp: &'r Response<ureq::Body>, name: &str) -> Option<&'r str> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from registries and is ignored).
+fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
+    header(resp, "retry-after")?.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// Resolves a `Location` (absolute, or an absolute path) against the URL it came from.
+pub(super) fn absolute(base: &str, location: &str) -> std::result::Result<String, String> {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return Ok(location.to_owned());
+    }
+    if location.starts_with('/') && !location.starts_with("//") {
+        let uri: Uri = base.parse().map_err(|_| format!("bad URL `{base}`"))?;
+        let (scheme, authority) = (uri.scheme_str().unwrap_or("https"), uri.authority().map_or("", |a| a.as_str()));
+        return Ok(format!("{scheme}://{authority}{location}"));
+    }
+    let shown: String = location.chars().take(100).collect();
+    Err(format!("unsupported Location `{shown}`"))
+}
+
+/// Same scheme, host and port (a missing port is the scheme's default).
+pub(super) fn same_origin(a: &str, b: &str) -> bool {
+    let parts = |u: &str| {
+        let uri: Uri = u.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some((scheme, uri.host()?.to_ascii_lowercase(), port))
+    };
+    matches!((parts(a), parts(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// System roots (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus the operator's extra CA file;
+/// Mozilla's roots only when the system has none.
+fn root_certs(extra: Option<&Path>) -> Result<RootCerts> {
+    let mut certs: Vec<Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|der| Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    if let Some(path) = extra {
+        let place = || path.display().to_string();
+        let pem = fs_err::read(path).at(place)?;
+        let before = certs.len();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(Error::bad(place(), format!("not a PEM certificate file: {e}"))),
+            }
+        }
+        if certs.len() == before {
+            return Err(Error::bad(place(), "no PEM certificate in this file"));
+        }
+    }
+    Ok(if certs.is_empty() { RootCerts::WebPki } else { RootCerts::from(certs) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_resolve_against_the_url_they_came_from() {
+        let base = "https://reg.example:5000/v2/a/blobs/uploads/";
+        assert_eq!(
+            absolute(base, "/v2/a/blobs/uploads/u?_state=x").unwrap(),
+            "https://reg.example:5000/v2/a/blobs/uploads/u?_state=x"
+        );
+        assert_eq!(absolute(base, "http://s3.example/b?sig=1").unwrap(), "http://s3.example/b?sig=1");
+        assert!(absolute(base, "relative/path").is_err());
+        assert!(absolute(base, "//evil.example/x").is_err());
+    }
+
+    #[test]
+    fn credentials_stay_with_the_same_scheme_host_and_port() {
+        assert!(same_origin("https://reg.example", "https://REG.example:443/v2/"));
+        assert!(same_origin("http://127.0.0.1:5000", "http://127.0.0.1:5000/v2/x"));
+        assert!(!same_origin("http://127.0.0.1:5000", "http://localhost:5000/v2/x"));
+        assert!(!same_origin("https://reg.example", "http://reg.example/v2/"));
+        assert!(!same_origin("https://reg.example:5000", "https://reg.example:50001/"));
+        assert!(!same_origin("https://reg.example", "https://reg.example.evil/"));
+    }
+}

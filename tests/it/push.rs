@@ -1,0 +1,236 @@
+//! `airlock push` into the real CNCF distribution registry: digests as signed, repeat pushes that
+//! upload nothing, nothing tagged from a bad bundle, auth, TLS, and a registry that dies mid-push.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Registry, tool};
+
+const EXIT_REGISTRY: i32 = 7;
+
+/// The signed index's images: (name, digest).
+fn signed_images(env: &Env, bundle: &str) -> Vec<(String, String)> {
+    let run = env.run(&["inspect", "--json", bundle]).ok();
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    doc["images"].as_array().unwrap().iter().map(|i| (s(&i["name"]), s(&i["digest"]))).collect()
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap().to_owned()
+}
+
+/// Where `push --to HOST/mirror` puts an image: the path under the prefix, the host dropped.
+fn target(reg: &Registry, name: &str) -> String {
+    let path = name.split_once('/').unwrap().1;
+    format!("{}/mirror/{path}", reg.host)
+}
+
+/// The digest of what the registry serves for a reference, as skopeo sees it (None: absent).
+fn registry_digest(reference: &str, extra: &[&str]) -> Option<String> {
+    let image = format!("docker://{reference}");
+    let mut args = vec!["inspect", "--raw"];
+    args.extend_from_slice(extra);
+    args.push(&image);
+    let run = tool("skopeo", &args, &[]);
+    (run.code == 0).then(|| format!("sha256:{}", hex(&Sha256::digest(run.stdout.as_bytes()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn push_json(env: &Env, args: &[&str]) -> Value {
+    let mut all = vec!["push", "-p", "ops.pub", "b.tar", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&env.run(&all).ok().stdout).unwrap()
+}
+
+fn sum(report: &Value, field: &str) -> u64 {
+    report["images"].as_array().unwrap().iter().map(|i| i[field].as_u64().unwrap()).sum()
+}
+
+const PLAIN: &[&str] = &["--tls-verify=false"];
+
+#[test]
+fn push_lands_every_image_with_the_digests_of_the_signed_index() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    let report = push_json(&env, &["--to", &to]);
+    for (name, digest) in signed_images(&env, "b.tar") {
+        let at = target(&reg, &name);
+        assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
+    }
+    assert!(sum(&report, "blobsMounted") > 0, "a shared layer is mounted, not uploaded again: {report}");
+}
+
+#[test]
+fn a_repeat_push_uploads_nothing_and_a_dry_run_writes_nothing() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    let dry = push_json(&env, &["--to", &to, "--dry-run"]);
+    assert_eq!(dry["dryRun"], true);
+    assert!(dry["bytesUploaded"].as_u64().unwrap() > 0);
+    let (name, _) = &signed_images(&env, "b.tar")[0];
+    assert_eq!(registry_digest(&target(&reg, name), PLAIN), None, "dry run pushed nothing");
+
+    let first = push_json(&env, &["--to", &to]);
+    assert_eq!(first["bytesUploaded"], dry["bytesUploaded"], "the dry run predicted the upload");
+    let again = push_json(&env, &["--to", &to]);
+    assert_eq!(again["bytesUploaded"], 0);
+    assert_eq!(sum(&again, "blobsUploaded") + sum(&again, "manifestsPushed"), 0, "{again}");
+}
+
+#[test]
+fn a_tampered_bundle_tags_nothing() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    crate::common::tamper(&env.path("b.tar"));
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to]).fails(EXIT_INTEGRITY, &["b.tar", "digest mismatch"]);
+    for (name, _) in signed_images(&env, "b.tar") {
+        assert_eq!(registry_digest(&target(&reg, &name), PLAIN), None, "{name} must not be tagged");
+    }
+}
+
+#[test]
+fn the_wrong_key_pushes_nothing() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    env.keygen("other");
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    env.run(&["push", "-p", "other.pub", "b.tar", "--to", &to]).fails(EXIT_TRUST, &["signed by key"]);
+    let (name, _) = &signed_images(&env, "b.tar")[0];
+    assert_eq!(registry_digest(&target(&reg, name), PLAIN), None);
+}
+
+#[test]
+fn push_authenticates_with_password_stdin_and_never_prints_it() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&["--htpasswd", "porter:right-Pa55"]);
+    let to = format!("{}/mirror", reg.host);
+    let push = |password: &str| {
+        let mut child = env
+            .cmd()
+            .args(["push", "-p", "ops.pub", "b.tar", "--to", &to, "--username", "porter", "--password-stdin"])
+            .args(["--retries", "0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = push("wrong-Pa55");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(EXIT_REGISTRY), "{err}");
+    assert!(err.contains(&reg.host) && !err.contains("wrong-Pa55"), "{err}");
+    let right = push("right-Pa55");
+    assert!(right.status.success(), "{}", String::from_utf8_lossy(&right.stderr));
+    let (name, digest) = &signed_images(&env, "b.tar")[0];
+    let creds = ["--tls-verify=false", "--creds", "porter:right-Pa55"];
+    assert_eq!(registry_digest(&target(&reg, name), &creds).as_deref(), Some(digest.as_str()));
+}
+
+#[test]
+fn push_over_tls_needs_the_ca_certificate() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&["--tls"]);
+    let to = format!("{}/mirror", reg.host);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"]).fails(EXIT_REGISTRY, &[&reg.host]);
+    let ca = reg.ca().display().to_string();
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--ca-cert", &ca]).ok();
+    let (name, digest) = &signed_images(&env, "b.tar")[0];
+    // skopeo reads every *.crt of a directory as a CA (and wants a .cert for each .key).
+    let certs = env.path("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(reg.ca(), certs.join("ca.crt")).unwrap();
+    let cert_dir = certs.display().to_string();
+    assert_eq!(registry_digest(&target(&reg, name), &["--cert-dir", &cert_dir]).as_deref(), Some(digest.as_str()));
+}
+
+#[test]
+fn a_stopped_registry_is_named_and_an_interrupted_push_completes_on_rerun() {
+    let env = Env::new();
+    env.keygen("ops");
+    big_layout(&env.path("big"), 8, 24 << 20);
+    let src = format!("oci:{}", env.path("big").display());
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+
+    // Stop the registry as soon as it has stored its first blob, in the middle of the push.
+    let mut push = env.cmd();
+    push.args(["push", "-p", "ops.pub", "b.tar", "--to", &to, "--jobs", "1", "--retries", "1"]);
+    let child = push.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored_blobs(reg.dir.path()) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    reg.stop();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_REGISTRY), "the push must fail when its registry dies: {err}");
+    assert!(err.contains(&reg.host), "{err}");
+    let landed = stored_blobs(reg.dir.path());
+
+    reg.restart(&[]);
+    let rerun = push_json(&env, &["--to", &to]);
+    assert_eq!(sum(&rerun, "blobsSkipped") as usize, landed, "blobs that landed are not sent again: {rerun}");
+    for (name, digest) in signed_images(&env, "b.tar") {
+        assert_eq!(registry_digest(&target(&reg, &name), PLAIN).as_deref(), Some(digest.as_str()));
+    }
+}
+
+/// Blobs the registry has committed to its storage.
+fn stored_blobs(dir: &Path) -> usize {
+    let root = dir.join("data/docker/registry/v2/blobs/sha256");
+    walkdir::WalkDir::new(root).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_name() == "data").count()
+}
+
+/// An OCI layout with one image of `layers` incompressible layers of `size` bytes each.
+fn big_layout(dir: &Path, layers: usize, size: usize) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let digest = hex(&Sha256::digest(bytes));
+        std::fs::write(blobs.join(&digest), bytes).unwrap();
+        (format!("sha256:{digest}"), bytes.len())
+    };
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut descs = Vec::new();
+    for _ in 0..layers {
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        descs.push(put(&data));
+    }
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": descs.iter().map(|d| &d.0).collect::<Vec<_>>()}});
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>()});
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "example.com/big/image:1"}}]});
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}

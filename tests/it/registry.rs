@@ -1,0 +1,389 @@
+//! The registry client against the real CNCF distribution registry (`scripts/peers.sh
+//! start-registry`): blob pushes (whole and chunked, resumed after a cut connection), mounts,
+//! manifests as skopeo sees them, htpasswd and docker-config credentials, TLS with and without the
+//! CA, an unreachable registry, and credentials kept from a redirect's other host.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock::digest::{Digest, VerifyingReader};
+use airlock::error::{Class, Error};
+use airlock::registry::{Client, ClientOptions};
+use base64::Engine as _;
+use serde_json::json;
+
+use crate::common::{Registry, free_port, tool};
+
+const USER: &str = "porter";
+const PASSWORD: &str = "s3cret-Pa55";
+
+/// Options that keep tests fast and away from the user's docker config.
+fn options(dir: &Path) -> ClientOptions {
+    ClientOptions { max_retries: 1, docker_config: Some(dir.join("no-config.json")), ..ClientOptions::default() }
+}
+
+/// Incompressible bytes, the same every run.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// An `open` for `push_blob` that counts its calls and verifies what it streams.
+fn opener(data: &[u8], calls: &AtomicUsize) -> impl FnMut() -> airlock::error::Result<Box<dyn Read + Send>> {
+    let data = data.to_vec();
+    move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let (digest, size) = (Digest::of_bytes(&data), data.len() as u64);
+        Ok(Box::new(VerifyingReader::new(std::io::Cursor::new(data.clone()), digest, size)))
+    }
+}
+
+fn push(client: &Client, repo: &str, data: &[u8]) -> airlock::error::Result<Digest> {
+    let digest = Digest::of_bytes(data);
+    let calls = AtomicUsize::new(0);
+    client.push_blob(repo, &digest, data.len() as u64, &mut opener(data, &calls))?;
+    Ok(digest)
+}
+
+/// The error and its causes, as `main` would print them.
+fn chain(err: &Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(&format!("\n  caused by: {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// A one-layer OCI image: (config bytes, layer bytes, manifest bytes).
+fn image(layer_len: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let content = noise(layer_len, 7);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "data.bin", &content[..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let layer_digest = Digest::of_bytes(&layer);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": Digest::of_bytes(&config).to_string(),
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest.to_string(),
+            "size": layer.len(),
+        }],
+    }))
+    .unwrap();
+    (config, layer, manifest)
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn pushes_an_image_that_skopeo_reads_back_and_mounts_its_blobs() {
+    let reg = Registry::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    // The layer goes in 64 KiB chunks, the config whole.
+    let client = reg.client(ClientOptions { chunk_threshold: 100 << 10, chunk_size: 64 << 10, ..options(tmp.path()) });
+    client.ping().unwrap();
+    let (config, layer, manifest) = image(300 << 10);
+    assert!(layer.len() > 4 * (64 << 10), "the layer needs several chunks");
+
+    let layer_digest = Digest::of_bytes(&layer);
+    assert_eq!(client.blob_size("team/app", &layer_digest).unwrap(), None);
+    let calls = AtomicUsize::new(0);
+    client.push_blob("team/app", &layer_digest, layer.len() as u64, &mut opener(&layer, &calls)).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let config_digest = push(&client, "team/app", &config).unwrap();
+    assert_eq!(client.blob_size("team/app", &layer_digest).unwrap(), Some(layer.len() as u64));
+    assert_eq!(client.blob_size("team/app", &config_digest).unwrap(), Some(config.len() as u64));
+
+    let digest = client.put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest).unwrap();
+    assert_eq!(digest, Digest::of_bytes(&manifest));
+    let url = format!("docker://{}/team/app:1.0", reg.host);
+    let seen = tool("skopeo", &["inspect", "--tls-verify=false", &url], &[]).ok();
+    let seen: serde_json::Value = serde_json::from_str(&seen.stdout).unwrap();
+    assert_eq!(seen["Digest"], digest.to_string());
+    assert_eq!(seen["Layers"][0], layer_digest.to_string());
+
+    assert_eq!(client.manifest_digest("team/app", "1.0").unwrap(), Some((digest.clone(), OCI_MANIFEST.to_owned())));
+    assert_eq!(client.manifest_digest("team/app", "2.0").unwrap(), None);
+    assert_eq!(client.get_manifest("team/app", digest.as_str()).unwrap(), (manifest.clone(), OCI_MANIFEST.to_owned()));
+
+    let mut whole = Vec::new();
+    client.get_blob("team/app", &layer_digest, 0).unwrap().read_to_end(&mut whole).unwrap();
+    assert!(whole == layer, "downloaded layer differs");
+    let mut tail = Vec::new();
+    client.get_blob("team/app", &layer_digest, 1000).unwrap().read_to_end(&mut tail).unwrap();
+    assert!(tail == layer[1000..], "ranged download differs");
+
+    assert!(client.mount_blob("other/app", "team/app", &layer_digest).unwrap());
+    assert_eq!(client.blob_size("other/app", &layer_digest).unwrap(), Some(layer.len() as u64));
+    let absent = Digest::of_bytes(b"never pushed");
+    assert!(!client.mount_blob("other/app", "team/app", &absent).unwrap());
+    assert_eq!(client.blob_size("other/app", &absent).unwrap(), None);
+}
+
+#[test]
+fn a_source_that_fails_verification_stops_the_upload_before_it_commits() {
+    let reg = Registry::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let client = reg.client(ClientOptions { chunk_threshold: 100 << 10, chunk_size: 64 << 10, ..options(tmp.path()) });
+    for len in [1000, 200 << 10] {
+        let (good, mut bad) = (noise(len, 1), noise(len, 1));
+        bad[len / 2] ^= 1;
+        let digest = Digest::of_bytes(&good);
+        let mut open = || -> airlock::error::Result<Box<dyn Read + Send>> {
+            Ok(Box::new(VerifyingReader::new(std::io::Cursor::new(bad.clone()), digest.clone(), len as u64)))
+        };
+        let err = client.push_blob("team/app", &digest, len as u64, &mut open).unwrap_err();
+        assert_eq!(err.class(), Class::Integrity, "{}", chain(&err));
+        assert!(err.to_string().contains(&format!("{}/team/app@{digest}", reg.host)), "{err}");
+        assert_eq!(client.blob_size("team/app", &digest).unwrap(), None);
+    }
+}
+
+#[test]
+fn htpasswd_auth_takes_the_right_credentials_and_names_the_rejected_ones() {
+    let reg = Registry::start(&["--htpasswd", &format!("{USER}:{PASSWORD}")]);
+    let tmp = tempfile::tempdir().unwrap();
+    let given = |user: &str, password: &str| {
+        reg.client(ClientOptions {
+            username: Some(user.into()),
+            password: Some(password.into()),
+            ..options(tmp.path())
+        })
+    };
+    let client = given(USER, PASSWORD);
+    client.ping().unwrap();
+    push(&client, "team/app", b"behind a password").unwrap();
+
+    let err = given(USER, "wrong-Pa55").ping().unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains(&reg.host) && text.contains("rejected the credentials"), "{text}");
+    assert!(!text.contains("wrong-Pa55") && !text.contains(PASSWORD), "{text}");
+
+    let err = reg.client(options(tmp.path())).blob_size("team/app", &Digest::of_bytes(b"x")).unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains(&format!("{}/team/app@", reg.host)) && text.contains("requires authentication"), "{text}");
+
+    // `docker login` leaves credentials in config.json; the client finds them there.
+    let config = tmp.path().join("config.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+    std::fs::write(&config, json!({"auths": {reg.host.as_str(): {"auth": auth}}}).to_string()).unwrap();
+    let client = reg.client(ClientOptions { docker_config: Some(config), ..options(tmp.path()) });
+    assert_eq!(client.blob_size("team/app", &Digest::of_bytes(b"behind a password")).unwrap(), Some(17));
+}
+
+#[test]
+fn a_tls_registry_is_trusted_through_its_ca_file_only() {
+    let reg = Registry::start(&["--tls"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let client = reg.client(ClientOptions { ca_cert: Some(reg.ca()), ..options(tmp.path()) });
+    client.ping().unwrap();
+    let digest = push(&client, "team/app", b"over tls").unwrap();
+    assert_eq!(client.blob_size("team/app", &digest).unwrap(), Some(8));
+
+    let err = reg.client(options(tmp.path())).ping().unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains(&reg.host) && text.contains("TLS"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[test]
+fn an_unreachable_registry_fails_fast_naming_its_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = format!("127.0.0.1:{}", free_port());
+    let client = Client::new(&host, &ClientOptions { max_retries: 2, ..options(tmp.path()) }).unwrap();
+    let start = Instant::now();
+    let err = client.blob_size("team/app", &Digest::of_bytes(b"x")).unwrap_err();
+    let text = chain(&err);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(text.starts_with(&format!("{host}/team/app@sha256:")), "{text}");
+    assert!(text.contains("cannot reach the registry") && text.contains("3 attempts"), "{text}");
+}
+
+/// Forwards connections to `upstream`; cuts the first one that has carried `cut_after` request
+/// bytes, once.
+struct CuttingProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: String, cut_after: u64) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let c = cut.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else { return };
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(server2, client2, None));
+                let c = c.clone();
+                std::thread::spawn(move || pump(client, server, Some((c, cut_after))));
+            }
+        });
+        CuttingProxy { port, cut }
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<(Arc<AtomicBool>, u64)>) {
+    let mut buf = [0u8; 16 << 10];
+    let mut carried = 0;
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        carried += n as u64;
+        if let Some((cut, after)) = &cut
+            && carried > *after
+            && !cut.swap(true, Ordering::SeqCst)
+        {
+            break;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// distribution keeps the bytes of a broken `PATCH` and then refuses to resume the session ("upload
+/// resumed at wrong offset"), so the retry starts a new upload; a registry that resumes would let it
+/// continue. Either way the blob arrives whole.
+#[test]
+fn a_chunked_upload_cut_off_midway_is_retried_to_completion() {
+    let reg = Registry::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let blob = noise(512 << 10, 3);
+    let proxy = CuttingProxy::start(reg.host.clone(), 300 << 10);
+    let opts = ClientOptions { chunk_threshold: 0, chunk_size: 128 << 10, max_retries: 3, ..options(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{}", proxy.port), &opts).unwrap();
+    let digest = Digest::of_bytes(&blob);
+    let calls = AtomicUsize::new(0);
+    client.push_blob("team/app", &digest, blob.len() as u64, &mut opener(&blob, &calls)).unwrap();
+    assert!(proxy.cut.load(Ordering::SeqCst), "the proxy never cut the upload");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "one cut, one retry");
+    assert_eq!(reg.client(options(tmp.path())).blob_size("team/app", &digest).unwrap(), Some(blob.len() as u64));
+}
+
+/// A tiny HTTP server answering each request with what `respond` returns for its head; it records
+/// every request head it receives. Connections that do not open with a method (TLS) are dropped.
+fn fake_server(respond: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                if head.is_empty() && !byte[0].is_ascii_uppercase() {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            if head.ends_with("\r\n\r\n") {
+                let _ = conn.write_all(respond(&head).as_bytes());
+                log.lock().unwrap().push(head);
+            }
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn a_redirect_to_another_host_does_not_carry_credentials() {
+    let body = "blob bytes from storage";
+    let (storage, storage_seen) = fake_server(move |_| {
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    });
+    let digest = Digest::of_bytes(body.as_bytes());
+    // localhost and 127.0.0.1 are different hosts to the client, as a storage bucket would be.
+    let location = format!("http://localhost:{storage}/bucket/blob");
+    let (registry, registry_seen) = fake_server(move |head| {
+        let status = if head.starts_with("get /v2/ ") {
+            "200 OK\r\n".to_owned()
+        } else if !head.contains("authorization: basic") {
+            "401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"fake\"\r\n".to_owned()
+        } else {
+            format!("307 Temporary Redirect\r\nLocation: {location}\r\n")
+        };
+        format!("HTTP/1.1 {status}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { username: Some(USER.into()), password: Some(PASSWORD.into()), ..options(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{registry}"), &opts).unwrap();
+    let mut got = String::new();
+    client.get_blob("team/app", &digest, 0).unwrap().read_to_string(&mut got).unwrap();
+    assert_eq!(got, body);
+    let registry_seen = registry_seen.lock().unwrap();
+    assert!(registry_seen.iter().any(|h| h.contains("authorization: basic")), "{registry_seen:?}");
+    let storage_seen = storage_seen.lock().unwrap();
+    assert_eq!(storage_seen.len(), 1);
+    assert!(!storage_seen[0].contains("authorization"), "{}", storage_seen[0]);
+}
+
+#[test]
+fn bearer_tokens_are_fetched_with_the_credentials_once_per_scope() {
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let issued = tokens.clone();
+    let port = Arc::new(Mutex::new(0u16));
+    let realm_port = port.clone();
+    let (registry, seen) = fake_server(move |head| {
+        let realm = format!("http://127.0.0.1:{}/token", realm_port.lock().unwrap());
+        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n");
+        let (status, extra, body) = if head.starts_with("get /token?") {
+            issued.fetch_add(1, Ordering::SeqCst);
+            let token = r#"{"token":"t0k3n","expires_in":300}"#;
+            ("200 OK", String::new(), if head.contains("authorization: basic") { token } else { "" })
+        } else if head.contains("authorization: bearer t0k3n") || head.starts_with("get /v2/ ") {
+            ("200 OK", "Content-Type: text/plain\r\n".to_owned(), "hello")
+        } else {
+            ("401 Unauthorized", challenge, "")
+        };
+        format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    });
+    *port.lock().unwrap() = registry;
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { username: Some(USER.into()), password: Some(PASSWORD.into()), ..options(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{registry}"), &opts).unwrap();
+    let digest = Digest::of_bytes(b"hello");
+    assert_eq!(client.blob_size("team/app", &digest).unwrap(), Some(5));
+    assert_eq!(client.blob_size("team/app", &digest).unwrap(), Some(5));
+    assert_eq!(tokens.load(Ordering::SeqCst), 1, "the token is cached for its scope");
+    let seen = seen.lock().unwrap();
+    let token_request = seen.iter().find(|h| h.starts_with("get /token?")).unwrap();
+    assert!(token_request.contains("scope=repository%3ateam%2fapp%3apull"), "{token_request}");
+    assert!(token_request.contains("service=fake"), "{token_request}");
+}
