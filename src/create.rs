@@ -6,6 +6,8 @@ use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
 use crate::image::Platform;
+use crate::registry::ClientOptions;
+use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
 use crate::source::{self, Collection, ReadOptions, SourceSpec, Transport};
 
@@ -16,6 +18,8 @@ pub struct CreateOptions {
     pub compression: Compression,
     /// Seconds since the epoch.
     pub created: u64,
+    /// How to reach registry sources.
+    pub registry: ClientOptions,
 }
 
 pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Written> {
@@ -27,7 +31,8 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
         _ => Path::new("."),
     };
     let stager = Stager::new(dir, opts.compression)?;
-    let read_opts = ReadOptions { platforms: opts.platforms.clone() };
+    let read_opts =
+        ReadOptions { platforms: opts.platforms.clone(), registries: Registries::new(opts.registry.clone()) };
     let mut coll = Collection::default();
     // Sources that carry compressed layers first, so a legacy docker save can reuse them.
     let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =

@@ -60,6 +60,12 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
                 let mut f = fs_err::File::open(file).at(|| file.display().to_string())?;
                 put(&path, d.size, &mut f).at(place)?;
             }
+            Origin::Registry { client, repo } => {
+                let r = crate::source::registry::open_blob(client, repo, &d.digest)?;
+                let at = || format!("{}/{repo}@{}", client.registry(), d.digest);
+                let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
+                put(&path, d.size, &mut v).map_err(|e| Error::io(if v.failed { at() } else { place() }, e))?;
+            }
             Origin::Store { store, path: src } => {
                 let (r, _) = store.open(src)?;
                 let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
@@ -121,7 +127,7 @@ fn build_index(coll: &Collection, files: &[(String, Vec<u8>)], created: u64) -> 
             size: i.root.size,
             platforms: i.platforms.iter().map(|p| p.to_string()).collect(),
             filtered_from: i.filtered_from.clone(),
-            docker_load: image::is_manifest_type(&i.root.media_type),
+            docker_load: docker_loadable(i),
             blobs: i.blobs.clone(),
         })
         .collect();
@@ -191,11 +197,16 @@ fn metadata_files(coll: &Collection) -> Result<Vec<(String, Vec<u8>)>> {
     ])
 }
 
+/// Docker's classic store takes single-platform images with a tag (not a bare digest pin).
+fn docker_loadable(image: &Image) -> bool {
+    image::is_manifest_type(&image.root.media_type) && image.name.tag().is_some()
+}
+
 /// `manifest.json` (one entry per single-platform manifest, with all its tags) and `repositories`.
 fn docker_load_files(coll: &Collection, images: &[&Image]) -> Result<(Value, Value)> {
     let mut entries: Vec<(Digest, Value, Vec<String>)> = Vec::new();
     let mut repositories = serde_json::Map::new();
-    for image in images.iter().filter(|i| image::is_manifest_type(&i.root.media_type)) {
+    for image in images.iter().filter(|i| docker_loadable(i)) {
         let Some(Origin::Bytes(bytes)) = coll.blobs.get(&image.root.digest).map(|b| &b.origin) else {
             return Err(Error::bad(format!("image {}", image.name), "manifest bytes are not at hand"));
         };

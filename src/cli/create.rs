@@ -35,7 +35,9 @@ pub struct CreateArgs {
     /// Creation time recorded in the bundle (RFC 3339 or seconds since the epoch); SOURCE_DATE_EPOCH also works
     #[arg(long)]
     created: Option<String>,
-    /// Images: docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
+    #[command(flatten)]
+    registry: super::registry_args::RegistryArgs,
+    /// Images: docker://REF (or a bare REF), docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
     #[arg(value_name = "SOURCE")]
     sources: Vec<String>,
 }
@@ -94,6 +96,7 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         platforms,
         compression,
         created: created(args.created.as_deref())?,
+        registry: args.registry.options()?,
     })
 }
 

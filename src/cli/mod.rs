@@ -6,6 +6,7 @@ mod inspect;
 mod keygen;
 mod load;
 mod push;
+mod registry_args;
 mod trust;
 mod verify;
 

@@ -1,11 +1,11 @@
 //! `airlock push`: verify a bundle, then replay it into a registry under `--to`.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use airlock::bundle::indexed::IndexedBundle;
 use airlock::error::Error;
-use airlock::registry::{Client, ClientOptions};
+use airlock::registry::Client;
 use airlock::sink::push::{self, Blobs, PushOptions, PushReport, Target};
 use airlock::sink::{self, Staged};
 use anyhow::Result;
@@ -31,21 +31,8 @@ pub struct PushArgs {
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
-    /// Allow plain HTTP to a registry that is not on a loopback address
-    #[arg(long)]
-    insecure: bool,
-    /// Also trust this CA certificate (PEM)
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// User name for the registry (password from --password-stdin)
-    #[arg(long, requires = "password_stdin")]
-    username: Option<String>,
-    /// Read the password from stdin
-    #[arg(long, requires = "username")]
-    password_stdin: bool,
-    /// Retries after connection errors, 5xx and 429
-    #[arg(long, default_value_t = 5)]
-    retries: u32,
+    #[command(flatten)]
+    registry: super::registry_args::RegistryArgs,
     /// Where to unpack a bundle read from stdin while it is verified (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -53,13 +40,13 @@ pub struct PushArgs {
 
 pub fn run(args: PushArgs) -> Result<()> {
     let target = Target::parse(&args.to)?;
-    let client = Client::new(&target.registry, &client_options(&args)?)?;
+    let client = Client::new(&target.registry, &args.registry.options()?)?;
     let key = args.trust.load()?;
     let trust = super::trust::trust(&key);
     let staged: Staged;
     let indexed: IndexedBundle;
     let bundle: &dyn Blobs = if args.bundle.as_os_str() == "-" {
-        if args.password_stdin {
+        if args.registry.password_stdin {
             return Err(
                 Error::bad("--password-stdin", "stdin carries the bundle; give the password another way").into()
             );
@@ -86,22 +73,6 @@ pub fn run(args: PushArgs) -> Result<()> {
         b.finish_and_clear();
     }
     print_report(&report, args.json)
-}
-
-fn client_options(args: &PushArgs) -> Result<ClientOptions> {
-    let mut opts = ClientOptions {
-        insecure: args.insecure,
-        ca_cert: args.ca_cert.clone(),
-        username: args.username.clone(),
-        max_retries: args.retries,
-        ..ClientOptions::default()
-    };
-    if args.password_stdin {
-        let mut pw = String::new();
-        std::io::stdin().read_to_string(&mut pw).map_err(|e| Error::io("stdin", e))?;
-        opts.password = Some(pw.trim_end_matches(['\n', '\r']).to_owned());
-    }
-    Ok(opts)
 }
 
 fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {

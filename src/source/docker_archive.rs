@@ -175,7 +175,7 @@ fn read_docker25(
     for (entry, names) in chosen {
         let root = matching_root(store.as_ref(), &index.manifests, entry)?;
         for name in names {
-            oci::add_image(store.clone(), root, name.clone(), spec.to_string(), opts, out)?;
+            oci::add_image(&oci::StoreFetch(store.clone()), root, name.clone(), spec.to_string(), opts, out)?;
         }
     }
     Ok(())

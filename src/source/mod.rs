@@ -8,6 +8,7 @@
 
 pub mod docker_archive;
 pub mod oci;
+pub mod registry;
 pub mod stage;
 pub mod store;
 
@@ -28,6 +29,8 @@ pub enum Transport {
     DockerArchive,
     Oci,
     OciArchive,
+    /// A registry: `docker://REF` or a bare reference.
+    Registry,
 }
 
 impl Transport {
@@ -36,6 +39,7 @@ impl Transport {
             Transport::DockerArchive => "docker-archive",
             Transport::Oci => "oci",
             Transport::OciArchive => "oci-archive",
+            Transport::Registry => "docker",
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct SourceSpec {
     pub selector: Option<String>,
     /// The name to give the image (`=NAME`).
     pub name: Option<Reference>,
+    /// The image of a registry source.
+    pub reference: Option<Reference>,
 }
 
 impl SourceSpec {
@@ -62,10 +68,16 @@ impl SourceSpec {
             Some(("docker-archive", rest)) => (Some(Transport::DockerArchive), rest),
             Some(("oci", rest)) => (Some(Transport::Oci), rest),
             Some(("oci-archive", rest)) => (Some(Transport::OciArchive), rest),
-            Some(("docker" | "docker-daemon", _)) => {
-                return Err(bad("registry and daemon sources are not supported yet; \
-                     `docker save` the image and use docker-archive:FILE"
-                    .into()));
+            Some(("docker", rest)) => {
+                let r = rest
+                    .strip_prefix("//")
+                    .ok_or_else(|| bad("write registry sources as docker://REFERENCE".into()))?;
+                return Self::registry(r, name).map_err(bad);
+            }
+            Some(("docker-daemon", _)) => {
+                return Err(bad(
+                    "daemon sources are not supported yet; `docker save` the image and use docker-archive:FILE".into(),
+                ));
             }
             _ => (None, body),
         };
@@ -81,10 +93,28 @@ impl SourceSpec {
         let path = PathBuf::from(path);
         let transport = match transport {
             Some(t) => t,
+            None if !path.exists() && looks_like_reference(body) => return Self::registry(body, name).map_err(bad),
             None => detect(&path).map_err(bad)?,
         };
-        Ok(SourceSpec { transport, path, selector, name })
+        Ok(SourceSpec { transport, path, selector, name, reference: None })
     }
+
+    fn registry(text: &str, name: Option<Reference>) -> std::result::Result<Self, String> {
+        let r = Reference::parse(text).map_err(|e| e.to_string())?;
+        Ok(SourceSpec {
+            transport: Transport::Registry,
+            path: PathBuf::new(),
+            selector: None,
+            name,
+            reference: Some(r),
+        })
+    }
+}
+
+/// A bare source that is no file is a registry reference, unless it looks like a file name.
+fn looks_like_reference(text: &str) -> bool {
+    let file_like = [".tar", ".tgz", ".tar.gz", ".json"].iter().any(|ext| text.ends_with(ext));
+    !text.starts_with(['.', '/', '~']) && !file_like && Reference::parse(text).is_ok()
 }
 
 /// Guesses the transport of a path given without one.
@@ -107,6 +137,9 @@ fn detect(path: &Path) -> std::result::Result<Transport, String> {
 
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(r) = &self.reference {
+            return write!(f, "docker://{r}");
+        }
         write!(f, "{}:{}", self.transport.prefix(), self.path.display())?;
         if let Some(s) = &self.selector {
             write!(f, ":{s}")?;
@@ -124,6 +157,8 @@ pub enum Origin {
     Bytes(Arc<[u8]>),
     /// A layer airlock compressed into its staging directory.
     Staged(PathBuf),
+    /// A blob in a registry repository, streamed into the bundle when it is written.
+    Registry { client: Arc<crate::registry::Client>, repo: String },
 }
 
 #[derive(Clone)]
@@ -151,6 +186,7 @@ pub struct Image {
 pub struct ReadOptions {
     /// Keep only these platforms of multi-platform images (empty: keep all).
     pub platforms: Vec<Platform>,
+    pub registries: registry::Registries,
 }
 
 /// Every image and blob read so far; each blob is held once.
@@ -204,6 +240,10 @@ pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Co
         Transport::DockerArchive => {
             let store: Arc<dyn Store> = Arc::new(TarStore::open(&spec.path)?);
             docker_archive::read(spec, store, opts, stager, out)
+        }
+        Transport::Registry => {
+            let r = spec.reference.as_ref().expect("registry sources carry a reference");
+            registry::read(spec, r, opts, out)
         }
     }
 }

@@ -40,21 +40,54 @@ pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &
                 return Err(needs_name(spec, &what));
             }
         };
-        add_image(store.clone(), desc, name, spec.to_string(), opts, out)?;
+        add_image(&StoreFetch(store.clone()), desc, name, spec.to_string(), opts, out)?;
     }
     Ok(())
 }
 
+/// Where a walk reads an image's blobs from: a file store or a registry.
+pub trait Fetch {
+    /// Where a blob lives, for messages.
+    fn place(&self, digest: &Digest) -> String;
+    /// Reads a manifest, index or config whole, verified against its descriptor.
+    fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>>;
+    /// How the bundle writer will read a layer; checks presence and size where that is cheap.
+    fn layer(&self, desc: &Descriptor) -> Result<Origin>;
+}
+
+/// Blobs of an OCI layout in a file store.
+pub struct StoreFetch(pub Arc<dyn Store>);
+
+impl Fetch for StoreFetch {
+    fn place(&self, digest: &Digest) -> String {
+        self.0.place(&digest.blob_path())
+    }
+
+    fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        read_blob(self.0.as_ref(), desc)
+    }
+
+    fn layer(&self, desc: &Descriptor) -> Result<Origin> {
+        let path = desc.digest.blob_path();
+        let (_, size) = self.0.open(&path)?;
+        if size != desc.size {
+            let msg = format!("size is {size} bytes, the manifest says {}", desc.size);
+            return Err(Error::integrity(self.place(&desc.digest), msg));
+        }
+        Ok(Origin::Store { store: self.0.clone(), path })
+    }
+}
+
 /// Walks one named image from its root descriptor and adds it with every blob it uses.
 pub fn add_image(
-    store: Arc<dyn Store>,
+    fetch: &dyn Fetch,
     root: &Descriptor,
     name: Reference,
     source: String,
     opts: &ReadOptions,
     out: &mut Collection,
 ) -> Result<()> {
-    let mut walker = Walker { store, opts, out, name: &name, used: Vec::new() };
+    let mut walker = Walker { fetch, opts, out, name: &name, used: Vec::new() };
     let (root, platforms, filtered_from) = walker.root(root)?;
     let mut seen = std::collections::HashSet::new();
     let blobs = walker.used.into_iter().filter(|d| seen.insert(d.clone())).collect();
@@ -127,7 +160,7 @@ pub(crate) fn read_blob(store: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>>
 }
 
 struct Walker<'a> {
-    store: Arc<dyn Store>,
+    fetch: &'a dyn Fetch,
     opts: &'a ReadOptions,
     out: &'a mut Collection,
     name: &'a Reference,
@@ -141,12 +174,12 @@ impl Walker<'_> {
     }
 
     fn place(&self, desc: &Descriptor) -> String {
-        format!("image {}: {}", self.name, self.store.place(&desc.digest.blob_path()))
+        format!("image {}: {}", self.name, self.fetch.place(&desc.digest))
     }
 
     /// Returns the (possibly filtered) root, its platforms and the digest before filtering.
     fn root(&mut self, desc: &Descriptor) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
-        let bytes = read_blob(self.store.as_ref(), desc)?;
+        let bytes = self.fetch.read_small(desc)?;
         let parsed = image::parse_manifest(&bytes, &desc.media_type).map_err(|e| Error::bad(self.place(desc), e))?;
         let root = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
         match parsed {
@@ -189,7 +222,7 @@ impl Walker<'_> {
                     format!("nested index `{}` is not supported", child.media_type),
                 ));
             }
-            let child_bytes = read_blob(self.store.as_ref(), child)?;
+            let child_bytes = self.fetch.read_small(child)?;
             let m = match image::parse_manifest(&child_bytes, &child.media_type) {
                 Ok(Parsed::Manifest(m)) => m,
                 Ok(Parsed::Index(_)) => unreachable!("parsed by manifest media type"),
@@ -211,7 +244,7 @@ impl Walker<'_> {
 
     /// Checks a manifest's config and layers; returns the platform its config declares.
     fn manifest(&mut self, desc: &Descriptor, m: &image::Manifest) -> Result<Platform> {
-        let config_bytes = read_blob(self.store.as_ref(), &m.config)?;
+        let config_bytes = self.fetch.read_small(&m.config)?;
         let is_image = m.config.media_type == image::OCI_CONFIG
             || m.config.media_type == "application/vnd.docker.container.image.v1+json";
         let mut platform = Platform::parse("unknown/unknown").expect("valid");
@@ -236,15 +269,10 @@ impl Walker<'_> {
             if layer.urls.is_some() {
                 return Err(Error::bad(self.place(layer), "foreign layers (with urls) are not supported"));
             }
-            let path = layer.digest.blob_path();
-            let (_, size) = self.store.open(&path)?;
-            if size != layer.size {
-                return Err(Error::integrity(
-                    self.place(layer),
-                    format!("size is {size} bytes, the manifest says {}", layer.size),
-                ));
-            }
-            let origin = Origin::Store { store: self.store.clone(), path };
+            let origin = self.fetch.layer(layer).map_err(|e| match e {
+                Error::Integrity { msg, .. } => Error::integrity(self.place(layer), msg),
+                other => other,
+            })?;
             if let Some(diff_id) = diff_ids.get(i) {
                 self.out
                     .by_diff_id

@@ -8,5 +8,6 @@ mod hostile;
 mod interop;
 mod push;
 mod registry;
+mod registry_source;
 mod sinks;
 mod verify;

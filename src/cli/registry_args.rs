@@ -1,0 +1,44 @@
+//! The registry flags `push` and `create` share: TLS, credentials, retries.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use airlock::error::Error;
+use airlock::registry::ClientOptions;
+
+#[derive(clap::Args)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP to a registry that is not on a loopback address
+    #[arg(long)]
+    pub insecure: bool,
+    /// Also trust this CA certificate (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// User name for the registry (password from --password-stdin); default: docker's config.json
+    #[arg(long, requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the registry password from stdin
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// Retries after connection errors, 5xx and 429
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> airlock::error::Result<ClientOptions> {
+        let mut opts = ClientOptions {
+            insecure: self.insecure,
+            ca_cert: self.ca_cert.clone(),
+            username: self.username.clone(),
+            max_retries: self.retries,
+            ..ClientOptions::default()
+        };
+        if self.password_stdin {
+            let mut pw = String::new();
+            std::io::stdin().read_to_string(&mut pw).map_err(|e| Error::io("stdin", e))?;
+            opts.password = Some(pw.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        Ok(opts)
+    }
+}

@@ -1,0 +1,147 @@
+//! `airlock create` from registries (`docker://REF`, bare references): images pushed by skopeo
+//! into the real distribution registry come out in the bundle with the same digests.
+
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::common::{EXIT_INTEGRITY, Env, Registry, fixture_str, tool};
+
+const EXIT_REGISTRY: i32 = 7;
+
+/// Copies a fixture into the registry with skopeo; returns the digest the registry serves.
+fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
+    let dest = format!("docker://{}/{repo}", reg.host);
+    let src = format!("oci-archive:{}", fixture_str(fixture));
+    tool("skopeo", &["copy", "--all", "--dest-tls-verify=false", &src, &dest], &[]).ok();
+    let inspect = ["inspect", "--format", "{{.Digest}}", "--tls-verify=false", &dest];
+    tool("skopeo", &inspect, &[]).ok().stdout.trim().to_owned()
+}
+
+fn images(env: &Env, bundle: &str) -> Vec<Value> {
+    let doc: Value = serde_json::from_str(&env.run(&["inspect", "--json", bundle]).ok().stdout).unwrap();
+    doc["images"].as_array().unwrap().clone()
+}
+
+#[test]
+fn create_from_a_registry_keeps_every_digest_and_takes_digest_pins() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
+    let tools = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let by_tag = format!("docker://{}/src/multi:2.0", reg.host);
+    let pinned = format!("{}/src/busybox@{tools}", reg.host); // bare reference, pinned by digest
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &by_tag, &pinned]).ok();
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+    let got = images(&env, "b.tar");
+    let digest_of = |name: &str| got.iter().find(|i| i["name"] == name).unwrap()["digest"].as_str().unwrap().to_owned();
+    assert_eq!(digest_of(&format!("{}/src/multi:2.0", reg.host)), multi);
+    assert_eq!(digest_of(&pinned), tools);
+    let platforms = &got.iter().find(|i| i["digest"] == multi.as_str()).unwrap()["platforms"];
+    assert_eq!(platforms, &serde_json::json!(["linux/amd64", "linux/arm64"]));
+}
+
+#[test]
+fn create_from_a_registry_filters_platforms_and_records_the_original_digest() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
+    let src = format!("docker://{}/src/multi:2.0", reg.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--platform", "linux/arm64", &src]).ok();
+    let mut ar = tar::Archive::new(std::fs::File::open(env.path("b.tar")).unwrap());
+    let index: Value = serde_json::from_reader(ar.entries().unwrap().next().unwrap().unwrap()).unwrap();
+    let image = &index["images"][0];
+    assert_eq!(image["filteredFrom"], multi.as_str());
+    assert_eq!(image["platforms"], serde_json::json!(["linux/arm64"]));
+}
+
+#[test]
+fn create_authenticates_to_a_tls_registry_with_basic_auth() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&["--tls", "--htpasswd", "porter:right-Pa55"]);
+    let certs = env.path("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(reg.ca(), certs.join("ca.crt")).unwrap();
+    let dest = format!("docker://{}/src/busybox:1.36", reg.host);
+    let src = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
+    let certs_arg = format!("--dest-cert-dir={}", certs.display());
+    tool("skopeo", &["copy", &certs_arg, "--dest-creds", "porter:right-Pa55", &src, &dest], &[]).ok();
+
+    let ca = reg.ca().display().to_string();
+    let source = format!("{}/src/busybox:1.36", reg.host);
+    let create = |password: &str, ca_args: &[&str]| {
+        let mut child = env
+            .cmd()
+            .args([
+                "create",
+                "-k",
+                "ops.key",
+                "-o",
+                "b.tar",
+                "--retries",
+                "0",
+                "--username",
+                "porter",
+                "--password-stdin",
+            ])
+            .args(ca_args)
+            .arg(&source)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let no_ca = create("right-Pa55", &[]);
+    assert_eq!(no_ca.status.code(), Some(EXIT_REGISTRY), "{}", String::from_utf8_lossy(&no_ca.stderr));
+    let wrong = create("wrong-Pa55", &["--ca-cert", &ca]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(EXIT_REGISTRY), "{err}");
+    assert!(err.contains(&reg.host) && !err.contains("wrong-Pa55"), "{err}");
+    assert!(!env.path("b.tar").exists());
+    let ok = create("right-Pa55", &["--ca-cert", &ca]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+}
+
+#[test]
+fn a_stopped_registry_is_named_and_leaves_no_output() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    reg.stop();
+    let src = format!("docker://{}/src/busybox:1.36", reg.host);
+    let before = env.listing();
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--retries", "0", &src]).fails(EXIT_REGISTRY, &[&reg.host]);
+    assert_eq!(env.listing(), before);
+}
+
+#[test]
+fn a_registry_serving_a_corrupt_layer_is_caught() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    // Corrupt the layer in the registry's storage, keeping its size.
+    let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let layer = walkdir::WalkDir::new(blobs)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "data")
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(layer.path()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(layer.path(), bytes).unwrap();
+    let src = format!("docker://{}/src/busybox:1.36", reg.host);
+    let before = env.listing();
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).fails(EXIT_INTEGRITY, &["digest mismatch"]);
+    assert_eq!(env.listing(), before);
+}
