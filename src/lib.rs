@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod bundle;
 pub mod create;
+pub mod daemon;
 pub mod digest;
 pub mod error;
 pub mod image;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use airlock::sink::daemon::{self, DockerHost};
+use airlock::daemon::{self, DockerHost};
 use airlock::sink::{self, docker_archive};
 use anyhow::Result;
 

@@ -6,7 +6,6 @@
 //! included, has verified; an error or an interruption leaves only the temporary directory, which
 //! is removed.
 
-pub mod daemon;
 pub mod docker_archive;
 pub mod push;
 

@@ -31,6 +31,8 @@ pub enum Transport {
     OciArchive,
     /// A registry: `docker://REF` or a bare reference.
     Registry,
+    /// The Docker Engine at `DOCKER_HOST`: `docker-daemon:REF`.
+    Daemon,
 }
 
 impl Transport {
@@ -40,6 +42,7 @@ impl Transport {
             Transport::Oci => "oci",
             Transport::OciArchive => "oci-archive",
             Transport::Registry => "docker",
+            Transport::Daemon => "docker-daemon",
         }
     }
 }
@@ -74,10 +77,10 @@ impl SourceSpec {
                     .ok_or_else(|| bad("write registry sources as docker://REFERENCE".into()))?;
                 return Self::registry(r, name).map_err(bad);
             }
-            Some(("docker-daemon", _)) => {
-                return Err(bad(
-                    "daemon sources are not supported yet; `docker save` the image and use docker-archive:FILE".into(),
-                ));
+            Some(("docker-daemon", rest)) => {
+                let mut spec = Self::registry(rest, name).map_err(bad)?;
+                spec.transport = Transport::Daemon;
+                return Ok(spec);
             }
             _ => (None, body),
         };
@@ -138,7 +141,10 @@ fn detect(path: &Path) -> std::result::Result<Transport, String> {
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(r) = &self.reference {
-            return write!(f, "docker://{r}");
+            return match self.transport {
+                Transport::Daemon => write!(f, "docker-daemon:{r}"),
+                _ => write!(f, "docker://{r}"),
+            };
         }
         write!(f, "{}:{}", self.transport.prefix(), self.path.display())?;
         if let Some(s) = &self.selector {
@@ -245,7 +251,27 @@ pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Co
             let r = spec.reference.as_ref().expect("registry sources carry a reference");
             registry::read(spec, r, opts, out)
         }
+        Transport::Daemon => read_daemon(spec, opts, stager, out),
     }
+}
+
+/// `docker-daemon:REF`: the daemon's `docker save` of the image, streamed to a temporary file
+/// in the staging directory, then read like any docker-archive.
+fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+    let r = spec.reference.as_ref().expect("daemon sources carry a reference");
+    let host = crate::daemon::DockerHost::from_env()?;
+    let mut file = stager.temp_file()?;
+    let name = if r.digest().is_some() { r.to_string() } else { r.familiar() };
+    crate::daemon::save(&host, std::slice::from_ref(&name), file.as_file_mut())?;
+    let store: Arc<dyn Store> = Arc::new(TarStore::open(file.path())?);
+    let archive = SourceSpec {
+        transport: Transport::DockerArchive,
+        path: file.path().to_owned(),
+        selector: r.tag().map(|_| r.to_string()),
+        name: spec.name.clone().or_else(|| Some(r.clone())),
+        reference: None,
+    };
+    docker_archive::read(&archive, store, opts, stager, out)
 }
 
 /// A nameless image needs `=NAME`; this says so with the exact syntax.

@@ -60,6 +60,11 @@ impl Stager {
         Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()) })
     }
 
+    /// A new temporary file in the staging directory (removed with it).
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::NamedTempFile::new_in(self.dir.path()).at(|| self.dir.path().display().to_string())
+    }
+
     /// Stages every job, in parallel; returns the new descriptor and origin for each, in order.
     /// A layer whose `diff_id` is in `known` (already held compressed from another source) is
     /// reused once it is checked to decompress to that `diff_id`; otherwise it is compressed.

@@ -4,6 +4,7 @@
 
 mod common;
 mod create;
+mod daemon_source;
 mod hostile;
 mod interop;
 mod push;

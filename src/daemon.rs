@@ -1,8 +1,9 @@
-//! `docker load` through the Docker Engine API (`POST /images/load`), over the unix socket or the
-//! TCP address in `DOCKER_HOST` (default `unix:///var/run/docker.sock`).
+//! The two Docker Engine API calls airlock makes, over the unix socket or the TCP address in
+//! `DOCKER_HOST` (default `unix:///var/run/docker.sock`): `POST /images/load` (the `load` sink)
+//! and `GET /images/get` (the `docker-daemon:` source). Both stream a docker-archive tar.
 //!
-//! This is the one place airlock speaks HTTP by hand: the request is a single POST whose body is
-//! the docker-archive tar streamed with chunked transfer encoding, and the general HTTP clients
+//! This is the one place airlock speaks HTTP by hand: each call is a single request whose body
+//! (or response) is a tar streamed with chunked transfer encoding, and the general HTTP clients
 //! in the Rust ecosystem either lack unix-socket transports or bring an async runtime. TLS-protected
 //! daemons (`DOCKER_TLS_VERIFY`, `ssh://`) are refused with a clear error.
 
@@ -137,23 +138,10 @@ impl Write for Chunked {
 /// Reads the HTTP response; the body is newline-separated JSON messages.
 fn read_response(stream: Box<dyn Stream>, place: &str) -> Result<Vec<String>> {
     let mut r = BufReader::new(stream.take(64 << 20));
-    let mut status = String::new();
-    r.read_line(&mut status).map_err(|e| Error::io(place, e))?;
-    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
-        Error::io(place, io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
-    })?;
-    let mut chunked = false;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).map_err(|e| Error::io(place, e))? == 0 || line.trim().is_empty() {
-            break;
-        }
-        let lower = line.to_ascii_lowercase();
-        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
-    }
+    let (code, chunked) = read_head(&mut r, place)?;
     let mut body = Vec::new();
     if chunked {
-        read_chunked(&mut r, &mut body).map_err(|e| Error::io(place, e))?;
+        ChunkedReader::new(r).read_to_end(&mut body).map_err(|e| Error::io(place, e))?;
     } else {
         r.read_to_end(&mut body).map_err(|e| Error::io(place, e))?;
     }
@@ -186,21 +174,105 @@ fn daemon_error(place: &str, code: u16, msg: &str) -> Error {
     Error::Io { place: place.to_owned(), source: io::Error::other(format!("load refused (HTTP {code}): {msg}")) }
 }
 
-fn read_chunked(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
+/// Reads the status line and headers: (status code, whether the body is chunked).
+fn read_head(r: &mut impl BufRead, place: &str) -> Result<(u16, bool)> {
+    let mut status = String::new();
+    r.read_line(&mut status).map_err(|e| Error::io(place, e))?;
+    let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
+        Error::io(place, io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
+    })?;
+    let mut chunked = false;
     loop {
-        let mut size = String::new();
-        if r.read_line(&mut size)? == 0 {
-            return Ok(());
+        let mut line = String::new();
+        if r.read_line(&mut line).map_err(|e| Error::io(place, e))? == 0 || line.trim().is_empty() {
+            return Ok((code, chunked));
         }
-        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-        if n == 0 {
-            return Ok(());
-        }
-        let start = out.len();
-        out.resize(start + n, 0);
-        r.read_exact(&mut out[start..])?;
-        let mut crlf = [0u8; 2];
-        r.read_exact(&mut crlf)?;
+        let lower = line.to_ascii_lowercase();
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
     }
+}
+
+/// Decodes a chunked HTTP body as a stream.
+struct ChunkedReader<R> {
+    inner: R,
+    left: u64,
+    done: bool,
+}
+
+impl<R: BufRead> ChunkedReader<R> {
+    fn new(inner: R) -> Self {
+        ChunkedReader { inner, left: 0, done: false }
+    }
+}
+
+impl<R: BufRead> Read for ChunkedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut size = String::new();
+            if self.inner.read_line(&mut size)? == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "HTTP body ended inside a chunk"));
+            }
+            if size.trim().is_empty() {
+                // The CRLF that ends the previous chunk.
+                size.clear();
+                self.inner.read_line(&mut size)?;
+            }
+            self.left = u64::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if self.left == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "HTTP body ended inside a chunk"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// `GET /images/get?names=…`: streams the daemon's `docker save` of `names` into `out`.
+pub fn save(host: &DockerHost, names: &[String], out: &mut dyn Write) -> Result<u64> {
+    let place = host.place();
+    let mut stream = host.connect()?;
+    let query: Vec<String> = names.iter().map(|n| format!("names={}", percent_encode(n))).collect();
+    let head = format!(
+        "GET /images/get?{} HTTP/1.1\r\nHost: docker\r\nUser-Agent: airlock\r\nConnection: close\r\n\r\n",
+        query.join("&")
+    );
+    stream.write_all(head.as_bytes()).map_err(|e| Error::io(&place, e))?;
+    let mut r = BufReader::with_capacity(1 << 20, stream);
+    let (code, chunked) = read_head(&mut r, &place)?;
+    let mut body: Box<dyn Read> = if chunked { Box::new(ChunkedReader::new(r)) } else { Box::new(r) };
+    if code != 200 {
+        let mut text = String::new();
+        let _ = body.take(64 << 10).read_to_string(&mut text);
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or(text);
+        return Err(Error::bad(
+            &place,
+            format!("docker save of {} refused (HTTP {code}): {}", names.join(", "), msg.trim()),
+        ));
+    }
+    io::copy(&mut body, out).map_err(|e| Error::io(&place, e))
+}
+
+/// Query-string escaping for image names (`/`, `:` and `@` are fine; a few others are not).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
