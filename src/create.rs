@@ -7,6 +7,7 @@ use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
 use crate::image::Platform;
 use crate::registry::ClientOptions;
+use crate::source::cache::Cache;
 use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
 use crate::source::{self, Collection, ReadOptions, SourceSpec, Transport};
@@ -20,6 +21,10 @@ pub struct CreateOptions {
     pub created: u64,
     /// How to reach registry sources.
     pub registry: ClientOptions,
+    /// Content-addressed cache of registry blobs (`--cache`).
+    pub cache: Option<PathBuf>,
+    /// Blobs fetched at once into the cache.
+    pub jobs: usize,
 }
 
 pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Written> {
@@ -39,6 +44,9 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
         opts.sources.iter().partition(|s| s.transport == Transport::DockerArchive);
     for spec in compressed.into_iter().chain(legacy) {
         source::read(spec, &read_opts, &stager, &mut coll)?;
+    }
+    if let Some(dir) = &opts.cache {
+        Cache::open(dir)?.fill(&mut coll, opts.jobs)?;
     }
     let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
     let report = |done: u64| progress(done, total);

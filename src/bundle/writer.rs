@@ -60,11 +60,20 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
                 let mut f = fs_err::File::open(file).at(|| file.display().to_string())?;
                 put(&path, d.size, &mut f).at(place)?;
             }
+            Origin::Cached(file) => {
+                let f = fs_err::File::open(file).at(|| file.display().to_string())?;
+                let mut v = Watched { inner: VerifyingReader::new(f, d.digest.clone(), d.size), failed: false };
+                let at = || file.display().to_string();
+                put(&path, d.size, &mut v).map_err(|e| Error::io(if v.failed { at() } else { place() }, e))?;
+            }
             Origin::Registry { client, repo } => {
                 let r = crate::source::registry::open_blob(client, repo, &d.digest)?;
                 let at = || format!("{}/{repo}@{}", client.registry(), d.digest);
                 let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
-                put(&path, d.size, &mut v).map_err(|e| Error::io(if v.failed { at() } else { place() }, e))?;
+                put(&path, d.size, &mut v).map_err(|e| match v.failed {
+                    true => crate::source::registry::read_error(&at(), e),
+                    false => Error::io(place(), e),
+                })?;
             }
             Origin::Store { store, path: src } => {
                 let (r, _) = store.open(src)?;

@@ -35,6 +35,13 @@ pub struct CreateArgs {
     /// Creation time recorded in the bundle (RFC 3339 or seconds since the epoch); SOURCE_DATE_EPOCH also works
     #[arg(long)]
     created: Option<String>,
+    /// Keep registry blobs in this content-addressed cache: an interrupted create resumes, a
+    /// repeated one fetches nothing again
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Registry blobs fetched at once (with --cache)
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
     #[command(flatten)]
     registry: super::registry_args::RegistryArgs,
     /// Images: docker://REF (or a bare REF), docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
@@ -97,6 +104,8 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         compression,
         created: created(args.created.as_deref())?,
         registry: args.registry.options()?,
+        cache: args.cache.clone(),
+        jobs: args.jobs,
     })
 }
 

@@ -6,6 +6,7 @@
 //! it no full reference. Reading a source adds its images and blobs to a [`Collection`], which
 //! stores each blob once however many images use it.
 
+pub mod cache;
 pub mod docker_archive;
 pub mod oci;
 pub mod registry;
@@ -165,6 +166,8 @@ pub enum Origin {
     Staged(PathBuf),
     /// A blob in a registry repository, streamed into the bundle when it is written.
     Registry { client: Arc<crate::registry::Client>, repo: String },
+    /// A copy in the `--cache` directory, verified again when it is written.
+    Cached(PathBuf),
 }
 
 #[derive(Clone)]
@@ -301,6 +304,14 @@ mod tests {
         let s = SourceSpec::parse("oci-archive:t.tar:registry.example:5000/a/b:1=reg.io/x:2").unwrap();
         assert_eq!(s.selector.as_deref(), Some("registry.example:5000/a/b:1"));
         assert_eq!(s.name.unwrap().to_string(), "reg.io/x:2");
-        assert!(SourceSpec::parse("docker://nginx").is_err());
+        let s = SourceSpec::parse("docker://nginx").unwrap();
+        assert_eq!(
+            (s.transport, s.reference.unwrap().to_string()),
+            (Transport::Registry, "docker.io/library/nginx:latest".into())
+        );
+        let s = SourceSpec::parse("registry.example:5000/team/api:1.4").unwrap();
+        assert_eq!(s.transport, Transport::Registry, "a bare reference that is no file is a registry source");
+        assert!(SourceSpec::parse("docker:nginx").is_err());
+        assert!(SourceSpec::parse("missing-file.tar").is_err(), "a file name is not taken for a reference");
     }
 }

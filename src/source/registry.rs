@@ -93,6 +93,15 @@ impl Fetch for RegistryFetch {
     }
 }
 
+/// An error reading a registry blob's body: a mismatch is the content's fault, anything else the
+/// connection's.
+pub fn read_error(place: &str, e: io::Error) -> Error {
+    if crate::digest::Mismatch::from_io(&e).is_some() {
+        return Error::io(place, e);
+    }
+    Error::registry_caused(place, "the download broke off", e)
+}
+
 /// Opens a registry blob for the writer; a download that breaks resumes where it stopped.
 pub fn open_blob(client: &Arc<Client>, repo: &str, digest: &Digest) -> Result<Box<dyn Read + Send>> {
     let inner = client.get_blob(repo, digest, 0)?;

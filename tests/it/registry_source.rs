@@ -145,3 +145,66 @@ fn a_registry_serving_a_corrupt_layer_is_caught() {
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).fails(EXIT_INTEGRITY, &["digest mismatch"]);
     assert_eq!(env.listing(), before);
 }
+
+/// Completed blobs in a `--cache` directory, with their inode and mtime.
+fn cached(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .map(|rd| rd.filter_map(|e| e.ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (e.file_name().to_string_lossy().into_owned(), m.ino(), m.modified().unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_interrupted_create_with_a_cache_resumes_without_fetching_again() {
+    let env = Env::new();
+    env.keygen("ops");
+    crate::common::big_layout(&env.path("big"), 6, 24 << 20);
+    let reg = Registry::start(&[]);
+    let layout = format!("oci:{}:example.com/big/image:1", env.path("big").display());
+    let dest = format!("docker://{}/src/big:1", reg.host);
+    tool("skopeo", &["copy", "--dest-tls-verify=false", &layout, &dest], &[]).ok();
+    let src = format!("docker://{}/src/big:1", reg.host);
+    let cache = env.path("cache");
+
+    // Stop the registry once the cache holds its first complete blob.
+    let mut create = env.cmd();
+    create.args(["create", "-k", "ops.key", "-o", "b.tar", "--cache", "cache", "--jobs", "1", "--retries", "1", &src]);
+    let child = create.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while cached(&cache).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    reg.stop();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_REGISTRY), "the create must fail when its registry dies: {err}");
+    assert!(err.contains(&reg.host), "{err}");
+    assert!(!env.path("b.tar").exists());
+    let landed = cached(&cache);
+    assert!(!landed.is_empty());
+
+    reg.restart(&[]);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--cache", "cache", &src]).ok();
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+    let after = cached(&cache);
+    for blob in &landed {
+        assert!(after.contains(blob), "{} was fetched again", blob.0);
+    }
+
+    // A corrupt cached blob is noticed, fetched again, and the bundle is still right.
+    let victim = cache.join("blobs/sha256").join(&landed[0].0);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    env.run(&["create", "-k", "ops.key", "-o", "c.tar", "--cache", "cache", &src]).ok();
+    env.run(&["verify", "-p", "ops.pub", "c.tar"]).ok();
+}
