@@ -1,6 +1,7 @@
 //! The `create` operation: read every source, store each blob once, write and sign the bundle.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
@@ -16,6 +17,7 @@ pub struct CreateOptions {
     pub sources: Vec<SourceSpec>,
     pub output: PathBuf,
     pub platforms: Vec<Platform>,
+    pub skip_missing_platforms: bool,
     pub compression: Compression,
     /// Seconds since the epoch.
     pub created: u64,
@@ -36,8 +38,11 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
         _ => Path::new("."),
     };
     let stager = Stager::new(dir, opts.compression)?;
-    let read_opts =
-        ReadOptions { platforms: opts.platforms.clone(), registries: Registries::new(opts.registry.clone()) };
+    let read_opts = ReadOptions {
+        platforms: opts.platforms.clone(),
+        skip_missing_platforms: opts.skip_missing_platforms,
+        registries: Arc::new(Registries::new(opts.registry.clone())),
+    };
     let mut coll = Collection::default();
     // Sources that carry compressed layers first, so a legacy docker save can reuse them.
     let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
@@ -51,20 +56,4 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
     let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
     let report = |done: u64| progress(done, total);
     writer::write(&coll, &opts.output, &WriteOptions { created: opts.created, key, progress: &report })
-}
-
-/// Reads an image list: one source per line; blank lines and `#` comments are skipped.
-pub fn read_list(path: &Path) -> Result<Vec<SourceSpec>> {
-    let text = fs_err::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split_once(" #").map_or(line, |(l, _)| l).trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let spec =
-            SourceSpec::parse(line).map_err(|e| Error::bad(format!("{}:{}", path.display(), i + 1), e.to_string()))?;
-        out.push(spec);
-    }
-    Ok(out)
 }

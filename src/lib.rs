@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod digest;
 pub mod error;
 pub mod image;
+pub mod image_list;
 pub mod json;
 pub mod reference;
 pub mod registry;

@@ -26,6 +26,9 @@ pub struct CreateArgs {
     /// Keep only this platform of multi-platform images (os/arch[/variant]; repeatable)
     #[arg(long = "platform", value_name = "PLATFORM")]
     platforms: Vec<String>,
+    /// With --platform: take the requested platforms an image has instead of failing
+    #[arg(long)]
+    skip_missing_platforms: bool,
     /// How to compress layers that arrive uncompressed (legacy docker save)
     #[arg(long, value_enum, default_value_t = Algo::Gzip)]
     compression: Algo,
@@ -82,7 +85,7 @@ pub fn run(args: CreateArgs) -> Result<()> {
 fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
     let mut sources = Vec::new();
     for list in &args.lists {
-        sources.extend(create::read_list(list)?);
+        sources.extend(airlock::image_list::read(list)?);
     }
     for s in &args.sources {
         sources.push(SourceSpec::parse(s)?);
@@ -101,6 +104,7 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         sources,
         output: args.output.clone(),
         platforms,
+        skip_missing_platforms: args.skip_missing_platforms,
         compression,
         created: created(args.created.as_deref())?,
         registry: args.registry.options()?,

@@ -59,6 +59,9 @@ pub struct SourceSpec {
     pub name: Option<Reference>,
     /// The image of a registry source.
     pub reference: Option<Reference>,
+    /// Platforms to keep of this source's multi-platform images (an image list's per-image
+    /// platforms); empty: the command line's `--platform`.
+    pub platforms: Vec<Platform>,
 }
 
 impl SourceSpec {
@@ -100,7 +103,7 @@ impl SourceSpec {
             None if !path.exists() && looks_like_reference(body) => return Self::registry(body, name).map_err(bad),
             None => detect(&path).map_err(bad)?,
         };
-        Ok(SourceSpec { transport, path, selector, name, reference: None })
+        Ok(SourceSpec { transport, path, selector, name, reference: None, platforms: Vec::new() })
     }
 
     fn registry(text: &str, name: Option<Reference>) -> std::result::Result<Self, String> {
@@ -111,6 +114,7 @@ impl SourceSpec {
             selector: None,
             name,
             reference: Some(r),
+            platforms: Vec::new(),
         })
     }
 }
@@ -192,10 +196,13 @@ pub struct Image {
 }
 
 /// What `create` reads sources with.
+#[derive(Clone)]
 pub struct ReadOptions {
     /// Keep only these platforms of multi-platform images (empty: keep all).
     pub platforms: Vec<Platform>,
-    pub registries: registry::Registries,
+    /// Take the requested platforms an image has instead of failing on one it lacks.
+    pub skip_missing_platforms: bool,
+    pub registries: Arc<registry::Registries>,
 }
 
 /// Every image and blob read so far; each blob is held once.
@@ -237,6 +244,13 @@ impl Collection {
 
 /// Reads one source into the collection.
 pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+    let own;
+    let opts = if spec.platforms.is_empty() {
+        opts
+    } else {
+        own = ReadOptions { platforms: spec.platforms.clone(), ..opts.clone() };
+        &own
+    };
     match spec.transport {
         Transport::Oci => {
             let store: Arc<dyn Store> = Arc::new(DirStore::open(&spec.path)?);
@@ -273,6 +287,7 @@ fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut
         selector: r.tag().map(|_| r.to_string()),
         name: spec.name.clone().or_else(|| Some(r.clone())),
         reference: None,
+        platforms: spec.platforms.clone(),
     };
     docker_archive::read(&archive, store, opts, stager, out)
 }

@@ -185,11 +185,21 @@ impl Walker<'_> {
         match parsed {
             Parsed::Manifest(m) => {
                 let platform = self.manifest(desc, &m)?;
+                let wanted = &self.opts.platforms;
+                if !wanted.is_empty() && !wanted.iter().any(|w| platform.matches(w)) {
+                    return Err(self.lacks(&wanted[0], &[platform.to_string()]));
+                }
                 self.use_blob(root.clone(), Origin::Bytes(bytes.into()));
                 Ok((root, vec![platform], None))
             }
             Parsed::Index(index) => self.index(root, bytes, &index),
         }
+    }
+
+    /// The error for a requested platform an image does not have.
+    fn lacks(&self, wanted: &Platform, has: &[String]) -> Error {
+        let hint = if self.opts.skip_missing_platforms { "" } else { "; --skip-missing-platforms takes what there is" };
+        Error::bad(format!("image {}", self.name), format!("has no platform {wanted} (it has: {}){hint}", has.join(", ")))
     }
 
     fn index(
@@ -204,14 +214,13 @@ impl Walker<'_> {
             .iter()
             .filter(|d| wanted.is_empty() || d.platform.as_ref().is_some_and(|p| wanted.iter().any(|w| p.matches(w))))
             .collect();
+        let has = || -> Vec<String> {
+            index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect()
+        };
         for w in wanted {
-            if !keep.iter().any(|d| d.platform.as_ref().is_some_and(|p| p.matches(w))) {
-                let has: Vec<String> =
-                    index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect();
-                return Err(Error::bad(
-                    format!("image {}", self.name),
-                    format!("has no platform {w} (it has: {})", has.join(", ")),
-                ));
+            let missing = !keep.iter().any(|d| d.platform.as_ref().is_some_and(|p| p.matches(w)));
+            if missing && (!self.opts.skip_missing_platforms || keep.is_empty()) {
+                return Err(self.lacks(w, &has()));
             }
         }
         let mut platforms = Vec::new();

@@ -194,3 +194,33 @@ fn a_legacy_docker_save_reuses_a_layer_another_source_carries_compressed() {
     assert_eq!(layer_of("example.com/team/base:1.0"), busybox, "the legacy base image uses the OCI archive's blob");
     env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
 }
+
+#[test]
+fn skip_missing_platforms_takes_what_an_image_has() {
+    let env = Env::new();
+    env.keygen("ops");
+    let src = format!("oci-archive:{}", fixture_str("multiarch.oci.tar"));
+    let args =
+        ["create", "-k", "ops.key", "-o", "b.tar", "--platform", "linux/arm64", "--platform", "linux/s390x", &src];
+    env.run(&args).fails(EXIT_BAD_INPUT, &["linux/s390x", "--skip-missing-platforms"]);
+    let mut with_skip = args.to_vec();
+    with_skip.push("--skip-missing-platforms");
+    env.run(&with_skip).ok();
+    let index = signed_index(&env, "b.tar");
+    assert_eq!(image(&index, "registry.example/team/multi:2.0")["platforms"], serde_json::json!(["linux/arm64"]));
+
+    // A single-platform image that has none of the requested platforms is refused either way.
+    let tools = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
+    env.run(&[
+        "create",
+        "-k",
+        "ops.key",
+        "-o",
+        "c.tar",
+        "--platform",
+        "linux/arm64",
+        "--skip-missing-platforms",
+        &tools,
+    ])
+    .fails(EXIT_BAD_INPUT, &["registry.example/tools/busybox:1.36", "linux/amd64"]);
+}

@@ -208,3 +208,31 @@ fn an_interrupted_create_with_a_cache_resumes_without_fetching_again() {
     env.run(&["create", "-k", "ops.key", "-o", "c.tar", "--cache", "cache", &src]).ok();
     env.run(&["verify", "-p", "ops.pub", "c.tar"]).ok();
 }
+
+#[test]
+fn a_hauler_image_list_with_per_image_platforms_is_honoured() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
+    seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let list = format!(
+        "apiVersion: content.hauler.cattle.io/v1\nkind: Images\nmetadata:\n  name: airgap\nspec:\n  images:\n    - name: {0}/src/multi:2.0\n      platform: linux/arm64\n    - name: {0}/src/busybox:1.36\n",
+        reg.host
+    );
+    std::fs::write(env.path("images.yaml"), list).unwrap();
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "-f", "images.yaml"]).ok();
+    let got = images(&env, "b.tar");
+    let platforms =
+        |repo: &str| got.iter().find(|i| i["name"].as_str().unwrap().contains(repo)).unwrap()["platforms"].clone();
+    assert_eq!(platforms("src/multi"), serde_json::json!(["linux/arm64"]));
+    assert_eq!(platforms("src/busybox"), serde_json::json!(["linux/amd64"]));
+
+    std::fs::write(
+        env.path("bad.yaml"),
+        "kind: Images\nspec:\n  images:\n    - name: ok/image:1\n    - name: Not/Valid:1\n",
+    )
+    .unwrap();
+    env.run(&["create", "-k", "ops.key", "-o", "c.tar", "-f", "bad.yaml"])
+        .fails(crate::common::EXIT_BAD_INPUT, &["bad.yaml:5"]);
+}
