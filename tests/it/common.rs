@@ -80,6 +80,15 @@ impl Env {
         Run::from(self.cmd().args(args).output().expect("run airlock"))
     }
 
+    /// Runs airlock with `args` and `input` on its stdin (a password, a bundle).
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::process::Stdio;
+        let mut child =
+            self.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        Run::from(child.wait_with_output().expect("run airlock"))
+    }
+
     /// Makes an unencrypted key pair `NAME.key` / `NAME.pub`.
     pub fn keygen(&self, name: &str) {
         self.run(&["keygen", "--no-password", "-o", name]).ok();

@@ -120,24 +120,12 @@ fn push_authenticates_with_password_stdin_and_never_prints_it() {
     let reg = Registry::start(&["--htpasswd", "porter:right-Pa55"]);
     let to = format!("{}/mirror", reg.host);
     let push = |password: &str| {
-        let mut child = env
-            .cmd()
-            .args(["push", "-p", "ops.pub", "b.tar", "--to", &to, "--username", "porter", "--password-stdin"])
-            .args(["--retries", "0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        let args = ["push", "-p", "ops.pub", "b.tar", "--to", &to, "--username", "porter", "--password-stdin"];
+        env.run_with_stdin(&[&args[..], &["--retries", "0"]].concat(), format!("{password}\n").as_bytes())
     };
-    let wrong = push("wrong-Pa55");
-    let err = String::from_utf8_lossy(&wrong.stderr);
-    assert_eq!(wrong.status.code(), Some(EXIT_REGISTRY), "{err}");
-    assert!(err.contains(&reg.host) && !err.contains("wrong-Pa55"), "{err}");
-    let right = push("right-Pa55");
-    assert!(right.status.success(), "{}", String::from_utf8_lossy(&right.stderr));
+    let wrong = push("wrong-Pa55").fails(EXIT_REGISTRY, &[&reg.host]);
+    assert!(!wrong.stderr.contains("wrong-Pa55"), "{}", wrong.stderr);
+    push("right-Pa55").ok();
     let (name, digest) = &signed_images(&env, "b.tar")[0];
     let creds = ["--tls-verify=false", "--creds", "porter:right-Pa55"];
     assert_eq!(registry_digest(&target(&reg, name), &creds).as_deref(), Some(digest.as_str()));

@@ -73,39 +73,15 @@ fn create_authenticates_to_a_tls_registry_with_basic_auth() {
     let ca = reg.ca().display().to_string();
     let source = format!("{}/src/busybox:1.36", reg.host);
     let create = |password: &str, ca_args: &[&str]| {
-        let mut child = env
-            .cmd()
-            .args([
-                "create",
-                "-k",
-                "ops.key",
-                "-o",
-                "b.tar",
-                "--retries",
-                "0",
-                "--username",
-                "porter",
-                "--password-stdin",
-            ])
-            .args(ca_args)
-            .arg(&source)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), format!("{password}\n").as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        let args =
+            ["create", "-k", "ops.key", "-o", "b.tar", "--retries", "0", "--username", "porter", "--password-stdin"];
+        env.run_with_stdin(&[&args[..], ca_args, &[source.as_str()]].concat(), format!("{password}\n").as_bytes())
     };
-    let no_ca = create("right-Pa55", &[]);
-    assert_eq!(no_ca.status.code(), Some(EXIT_REGISTRY), "{}", String::from_utf8_lossy(&no_ca.stderr));
-    let wrong = create("wrong-Pa55", &["--ca-cert", &ca]);
-    let err = String::from_utf8_lossy(&wrong.stderr);
-    assert_eq!(wrong.status.code(), Some(EXIT_REGISTRY), "{err}");
-    assert!(err.contains(&reg.host) && !err.contains("wrong-Pa55"), "{err}");
+    create("right-Pa55", &[]).fails(EXIT_REGISTRY, &[&reg.host]);
+    let wrong = create("wrong-Pa55", &["--ca-cert", &ca]).fails(EXIT_REGISTRY, &[&reg.host]);
+    assert!(!wrong.stderr.contains("wrong-Pa55"), "{}", wrong.stderr);
     assert!(!env.path("b.tar").exists());
-    let ok = create("right-Pa55", &["--ca-cert", &ca]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    create("right-Pa55", &["--ca-cert", &ca]).ok();
     env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
 }
 
