@@ -1,0 +1,429 @@
+#!/usr/bin/env bash
+# bench/run.sh - airlock vs. skopeo (and docker save) on a realistic multi-image `docker save`.
+#
+# One run: builds airlock (release), builds N images offline (umoci) that share one base layer,
+# loads them into a private dockerd (dockerd 20.10: legacy `docker save` layout), saves them into
+# ONE multi-image docker-save tarball, then times
+#   - docker save of those images (reference),
+#   - skopeo copy docker-archive:multi.tar:imgK oci-archive:s-K.tar:imgK, for every K (summed),
+#   - airlock create (gzip, the default) and airlock create --compression zstd of all images at once,
+#   - airlock verify of the gzip bundle (page cache warm),
+#   - create + verify of one image with a single big layer (memory check),
+# and prints a table. Progress goes to stderr, the table to stdout. See bench/README.md.
+#
+# Settings (environment):
+#   BENCH_IMAGES=4         images in the multi-image save (all share the base layer)
+#   BENCH_BASE_MB=200      size of the shared base layer's content, MiB
+#   BENCH_APP_MB=50        size of each image's own layer, MiB (40% random, 60% real files)
+#   BENCH_BIG_MB=1024      size of the single-layer image for the memory check, MiB (0 skips it)
+#   BENCH_RUNS=3           timed runs of each skopeo/airlock command (the fastest is reported)
+#   BENCH_QUIET_WAIT=180   seconds in all that timed runs may wait for other processes on the
+#                          machine to go idle (a command whose fastest run was disturbed anyway
+#                          runs again, up to 2 x BENCH_RUNS runs)
+#   BENCH_KEEP=0           1 keeps the work dir (/tmp/abench.XXXXXX) for a look afterwards
+#   BENCH_REV=             build this git revision (exported with `git archive`, built in
+#                          target/bench-rev) instead of the work tree
+#   BENCH_AIRLOCK=         path to an airlock binary to use instead of building one
+#
+# Needs root (umoci, dockerd). Installs missing peers with scripts/peers.sh and /usr/bin/time
+# with apt-get. Everything started (dockerd) is stopped on exit; the work dir is removed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+PEERS=$ROOT/scripts/peers.sh
+IMAGES=${BENCH_IMAGES:-4}
+BASE_MB=${BENCH_BASE_MB:-200}
+APP_MB=${BENCH_APP_MB:-50}
+BIG_MB=${BENCH_BIG_MB:-1024}
+RUNS=${BENCH_RUNS:-3}
+KEEP=${BENCH_KEEP:-0}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+
+for v in IMAGES BASE_MB APP_MB BIG_MB RUNS QUIET_WAIT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, got '${!v}'"
+done
+[ "$IMAGES" -ge 1 ] || die "BENCH_IMAGES must be >= 1"
+[ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be >= 1"
+[ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
+
+WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
+DK=$WORK/dk
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -f "$DK/pid" ]; then "$PEERS" stop-dockerd "$DK" >&2; fi
+  if [ "$KEEP" = 1 ]; then
+    echo "bench: work dir kept: $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$WORK"/{logs,lists,tmp,out}
+export TMPDIR=$WORK/tmp # skopeo's and umoci's big temporary files stay in the work dir
+
+# ---------------------------------------------------------------------------------------------
+say "tools"
+"$PEERS" install >&2
+if [ ! -x /usr/bin/time ]; then
+  DEBIAN_FRONTEND=noninteractive apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y time >&2
+fi
+case $(dockerd --version) in
+  "Docker version 1"* | "Docker version 20."* | "Docker version 23."* | "Docker version 24."*) ;;
+  *) echo "bench: warning: dockerd >= 25 writes the OCI save layout, not the legacy one" >&2 ;;
+esac
+
+say "build airlock (release)"
+if [ -n "${BENCH_AIRLOCK:-}" ]; then
+  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
+  REV="$AIRLOCK (given)"
+elif [ -n "${BENCH_REV:-}" ]; then
+  # A committed revision, exported with git archive (the work tree is not touched).
+  sha=$(git -C "$ROOT" rev-parse --verify "$BENCH_REV^{commit}")
+  mkdir -p "$WORK/src"
+  git -C "$ROOT" archive "$sha" | tar -x -C "$WORK/src"
+  (cd "$WORK/src" && CARGO_TARGET_DIR=$ROOT/target/bench-rev cargo build --release >&2)
+  AIRLOCK=$ROOT/target/bench-rev/release/airlock
+  REV="commit $(git -C "$ROOT" rev-parse --short "$sha") ($BENCH_REV)"
+else
+  (cd "$ROOT" && cargo build --release >&2)
+  AIRLOCK=$ROOT/target/release/airlock
+  REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+fi
+[ -x "$AIRLOCK" ] || die "no airlock binary at $AIRLOCK"
+
+# ---------------------------------------------------------------------------------------------
+# Content: real files from /usr/lib and /usr/share (binaries, libraries, scripts, text,
+# compressed docs: about as compressible as real image layers, ~0.33 with gzip -6), in a
+# reproducible shuffled order (so every layer gets a mix, not one package tree), wrapping around
+# into a new r<N>/ directory if more is wanted than there is.
+say "content corpus from /usr/lib and /usr/share"
+CORPUS=$WORK/lists/corpus
+find /usr/lib /usr/share -xdev -type f -readable -size +0 -size -4M ! -path '*[[:space:]]*' \
+  -printf '%s\t%p\n' | LC_ALL=C sort -t "$(printf '\t')" -k2,2 |
+  shuf --random-source=<(openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:airlock-bench </dev/zero 2>/dev/null) \
+    >"$CORPUS"
+[ -s "$CORPUS" ] || die "no files found under /usr/lib and /usr/share"
+awk -F'\t' '{ s += $1 } END { printf "bench: corpus: %d files, %.0f MiB\n", NR, s / 1048576 }' "$CORPUS" >&2
+
+# fill DEST MIB START: copies corpus files from line START+1 on (wrapping) into DEST until they
+# add up to >= MIB MiB; prints the line to start from next time.
+fill() {
+  local dest=$1 want=$(($2 * 1048576)) start=$3 list next
+  local prefix=$WORK/lists/fill.$$.$RANDOM
+  next=$(awk -F'\t' -v want="$want" -v start="$start" -v prefix="$prefix" '
+    { size[NR] = $1; path[NR] = substr($2, 2) }
+    END {
+      n = NR; i = start % n; total = 0; taken = 0
+      while (total < want) {
+        if (i >= n) i = 0
+        i++
+        round = int(taken / n); taken++
+        print path[i] > (prefix "." round)
+        total += size[i]
+      }
+      print i % n
+    }' "$CORPUS")
+  for list in "$prefix".*; do
+    [ -e "$list" ] || continue
+    mkdir -p "$dest/r${list##*.}"
+    tar -C / --no-recursion --no-unquote -cf - -T "$list" | tar -C "$dest/r${list##*.}" -xf -
+    rm -f "$list"
+  done
+  echo "$next"
+}
+
+# random FILE MIB SEED: incompressible, reproducible bytes.
+random() {
+  (openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:airlock-bench-$3" </dev/zero 2>/dev/null || true) |
+    head -c $(($2 * 1048576)) >"$1"
+}
+
+# ---------------------------------------------------------------------------------------------
+say "images (umoci): base ${BASE_MB} MiB shared by $IMAGES images with ${APP_MB} MiB each"
+L=$WORK/oci
+H=(--history.created_by bench)
+umoci init --layout "$L"
+umoci new --image "$L:empty"
+mkdir -p "$WORK/c/base"
+pos=$(fill "$WORK/c/base" "$BASE_MB" 0)
+umoci insert --image "$L:empty" --tag base "${H[@]}" "$WORK/c/base" /opt/base
+rm -rf "$WORK/c/base"
+NAMES=()
+RAND_MB=$((APP_MB * 2 / 5))
+for ((k = 1; k <= IMAGES; k++)); do
+  d=$WORK/c/app$k
+  mkdir -p "$d"
+  pos=$(fill "$d/files" $((APP_MB - RAND_MB)) "$pos")
+  random "$d/app.bin" "$RAND_MB" "$k"
+  umoci insert --image "$L:base" --tag "app$k" "${H[@]}" "$d" "/opt/app$k"
+  umoci config --image "$L:app$k" --no-history --config.cmd "/opt/app$k/app.bin"
+  rm -rf "$d"
+  NAMES+=("bench/app$k:1.0")
+done
+if [ "$BIG_MB" -gt 0 ]; then
+  say "image (umoci): one layer of ${BIG_MB} MiB"
+  mkdir -p "$WORK/c/big"
+  fill "$WORK/c/big" "$BIG_MB" "$pos" >/dev/null
+  umoci insert --image "$L:empty" --tag big "${H[@]}" "$WORK/c/big" /opt/big
+  rm -rf "$WORK/c/big"
+fi
+
+say "private dockerd (legacy docker save layout)"
+eval "$("$PEERS" start-dockerd "$DK")"
+docker version --format 'dockerd {{.Server.Version}}' >&2
+load() { # TAG NAME
+  skopeo copy --quiet "oci:$L:$1" "docker-archive:$WORK/load.tar:$2"
+  docker load -q -i "$WORK/load.tar" >&2
+  rm -f "$WORK/load.tar"
+}
+for ((k = 1; k <= IMAGES; k++)); do load "app$k" "${NAMES[k - 1]}"; done
+[ "$BIG_MB" -gt 0 ] && load big bench/big:1.0
+rm -rf "$L"
+docker image ls >&2
+
+# ---------------------------------------------------------------------------------------------
+declare -A WALL RSS CPU OTHER
+HZ=$(getconf CLK_TCK)
+# Busy CPU time of the whole machine in clock ticks (user nice system irq softirq steal), to see
+# how much else ran while a tool was timed: this machine may be shared.
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# measure NAME OUT CMD...: removes OUT (unless -), runs CMD once. Records wall clock
+# (EPOCHREALTIME), peak RSS (KiB) and user+sys CPU seconds (/usr/bin/time), and the CPU seconds
+# everything else on the machine used meanwhile. CMD's output goes to logs/NAME.log.
+measure() {
+  local name=$1 out=$2 t0 t1 b0 b1 line rss u s
+  shift 2
+  [ "$out" = - ] || rm -f "$out"
+  b0=$(busy)
+  t0=$EPOCHREALTIME
+  if ! /usr/bin/time -f '%e %M %U %S' -o "$WORK/logs/$name.time" "$@" >"$WORK/logs/$name.log" 2>&1; then
+    tail -n 20 "$WORK/logs/$name.log" >&2
+    die "$name failed: $*"
+  fi
+  t1=$EPOCHREALTIME
+  b1=$(busy)
+  line=$(tail -n 1 "$WORK/logs/$name.time")
+  read -r _ rss u s <<<"$line"
+  RSS[$name]=$rss
+  WALL[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  CPU[$name]=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+  OTHER[$name]=$(awk -v b0="$b0" -v b1="$b1" -v hz="$HZ" -v c="${CPU[$name]}" \
+    'BEGIN { o = (b1 - b0) / hz - c; printf "%.2f", (o > 0) ? o : 0 }')
+  printf 'bench: %-18s %8.2f s wall %7.2f s cpu %8.1f MiB peak RSS  (others: %.2f s cpu)\n' "$name" \
+    "${WALL[$name]}" "${CPU[$name]}" "$(awk -v k="${RSS[$name]}" 'BEGIN { print k / 1024 }')" "${OTHER[$name]}" >&2
+}
+
+# quiet: waits until other processes keep less than 0.15 cores busy over half a second, taking
+# the time from a budget of BENCH_QUIET_WAIT seconds for the whole run (then it stops waiting).
+quiet() {
+  local b0 b1 said=0
+  while [ "$QUIET_TRIES" -gt 0 ]; do
+    b0=$(busy)
+    sleep 0.5
+    b1=$(busy)
+    awk -v d=$((b1 - b0)) -v hz="$HZ" 'BEGIN { exit !(d / hz / 0.5 < 0.15) }' && return 0
+    if [ $said = 0 ]; then
+      echo "bench: machine busy, waiting (up to $((QUIET_TRIES / 2)) s of BENCH_QUIET_WAIT left)" >&2
+      said=1
+    fi
+    QUIET_TRIES=$((QUIET_TRIES - 1))
+  done
+}
+QUIET_TRIES=$((QUIET_WAIT * 2))
+
+# noisy NAME: did other processes keep more than 0.2 cores busy during that run?
+noisy() { awk -v w="${WALL[$1]}" -v o="${OTHER[$1]}" 'BEGIN { exit !(o >= 0.1 && o / w > 0.2) }'; }
+
+# Timed commands are "jobs": job NAME OUT CMD... registers one, run_jobs NAME... runs them in
+# rounds (each job once per round, interleaved, so that a spell of load from other processes hits
+# every tool alike), RUNS rounds, then up to RUNS more rounds for the jobs whose fastest run was
+# disturbed. NAME gets the fastest run's wall, CPU and others' CPU, and the highest peak RSS.
+declare -A JOB_CMD JOB_OUT JOB_RUNS JOB_BEST
+job() {
+  local name=$1 out=$2
+  shift 2
+  JOB_OUT[$name]=$out JOB_CMD[$name]=$(printf '%q ' "$@") JOB_RUNS[$name]=0 JOB_BEST[$name]=""
+}
+run_job() {
+  local name=$1 r b
+  r=$((JOB_RUNS[$name] + 1))
+  JOB_RUNS[$name]=$r
+  quiet
+  eval "measure $(printf %q "$name.$r") $(printf %q "${JOB_OUT[$name]}") ${JOB_CMD[$name]}"
+  b=${JOB_BEST[$name]}
+  if [ -z "$b" ] || awk -v a="${WALL[$name.$r]}" -v b="${WALL[$b]}" 'BEGIN { exit !(a < b) }'; then
+    JOB_BEST[$name]=$name.$r
+  fi
+}
+run_jobs() {
+  local round n r b todo
+  for ((round = 1; round <= RUNS; round++)); do
+    for n; do run_job "$n"; done
+  done
+  for ((round = 1; round <= RUNS; round++)); do
+    todo=()
+    for n; do if noisy "${JOB_BEST[$n]}"; then todo+=("$n"); fi; done
+    [ ${#todo[@]} -gt 0 ] || break
+    echo "bench: disturbed by other processes, one more run of: ${todo[*]}" >&2
+    for n in "${todo[@]}"; do run_job "$n"; done
+  done
+  for n; do
+    b=${JOB_BEST[$n]}
+    WALL[$n]=${WALL[$b]} CPU[$n]=${CPU[$b]} OTHER[$n]=${OTHER[$b]} RSS[$n]=0
+    for ((r = JOB_RUNS[$n]; r >= 1; r--)); do
+      if [ "${RSS[$n.$r]}" -gt "${RSS[$n]}" ]; then RSS[$n]=${RSS[$n.$r]}; fi
+    done
+  done
+}
+size() { stat -c %s "$1"; }
+warm() { cat "$@" >/dev/null; }
+add() { awk -v a="$1" -v b="$2" 'BEGIN { print a + b }'; }
+
+M=$WORK/multi.tar
+say "docker save (reference): ${NAMES[*]}"
+measure docker_save - docker save -o "$M" "${NAMES[@]}"
+if [ "$BIG_MB" -gt 0 ]; then
+  measure big_docker_save - docker save -o "$WORK/big.tar" bench/big:1.0
+fi
+say "stop dockerd (nothing but the tools under test runs while they are timed)"
+"$PEERS" stop-dockerd "$DK" >&2
+unset DOCKER_HOST CONTAINERD_ADDRESS
+[ "$KEEP" = 1 ] || rm -rf "$DK/root"
+
+O=$WORK/out
+cd "$O"
+"$AIRLOCK" keygen --no-password -o ops >/dev/null 2>&1
+
+say "skopeo copy (one image per copy), airlock create (gzip), airlock create --compression zstd:" \
+  "$RUNS interleaved rounds"
+warm "$M"
+SK=()
+for ((k = 1; k <= IMAGES; k++)); do
+  n=${NAMES[k - 1]}
+  job "skopeo_$k" "$O/s-$k.tar" skopeo copy --quiet "docker-archive:$M:$n" "oci-archive:$O/s-$k.tar:$n"
+  SK+=("skopeo_$k")
+done
+job create_gzip "$O/a.tar" "$AIRLOCK" create -k ops.key -o "$O/a.tar" "docker-archive:$M"
+job create_zstd "$O/z.tar" "$AIRLOCK" create -k ops.key -o "$O/z.tar" --compression zstd "docker-archive:$M"
+run_jobs "${SK[@]}" create_gzip create_zstd
+SK_WALL=0 SK_CPU=0 SK_OTHER=0 SK_RSS=0 SK_BYTES=0
+for n in "${SK[@]}"; do
+  SK_WALL=$(add "$SK_WALL" "${WALL[$n]}")
+  SK_CPU=$(add "$SK_CPU" "${CPU[$n]}")
+  SK_OTHER=$(add "$SK_OTHER" "${OTHER[$n]}")
+  if [ "${RSS[$n]}" -gt "$SK_RSS" ]; then SK_RSS=${RSS[$n]}; fi
+  SK_BYTES=$((SK_BYTES + $(size "${JOB_OUT[$n]}")))
+  rm -f "${JOB_OUT[$n]}"
+done
+A_BYTES=$(size "$O/a.tar")
+Z_BYTES=$(size "$O/z.tar")
+rm -f "$O/z.tar"
+
+say "airlock verify (page cache warm: one untimed run first; best of $RUNS)"
+warm "$O/a.tar"
+"$AIRLOCK" verify -p ops.pub "$O/a.tar" >/dev/null
+job verify - "$AIRLOCK" verify -p ops.pub "$O/a.tar"
+run_jobs verify
+rm -f "$O/a.tar"
+
+if [ "$BIG_MB" -gt 0 ]; then
+  say "memory check: one image with a single ${BIG_MB} MiB layer (best of $RUNS)"
+  warm "$WORK/big.tar"
+  job big_create "$O/big.tar" "$AIRLOCK" create -k ops.key -o "$O/big.tar" "docker-archive:$WORK/big.tar"
+  job big_create_zstd "$O/big-z.tar" "$AIRLOCK" create -k ops.key -o "$O/big-z.tar" --compression zstd \
+    "docker-archive:$WORK/big.tar"
+  run_jobs big_create big_create_zstd
+  B_BYTES=$(size "$O/big.tar")
+  BZ_BYTES=$(size "$O/big-z.tar")
+  rm -f "$O/big-z.tar"
+  warm "$O/big.tar"
+  "$AIRLOCK" verify -p ops.pub "$O/big.tar" >/dev/null
+  job big_verify - "$AIRLOCK" verify -p ops.pub "$O/big.tar"
+  run_jobs big_verify
+  rm -f "$O/big.tar"
+fi
+
+# ---------------------------------------------------------------------------------------------
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+kib2mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", b / 1e6 / s; else print "n/a" }'; }
+check() {
+  awk -v v="$1" -v op="$2" -v t="$3" \
+    'BEGIN { if (v !~ /^[0-9.]+$/) { print "n/a"; exit } ok = (op == "<=") ? v <= t : (op == ">=") ? v >= t : v < t; print ok ? "PASS" : "MISS" }'
+}
+# others WALL OTHER: mean number of cores that other processes kept busy during the run.
+# ("-" for runs under 0.3 s: /proc/stat counts in 10 ms ticks, too coarse to tell).
+others() { awk -v w="$1" -v o="$2" 'BEGIN { if (w < 0.3) print "-"; else printf "%.2f", o / w }'; }
+BUSY_MAX=0
+note_busy() { # CORES OTHER-CPU-S: keeps the highest "others" figure of a run long enough to tell
+  if awk -v a="$1" -v o="$2" -v b="$BUSY_MAX" 'BEGIN { exit !(a != "-" && o >= 0.1 && a > b) }'; then BUSY_MAX=$1; fi
+}
+
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+grep -qw sha_ni /proc/cpuinfo && SHANI=yes || SHANI=no
+M_BYTES=$(size "$M")
+R_GZ=$(ratio "${WALL[create_gzip]}" "$SK_WALL")
+R_ZS=$(ratio "${WALL[create_zstd]}" "$SK_WALL")
+V_MBPS=$(mbps "$A_BYTES" "${WALL[verify]}")
+V_CORE=$(mbps "$A_BYTES" "${CPU[verify]}")
+r() { # ROW-LABEL NAME OUTPUT-BYTES NOTE
+  local out="" busy
+  [ -z "$3" ] || out=$(mib "$3")
+  busy=$(others "${WALL[$2]}" "${OTHER[$2]}")
+  [[ $2 == *docker_save ]] || note_busy "$busy" "${OTHER[$2]}"
+  row "$1" "${WALL[$2]}" "${CPU[$2]}" "$(kib2mib "${RSS[$2]}")" "$out" "$busy" "$4"
+}
+
+row() { printf '%-50s %8s %8s %9s %9s %7s  %s\n' "$@"; }
+line() { printf '%.0s-' {1..130}; echo; }
+{
+  echo
+  echo "airlock benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo "machine: nproc=$(nproc), CPU: ${CPU_MODEL:-unknown}, sha_ni: $SHANI, memory: $(free -g | awk '/^Mem:/ { print $2 }') GiB"
+  echo "airlock: $REV; $(skopeo --version); $(dockerd --version | cut -d, -f1)"
+  echo "input: $IMAGES images, shared base ${BASE_MB} MiB + ${APP_MB} MiB own layer each;" \
+    "multi-image docker save $(mib "$M_BYTES") MiB (legacy layout, uncompressed layers)"
+  echo "each timed command: fastest of $RUNS+ runs (skopeo and create interleaved), peak RSS the highest of all runs; inputs in page cache"
+  echo
+  line
+  row "step" "wall s" "CPU s" "peak RSS" "output" "others" "ratio vs skopeo / target"
+  row "" "" "" "MiB" "MiB" "cores" ""
+  line
+  r "docker save, $IMAGES images (reference; client only)" docker_save "$M_BYTES" ""
+  SK_BUSY=$(others "$SK_WALL" "$SK_OTHER")
+  note_busy "$SK_BUSY" "$SK_OTHER"
+  row "skopeo copy -> oci-archive, x$IMAGES (sum; max RSS)" "$(printf %.3f "$SK_WALL")" "$SK_CPU" \
+    "$(kib2mib "$SK_RSS")" "$(mib "$SK_BYTES")" "$SK_BUSY" "1.00"
+  r "airlock create (gzip)" create_gzip "$A_BYTES" \
+    "time $R_GZ (CPU $(ratio "${CPU[create_gzip]}" "$SK_CPU")), size $(ratio "$A_BYTES" "$SK_BYTES"); time <= 0.50: $(check "$R_GZ" "<=" 0.5)"
+  r "airlock create --compression zstd" create_zstd "$Z_BYTES" \
+    "time $R_ZS (CPU $(ratio "${CPU[create_zstd]}" "$SK_CPU")), size $(ratio "$Z_BYTES" "$SK_BYTES")"
+  r "airlock verify (gzip bundle, page cache warm)" verify "" \
+    "$V_MBPS MB/s wall, $V_CORE MB/s per CPU-s; >= 1200 per core: $(check "$V_CORE" ">=" 1200)"
+  if [ "$BIG_MB" -gt 0 ]; then
+    line
+    r "docker save, 1 image, 1 layer of ${BIG_MB} MiB (ref.)" big_docker_save "$(size "$WORK/big.tar")" ""
+    r "airlock create (gzip), ${BIG_MB} MiB layer" big_create "$B_BYTES" \
+      "peak RSS < 64 MiB: $(check "$(kib2mib "${RSS[big_create]}")" "<" 64)"
+    r "airlock verify, ${BIG_MB} MiB layer" big_verify "" \
+      "$(mbps "$B_BYTES" "${WALL[big_verify]}") MB/s; peak RSS < 64 MiB: $(check "$(kib2mib "${RSS[big_verify]}")" "<" 64)"
+    r "airlock create --compression zstd, ${BIG_MB} MiB layer" big_create_zstd "$BZ_BYTES" \
+      "peak RSS < 64 MiB: $(check "$(kib2mib "${RSS[big_create_zstd]}")" "<" 64)"
+  fi
+  line
+  echo "ratio: time = airlock wall / summed skopeo wall (CPU: the same for user+sys); size = bundle bytes / summed skopeo archive bytes."
+  echo "MB/s: 10^6 bundle bytes per second; per CPU-s divides by airlock's user+sys time (verify is one stream)."
+  echo "others: mean cores busy with other processes during the reported run (docker save: that is dockerd's work)."
+  if awk -v b="$BUSY_MAX" 'BEGIN { exit !(b > 0.2) }'; then
+    echo "WARNING: other processes kept up to $BUSY_MAX cores busy during a timed run; times are pessimistic."
+  fi
+}
