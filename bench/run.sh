@@ -9,6 +9,12 @@
 #   - airlock create (gzip, the default) and airlock create --compression zstd of all images at once,
 #   - airlock verify of the gzip bundle (page cache warm),
 #   - create + verify of one image with a single big layer (memory check),
+#   - with a loopback registry (scripts/peers.sh start-registry) seeded with the same images:
+#     airlock create from docker://127.0.0.1:PORT/... (plain, and --cache DIR --jobs 4 cold)
+#     against skopeo copy docker://... oci:DIR:..., one image per copy into one OCI layout;
+#     airlock push of that bundle into a fresh registry against skopeo copy oci:DIR:...
+#     docker://..., one image per copy into another fresh registry; and a repeat airlock push
+#     into a registry that holds everything already,
 # and prints a table. Progress goes to stderr, the table to stdout. See bench/README.md.
 #
 # Settings (environment):
@@ -16,6 +22,7 @@
 #   BENCH_BASE_MB=200      size of the shared base layer's content, MiB
 #   BENCH_APP_MB=50        size of each image's own layer, MiB (40% random, 60% real files)
 #   BENCH_BIG_MB=1024      size of the single-layer image for the memory check, MiB (0 skips it)
+#   BENCH_REGISTRY=1       0 skips the registry rows (create from a registry, push)
 #   BENCH_RUNS=3           timed runs of each skopeo/airlock command (the fastest is reported)
 #   BENCH_QUIET_WAIT=180   seconds in all that timed runs may wait for other processes on the
 #                          machine to go idle (a command whose fastest run was disturbed anyway
@@ -26,7 +33,8 @@
 #   BENCH_AIRLOCK=         path to an airlock binary to use instead of building one
 #
 # Needs root (umoci, dockerd). Installs missing peers with scripts/peers.sh and /usr/bin/time
-# with apt-get. Everything started (dockerd) is stopped on exit; the work dir is removed.
+# with apt-get. Everything started (dockerd, registries) is stopped on exit; the work dir is
+# removed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -38,6 +46,7 @@ BIG_MB=${BENCH_BIG_MB:-1024}
 RUNS=${BENCH_RUNS:-3}
 KEEP=${BENCH_KEEP:-0}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
+REGISTRY=${BENCH_REGISTRY:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -47,6 +56,7 @@ for v in IMAGES BASE_MB APP_MB BIG_MB RUNS QUIET_WAIT; do
 done
 [ "$IMAGES" -ge 1 ] || die "BENCH_IMAGES must be >= 1"
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be >= 1"
+[[ $REGISTRY =~ ^[01]$ ]] || die "BENCH_REGISTRY must be 0 or 1, got '$REGISTRY'"
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
@@ -55,6 +65,10 @@ cleanup() {
   local rc=$?
   set +e
   if [ -f "$DK/pid" ]; then "$PEERS" stop-dockerd "$DK" >&2; fi
+  local reg
+  for reg in "$WORK"/reg/*/; do
+    if [ -f "$reg/pid" ]; then "$PEERS" stop-registry "$reg" >&2; fi
+  done
   if [ "$KEEP" = 1 ]; then
     echo "bench: work dir kept: $WORK" >&2
   else
@@ -185,23 +199,38 @@ load() { # TAG NAME
 }
 for ((k = 1; k <= IMAGES; k++)); do load "app$k" "${NAMES[k - 1]}"; done
 [ "$BIG_MB" -gt 0 ] && load big bench/big:1.0
-rm -rf "$L"
+[ "$REGISTRY" = 1 ] || rm -rf "$L" # the registry section seeds its registry from it
 docker image ls >&2
 
 # ---------------------------------------------------------------------------------------------
-declare -A WALL RSS CPU OTHER
+declare -A WALL RSS CPU OTHER SRV
 HZ=$(getconf CLK_TCK)
 # Busy CPU time of the whole machine in clock ticks (user nice system irq softirq steal), to see
 # how much else ran while a tool was timed: this machine may be shared.
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# CPU time (user + system, clock ticks) the registries running now have used: those with a pid
+# file under $WORK/reg. A registry's work for the tool under test is not "other" load.
+srv_ticks() {
+  local f pid st t=0 a
+  for f in "$WORK"/reg/*/pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    st=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    read -r -a a <<<"${st##*) }" # a[0] is field 3 (state): utime is field 14, stime 15
+    t=$((t + a[11] + a[12]))
+  done
+  echo "$t"
+}
 
-# measure NAME OUT CMD...: removes OUT (unless -), runs CMD once. Records wall clock
-# (EPOCHREALTIME), peak RSS (KiB) and user+sys CPU seconds (/usr/bin/time), and the CPU seconds
-# everything else on the machine used meanwhile. CMD's output goes to logs/NAME.log.
+# measure NAME OUT CMD...: removes OUT (a file or a directory; unless -), runs CMD once. Records
+# wall clock (EPOCHREALTIME), peak RSS (KiB) and user+sys CPU seconds (/usr/bin/time), the CPU
+# seconds the running registries used meanwhile (SRV) and those everything else on the machine
+# used (OTHER). CMD's output goes to logs/NAME.log.
 measure() {
-  local name=$1 out=$2 t0 t1 b0 b1 line rss u s
+  local name=$1 out=$2 t0 t1 b0 b1 s0 s1 line rss u s
   shift 2
-  [ "$out" = - ] || rm -f "$out"
+  [ "$out" = - ] || rm -rf "$out"
+  s0=$(srv_ticks)
   b0=$(busy)
   t0=$EPOCHREALTIME
   if ! /usr/bin/time -f '%e %M %U %S' -o "$WORK/logs/$name.time" "$@" >"$WORK/logs/$name.log" 2>&1; then
@@ -210,13 +239,15 @@ measure() {
   fi
   t1=$EPOCHREALTIME
   b1=$(busy)
+  s1=$(srv_ticks)
   line=$(tail -n 1 "$WORK/logs/$name.time")
   read -r _ rss u s <<<"$line"
   RSS[$name]=$rss
   WALL[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   CPU[$name]=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
-  OTHER[$name]=$(awk -v b0="$b0" -v b1="$b1" -v hz="$HZ" -v c="${CPU[$name]}" \
-    'BEGIN { o = (b1 - b0) / hz - c; printf "%.2f", (o > 0) ? o : 0 }')
+  SRV[$name]=$(awk -v s=$((s1 - s0)) -v hz="$HZ" 'BEGIN { printf "%.2f", s / hz }')
+  OTHER[$name]=$(awk -v b0="$b0" -v b1="$b1" -v hz="$HZ" -v c="${CPU[$name]}" -v r="${SRV[$name]}" \
+    'BEGIN { o = (b1 - b0) / hz - c - r; printf "%.2f", (o > 0) ? o : 0 }')
   printf 'bench: %-18s %8.2f s wall %7.2f s cpu %8.1f MiB peak RSS  (others: %.2f s cpu)\n' "$name" \
     "${WALL[$name]}" "${CPU[$name]}" "$(awk -v k="${RSS[$name]}" 'BEGIN { print k / 1024 }')" "${OTHER[$name]}" >&2
 }
@@ -245,19 +276,25 @@ noisy() { awk -v w="${WALL[$1]}" -v o="${OTHER[$1]}" 'BEGIN { exit !(o >= 0.1 &&
 # Timed commands are "jobs": job NAME OUT CMD... registers one, run_jobs NAME... runs them in
 # rounds (each job once per round, interleaved, so that a spell of load from other processes hits
 # every tool alike), RUNS rounds, then up to RUNS more rounds for the jobs whose fastest run was
-# disturbed. NAME gets the fastest run's wall, CPU and others' CPU, and the highest peak RSS.
-declare -A JOB_CMD JOB_OUT JOB_RUNS JOB_BEST
+# disturbed. NAME gets the fastest run's wall, CPU, registry and others' CPU, and the highest
+# peak RSS. hooks NAME PRE POST adds untimed shell commands run before (ahead of the wait for a
+# quiet machine) and after every run of job NAME, with the run's name (NAME.R) as last argument.
+declare -A JOB_CMD JOB_OUT JOB_RUNS JOB_BEST JOB_PRE JOB_POST
 job() {
   local name=$1 out=$2
   shift 2
   JOB_OUT[$name]=$out JOB_CMD[$name]=$(printf '%q ' "$@") JOB_RUNS[$name]=0 JOB_BEST[$name]=""
+  JOB_PRE[$name]="" JOB_POST[$name]=""
 }
+hooks() { JOB_PRE[$1]=$2 JOB_POST[$1]=$3; }
 run_job() {
   local name=$1 r b
   r=$((JOB_RUNS[$name] + 1))
   JOB_RUNS[$name]=$r
+  [ -z "${JOB_PRE[$name]}" ] || eval "${JOB_PRE[$name]} $(printf %q "$name.$r")"
   quiet
   eval "measure $(printf %q "$name.$r") $(printf %q "${JOB_OUT[$name]}") ${JOB_CMD[$name]}"
+  [ -z "${JOB_POST[$name]}" ] || eval "${JOB_POST[$name]} $(printf %q "$name.$r")"
   b=${JOB_BEST[$name]}
   if [ -z "$b" ] || awk -v a="${WALL[$name.$r]}" -v b="${WALL[$b]}" 'BEGIN { exit !(a < b) }'; then
     JOB_BEST[$name]=$name.$r
@@ -277,7 +314,7 @@ run_jobs() {
   done
   for n; do
     b=${JOB_BEST[$n]}
-    WALL[$n]=${WALL[$b]} CPU[$n]=${CPU[$b]} OTHER[$n]=${OTHER[$b]} RSS[$n]=0
+    WALL[$n]=${WALL[$b]} CPU[$n]=${CPU[$b]} OTHER[$n]=${OTHER[$b]} SRV[$n]=${SRV[$b]} RSS[$n]=0
     for ((r = JOB_RUNS[$n]; r >= 1; r--)); do
       if [ "${RSS[$n.$r]}" -gt "${RSS[$n]}" ]; then RSS[$n]=${RSS[$n.$r]}; fi
     done
@@ -352,6 +389,101 @@ if [ "$BIG_MB" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# Registry rows: CNCF distribution on 127.0.0.1 (plain HTTP), one process per registry, each in
+# its own directory under $WORK/reg (the cleanup trap stops every one that is still running).
+if [ "$REGISTRY" = 1 ]; then
+  # free_ports N: N distinct TCP ports nothing listens on, below Linux's ephemeral port range.
+  free_ports() {
+    local p ports=()
+    for p in $(shuf -i 20000-32000 -n 200); do
+      [ -z "$(ss -Htln "sport = :$p")" ] || continue
+      ports+=("$p")
+      [ ${#ports[@]} -lt "$1" ] || break
+    done
+    [ ${#ports[@]} -eq "$1" ] || die "no $1 free TCP ports found"
+    echo "${ports[*]}"
+  }
+  start_registry() { "$PEERS" start-registry "$1" "$2" >/dev/null; } # DIR PORT
+  # Job hooks: a new, empty registry for each run (fresh_registry PORT RUN), gone after it
+  # (drop_registry RUN). The port is the job's; the directory is the run's.
+  fresh_registry() { start_registry "$WORK/reg/$2" "$1"; }
+  drop_registry() {
+    "$PEERS" stop-registry "$WORK/reg/$1" >&2
+    rm -rf "${WORK:?}/reg/$1"
+  }
+  drop_cache() { rm -rf "$O/cache"; }
+  # digests HOST:PORT/PREFIX: the manifest digest of every image under that prefix.
+  digests() {
+    local n
+    for n in "${NAMES[@]}"; do
+      skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$1$n"
+    done
+  }
+
+  read -r P_SRC P_FULL P_APUSH P_SPUSH <<<"$(free_ports 4)"
+  SRC=127.0.0.1:$P_SRC
+  say "registry: seed $SRC with the $IMAGES images from the OCI layout (untimed)"
+  docker-registry --version >&2
+  start_registry "$WORK/reg/src" "$P_SRC"
+  RSRC=()
+  for ((k = 1; k <= IMAGES; k++)); do
+    n=${NAMES[k - 1]}
+    skopeo copy --quiet --dest-tls-verify=false "oci:$L:app$k" "docker://$SRC/$n"
+    RSRC+=("docker://$SRC/$n")
+  done
+  rm -rf "$L"
+
+  say "registry: skopeo copy docker:// -> oci:DIR (one image per copy), airlock create from" \
+    "the registry, airlock create --cache DIR --jobs 4 (cold): $RUNS interleaved rounds"
+  SR=$O/sr # skopeo's OCI layout (made fresh in every run), pushed by skopeo below
+  # What users do today: skopeo copy, image by image, into one layout (it skips blobs the layout
+  # has, here the shared base). One job (a child bash) runs all the copies, so that each timed
+  # run starts from an empty layout; wall and CPU are those of all the copies together.
+  # shellcheck disable=SC2016 # the script's own $1, $n
+  job skopeo_pull "$SR" bash -c 'src=$1 dir=$2; shift 2; for n; do
+      skopeo copy --quiet --src-tls-verify=false "docker://$src/$n" "oci:$dir:$n" || exit; done' _ \
+    "$SRC" "$SR" "${NAMES[@]}"
+  job reg_create "$O/r.tar" "$AIRLOCK" create -k ops.key -o "$O/r.tar" "${RSRC[@]}"
+  job reg_create_cache "$O/rc.tar" "$AIRLOCK" create -k ops.key -o "$O/rc.tar" \
+    --cache "$O/cache" --jobs 4 "${RSRC[@]}"
+  hooks reg_create_cache drop_cache ""
+  run_jobs skopeo_pull reg_create reg_create_cache
+  SR_BYTES=$(du -sb "$SR" | cut -f1)
+  R_BYTES=$(size "$O/r.tar")
+  RC_BYTES=$(size "$O/rc.tar")
+  rm -rf "$O/rc.tar" "$O/cache"
+
+  say "registry: airlock push of r.tar and skopeo copy oci:DIR -> docker:// (one image per" \
+    "copy), each into a fresh registry per run; airlock push again into a full one:" \
+    "$RUNS interleaved rounds"
+  FULL=127.0.0.1:$P_FULL
+  warm "$O/r.tar" "$SR"/blobs/sha256/*
+  start_registry "$WORK/reg/full" "$P_FULL"
+  "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "$FULL/mirror" >"$WORK/logs/push_fill.log" 2>&1 ||
+    { tail -n 20 "$WORK/logs/push_fill.log" >&2; die "airlock push into $FULL failed"; }
+  # The pushed images must be the registry's own (same manifest digests), or the rows compare
+  # different work.
+  [ "$(digests "$SRC/")" = "$(digests "$FULL/mirror/")" ] ||
+    die "airlock push: manifest digests in $FULL/mirror differ from those in $SRC"
+  # Both land at 127.0.0.1:PORT/mirror/bench/appK:1.0.
+  job push_cold - "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "127.0.0.1:$P_APUSH/mirror"
+  hooks push_cold "fresh_registry $P_APUSH" drop_registry
+  # shellcheck disable=SC2016 # the script's own $1, $n
+  job skopeo_push - bash -c 'dir=$1 dst=$2; shift 2; for n; do
+      skopeo copy --quiet --dest-tls-verify=false "oci:$dir:$n" "docker://$dst/$n" || exit; done' _ \
+    "$SR" "127.0.0.1:$P_SPUSH/mirror" "${NAMES[@]}"
+  hooks skopeo_push "fresh_registry $P_SPUSH" drop_registry
+  job push_repeat - "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "$FULL/mirror"
+  run_jobs skopeo_push push_cold push_repeat
+  # What the fastest repeat push said it uploaded ("...: uploaded 0 B in all").
+  REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[push_repeat]}.log")
+  REG_VERSION=$(docker-registry --version | awk '{ print $NF }')
+  "$PEERS" stop-registry "$WORK/reg/full" >&2
+  "$PEERS" stop-registry "$WORK/reg/src" >&2
+  rm -rf "$O/r.tar" "$SR" "$WORK/reg"
+fi
+
+# ---------------------------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 kib2mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -419,10 +551,33 @@ line() { printf '%.0s-' {1..130}; echo; }
     r "airlock create --compression zstd, ${BIG_MB} MiB layer" big_create_zstd "$BZ_BYTES" \
       "peak RSS < 64 MiB: $(check "$(kib2mib "${RSS[big_create_zstd]}")" "<" 64)"
   fi
+  if [ "$REGISTRY" = 1 ]; then
+    line
+    R_CR=$(ratio "${WALL[reg_create]}" "${WALL[skopeo_pull]}")
+    R_CC=$(ratio "${WALL[reg_create_cache]}" "${WALL[skopeo_pull]}")
+    R_PU=$(ratio "${WALL[push_cold]}" "${WALL[skopeo_push]}")
+    reg() { echo "reg. CPU ${SRV[$1]} s"; } # the registry's CPU time during the reported run
+    r "skopeo copy docker:// -> oci:DIR, x$IMAGES (one dir)" skopeo_pull "$SR_BYTES" \
+      "1.00; $(reg skopeo_pull)"
+    r "airlock create from the registry" reg_create "$R_BYTES" \
+      "time $R_CR (CPU $(ratio "${CPU[reg_create]}" "${CPU[skopeo_pull]}")), size $(ratio "$R_BYTES" "$SR_BYTES"); time <= 0.50: $(check "$R_CR" "<=" 0.5); $(reg reg_create)"
+    r "airlock create --cache DIR --jobs 4 (cold cache)" reg_create_cache "$RC_BYTES" \
+      "time $R_CC (CPU $(ratio "${CPU[reg_create_cache]}" "${CPU[skopeo_pull]}")), size $(ratio "$RC_BYTES" "$SR_BYTES"); $(reg reg_create_cache)"
+    r "skopeo copy oci:DIR -> fresh registry, x$IMAGES" skopeo_push "" "1.00; $(reg skopeo_push)"
+    r "airlock push -> fresh registry (cold)" push_cold "" \
+      "time $R_PU (CPU $(ratio "${CPU[push_cold]}" "${CPU[skopeo_push]}")); time <= 0.60: $(check "$R_PU" "<=" 0.6); $(reg push_cold)"
+    r "airlock push again (registry has everything)" push_repeat "" \
+      "uploaded ${REPEAT_UP:-?}; wall <= 0.20 s: $(check "${WALL[push_repeat]}" "<=" 0.2); $(reg push_repeat)"
+  fi
   line
   echo "ratio: time = airlock wall / summed skopeo wall (CPU: the same for user+sys); size = bundle bytes / summed skopeo archive bytes."
   echo "MB/s: 10^6 bundle bytes per second; per CPU-s divides by airlock's user+sys time (verify is one stream)."
   echo "others: mean cores busy with other processes during the reported run (docker save: that is dockerd's work)."
+  if [ "$REGISTRY" = 1 ]; then
+    echo "registry rows: docker-registry $REG_VERSION on 127.0.0.1, plain HTTP; source: $IMAGES images pushed there from the umoci layout (gzip layers)."
+    echo "  skopeo pull: all copies into one fresh OCI layout (size: its du -sb); create output: the bundle. Push: r.tar (the bundle from the registry)"
+    echo "  vs. that layout, each into a new empty registry per run. reg. CPU: the registries' CPU time in that run (not in CPU s or others)."
+  fi
   if awk -v b="$BUSY_MAX" 'BEGIN { exit !(b > 0.2) }'; then
     echo "WARNING: other processes kept up to $BUSY_MAX cores busy during a timed run; times are pessimistic."
   fi

@@ -24,7 +24,10 @@ pub fn read(path: &Path) -> Result<Vec<SourceSpec>> {
 
 /// Plain source specs never contain `: ` or end with `:`; YAML keys do.
 fn is_yaml(text: &str) -> bool {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).any(|l| l.contains(": ") || l.ends_with(':'))
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .any(|l| l.contains(": ") || l.ends_with(':'))
 }
 
 fn read_lines(text: &str, place: &dyn Fn(usize) -> String) -> Result<Vec<SourceSpec>> {
@@ -90,7 +93,10 @@ fn read_yaml(text: &str, place: &dyn Fn(usize) -> String) -> Result<Vec<SourceSp
         // Parsed again from the text, not the value, so errors keep their line.
         let h: Hauler = serde_yaml_ng::from_str(text).map_err(yaml_err)?;
         if h.kind != "Images" {
-            return Err(Error::bad(place(line_of(text, "kind")), format!("kind `{}`: only `Images` lists images", h.kind)));
+            return Err(Error::bad(
+                place(line_of(text, "kind")),
+                format!("kind `{}`: only `Images` lists images", h.kind),
+            ));
         }
         h.spec.images.into_iter().map(|i| (i.name, i.platform.into_iter().chain(i.platforms).collect())).collect()
     } else {
@@ -126,7 +132,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<SourceSpec>> {
-        if is_yaml(text) { read_yaml(text, &|l| format!("list:{l}")) } else { read_lines(text, &|l| format!("list:{l}")) }
+        if is_yaml(text) {
+            read_yaml(text, &|l| format!("list:{l}"))
+        } else {
+            read_lines(text, &|l| format!("list:{l}"))
+        }
     }
 
     #[test]
@@ -141,7 +151,8 @@ mod tests {
     #[test]
     fn mindthegap_images_files() {
         let text = "docker.io:\n  images:\n    library/nginx:\n      - 1.21.5\n      - \"1.27\"\nregistry.example:5000:\n  images:\n    team/api: [\"1.4\"]\n";
-        let names: Vec<String> = parse(text).unwrap().iter().map(|s| s.reference.as_ref().unwrap().to_string()).collect();
+        let names: Vec<String> =
+            parse(text).unwrap().iter().map(|s| s.reference.as_ref().unwrap().to_string()).collect();
         assert_eq!(
             names,
             ["docker.io/library/nginx:1.21.5", "docker.io/library/nginx:1.27", "registry.example:5000/team/api:1.4"]

@@ -199,7 +199,10 @@ impl Walker<'_> {
     /// The error for a requested platform an image does not have.
     fn lacks(&self, wanted: &Platform, has: &[String]) -> Error {
         let hint = if self.opts.skip_missing_platforms { "" } else { "; --skip-missing-platforms takes what there is" };
-        Error::bad(format!("image {}", self.name), format!("has no platform {wanted} (it has: {}){hint}", has.join(", ")))
+        Error::bad(
+            format!("image {}", self.name),
+            format!("has no platform {wanted} (it has: {}){hint}", has.join(", ")),
+        )
     }
 
     fn index(
