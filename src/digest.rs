@@ -169,6 +169,19 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Remembers whether a read failed, so the error of a copy can be blamed on the reading or the
+/// writing side.
+pub struct Watched<R> {
+    pub inner: R,
+    pub failed: bool,
+}
+
+impl<R: Read> Read for Watched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
+    }
+}
+
 /// What a [`VerifyingReader`] found wrong, carried inside an `io::Error` of kind `InvalidData`.
 #[derive(Debug, thiserror::Error)]
 pub enum Mismatch {

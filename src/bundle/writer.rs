@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::atomic::AtomicFile;
 use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, SIGNATURE_NAME};
 use crate::bundle::sign::SecretKey;
-use crate::digest::{Digest, VerifyingReader};
+use crate::digest::{Digest, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX, Parsed};
 use crate::source::{Collection, Image, Origin};
@@ -94,19 +94,8 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     Ok(Written { index, bundle_bytes, bytes_saved })
 }
 
-/// Remembers whether a read failed, so the error of a copy can be blamed on the right side.
-struct Watched<R> {
-    inner: R,
-    failed: bool,
-}
-
-impl<R: Read> Read for Watched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).inspect_err(|_| self.failed = true)
-    }
-}
-
-fn header(path: &str, size: u64, mtime: u64) -> tar::Header {
+/// A plain ustar header for a regular file with airlock's fixed owner and mode.
+pub(crate) fn header(path: &str, size: u64, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_path(path).expect("bundle paths are short and relative");
     h.set_size(size);

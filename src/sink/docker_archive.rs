@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::atomic::AtomicFile;
+use crate::bundle::writer::header;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, Descriptor, Parsed, Platform};
@@ -136,17 +137,6 @@ pub fn write(staged: &Staged, images: &[DockerImage], out: impl Write, mtime: u6
     }
     tar.into_inner().at(|| place.to_owned())?.flush().at(|| place.to_owned())?;
     Ok(())
-}
-
-fn header(path: &str, size: u64, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_path(path).expect("short relative path");
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_mtime(mtime);
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_cksum();
-    h
 }
 
 /// Writes the archive to `dest` atomically (see [`AtomicFile`]).

@@ -16,7 +16,7 @@ use gzp::deflate::Gzip;
 use gzp::par::compress::ParCompressBuilder;
 use gzp::{GzpError, ZWriter};
 
-use crate::digest::{Digest, HashingReader, HashingWriter, VerifyingReader};
+use crate::digest::{Digest, HashingReader, HashingWriter, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
 use crate::source::store::Store;
@@ -157,18 +157,6 @@ const ZSTD_JOB_BYTES: u32 = 2 << 20;
 
 /// Compression threads per gzip stream (layers are also compressed side by side).
 const GZIP_THREADS: usize = 2;
-
-/// Remembers whether a read failed, so a copy's error can be blamed on the source or the target.
-struct Watched<R> {
-    inner: R,
-    failed: bool,
-}
-
-impl<R: Read> Read for Watched<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|_| self.failed = true)
-    }
-}
 
 fn compress(src: &mut impl Read, out: &mut (impl Write + Send), compression: Compression) -> io::Result<()> {
     match compression {
