@@ -19,6 +19,8 @@ trap cleanup EXIT INT TERM
 mkdir -p "$work/dk"
 eval "$(scripts/peers.sh start-dockerd "$work/dk")"
 export AIRLOCK_TEST_DOCKER_HOST="$DOCKER_HOST" AIRLOCK_TEST_CONTAINERD="$CONTAINERD_ADDRESS"
+# Every peer is here: a test that would skip for want of one fails instead.
+export AIRLOCK_TEST_REQUIRE_PEERS=1
 unset DOCKER_HOST CONTAINERD_ADDRESS
 
 cargo test --locked "$@"

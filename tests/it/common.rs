@@ -130,6 +130,73 @@ impl Env {
     }
 }
 
+/// A program outside airlock that a test checks its output against. scripts/test.sh provides
+/// every one (scripts/peers.sh installs them and starts a private dockerd); a bare `cargo test`
+/// may run where none is installed.
+#[derive(Clone, Copy, Debug)]
+pub enum Peer {
+    /// The private dockerd of scripts/test.sh (AIRLOCK_TEST_DOCKER_HOST), and the `docker` CLI.
+    Docker,
+    /// That dockerd's containerd (AIRLOCK_TEST_CONTAINERD), and `ctr`.
+    Containerd,
+    /// The CNCF distribution registry (`docker-registry`), started by scripts/peers.sh.
+    Registry,
+    Skopeo,
+    Podman,
+    Minisign,
+}
+
+impl Peer {
+    fn present(self) -> bool {
+        let env = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        match self {
+            Peer::Docker => env("AIRLOCK_TEST_DOCKER_HOST") && on_path("docker"),
+            Peer::Containerd => env("AIRLOCK_TEST_CONTAINERD") && on_path("ctr"),
+            Peer::Registry => on_path("docker-registry"),
+            Peer::Skopeo => on_path("skopeo"),
+            Peer::Podman => on_path("podman"),
+            Peer::Minisign => on_path("minisign"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Peer::Docker => "a dockerd (AIRLOCK_TEST_DOCKER_HOST)",
+            Peer::Containerd => "containerd (AIRLOCK_TEST_CONTAINERD)",
+            Peer::Registry => "docker-registry",
+            Peer::Skopeo => "skopeo",
+            Peer::Podman => "podman",
+            Peer::Minisign => "minisign",
+        }
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// True when a peer of `needed` is missing, after one line on stderr naming the test, the peers
+/// and how to run it; the test then returns early: `if skip_without(&[Peer::Skopeo]) { return; }`.
+/// Under scripts/test.sh (AIRLOCK_TEST_REQUIRE_PEERS=1) a missing peer fails the test instead, so
+/// CI never passes by skipping.
+pub fn skip_without(needed: &[Peer]) -> bool {
+    let missing: Vec<&str> = needed.iter().filter(|p| !p.present()).map(|p| p.name()).collect();
+    if missing.is_empty() {
+        return false;
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    assert!(
+        std::env::var_os("AIRLOCK_TEST_REQUIRE_PEERS").is_none(),
+        "{test}: {} missing although scripts/test.sh should provide it",
+        missing.join(", ")
+    );
+    // Straight to the process's stderr: libtest would hide an eprintln! of a passing test.
+    let line =
+        format!("skipped {test}: needs {}; run scripts/test.sh, which provides every peer\n", missing.join(", "));
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    true
+}
+
 /// A private Docker Engine started by scripts/test.sh (scripts/peers.sh start-dockerd); its
 /// address comes in AIRLOCK_TEST_DOCKER_HOST.
 pub fn docker_host() -> String {

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, Env, docker_host, fixture_str, tool};
+use crate::common::{EXIT_BAD_INPUT, Env, Peer, docker_host, fixture_str, skip_without, tool};
 
 fn docker(args: &[&str]) -> crate::common::Run {
     let host = docker_host();
@@ -11,6 +11,9 @@ fn docker(args: &[&str]) -> crate::common::Run {
 
 #[test]
 fn create_takes_an_image_from_the_docker_engine_with_its_image_id() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     docker(&["load", "-i", &fixture_str("legacy-save.tar")]).ok();
@@ -41,6 +44,9 @@ fn create_takes_an_image_from_the_docker_engine_with_its_image_id() {
 
 #[test]
 fn a_missing_daemon_image_is_named() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let out = env

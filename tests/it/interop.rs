@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use serde_json::Value;
 
-use crate::common::{Env, Run, containerd_socket, docker_host, fixture_str, tool};
+use crate::common::{Env, Peer, Run, containerd_socket, docker_host, fixture_str, skip_without, tool};
 
 /// The single-platform tags of the standard bundle, in docker's familiar form.
 const STANDARD_TAGS: [&str; 5] = [
@@ -123,6 +123,9 @@ fn config_ids(env: &Env, bundle: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn docker_load_of_a_bundle_tags_every_single_platform_image() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
@@ -142,6 +145,9 @@ fn docker_load_of_a_bundle_tags_every_single_platform_image() {
 
 #[test]
 fn docker_load_shows_a_docker_hub_image_by_its_familiar_name() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     env.keygen("ops");
@@ -160,6 +166,9 @@ fn docker_load_shows_a_docker_hub_image_by_its_familiar_name() {
 /// image in oci, choose an image"), then as a docker-archive, which loads every `manifest.json` tag.
 #[test]
 fn podman_load_of_a_bundle_tags_every_single_platform_image() {
+    if skip_without(&[Peer::Podman]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let load = podman(&env, &["load", "-i", env.path("b.tar").to_str().unwrap()]).ok();
@@ -175,6 +184,9 @@ fn podman_load_of_a_bundle_tags_every_single_platform_image() {
 /// With a single image the OCI-archive attempt succeeds: podman stores the signed index as is.
 #[test]
 fn podman_load_of_a_one_image_bundle_keeps_the_signed_multi_platform_index() {
+    if skip_without(&[Peer::Podman]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", &format!("oci-archive:{}", fixture_str("multiarch.oci.tar"))])
@@ -189,6 +201,9 @@ fn podman_load_of_a_one_image_bundle_keeps_the_signed_multi_platform_index() {
 
 #[test]
 fn ctr_import_of_a_bundle_names_every_image_by_its_full_reference_and_signed_digest() {
+    if skip_without(&[Peer::Containerd]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let want = signed_digests(&env, "b.tar");
@@ -209,6 +224,9 @@ fn ctr_import_of_a_bundle_names_every_image_by_its_full_reference_and_signed_dig
 
 #[test]
 fn ctr_import_names_a_docker_hub_image_docker_io() {
+    if skip_without(&[Peer::Containerd]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let source = format!("oci-archive:{}=busybox:1.36", fixture_str("tools.oci.tar"));
@@ -223,6 +241,9 @@ fn ctr_import_names_a_docker_hub_image_docker_io() {
 /// made itself (e.g. the archive's `index.json`), so this checks that every signed blob is there.
 #[test]
 fn ctr_import_with_all_platforms_stores_every_signed_blob() {
+    if skip_without(&[Peer::Containerd]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let report = verified(&env, "b.tar");
@@ -239,6 +260,9 @@ fn ctr_import_with_all_platforms_stores_every_signed_blob() {
 
 #[test]
 fn skopeo_reads_the_bundle_as_an_oci_archive_with_the_signed_digests() {
+    if skip_without(&[Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let want = signed_digests(&env, "b.tar");
@@ -283,6 +307,9 @@ fn minisign_verify(env: &Env, pubkey: &str) -> Run {
 
 #[test]
 fn minisign_verifies_the_signed_index_of_a_bundle_and_rejects_a_flipped_byte() {
+    if skip_without(&[Peer::Minisign]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     extract_index(&env, "b.tar");
@@ -301,6 +328,9 @@ fn minisign_verifies_the_signed_index_of_a_bundle_and_rejects_a_flipped_byte() {
 
 #[test]
 fn a_key_made_by_minisign_without_a_password_signs_bundles_airlock_verifies() {
+    if skip_without(&[Peer::Minisign]) {
+        return;
+    }
     let env = Env::new();
     let (pk, sk) = (env.path("mk.pub"), env.path("mk.key"));
     tool("minisign", &["-G", "-W", "-p", pk.to_str().unwrap(), "-s", sk.to_str().unwrap()], &[]).ok();

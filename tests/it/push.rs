@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Registry, big_layout, tool};
+use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, big_layout, skip_without, tool};
 
 const EXIT_REGISTRY: i32 = 7;
 
@@ -57,6 +57,9 @@ const PLAIN: &[&str] = &["--tls-verify=false"];
 
 #[test]
 fn push_lands_every_image_with_the_digests_of_the_signed_index() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let reg = Registry::start(&[]);
@@ -71,6 +74,9 @@ fn push_lands_every_image_with_the_digests_of_the_signed_index() {
 
 #[test]
 fn a_repeat_push_uploads_nothing_and_a_dry_run_writes_nothing() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let reg = Registry::start(&[]);
@@ -90,6 +96,9 @@ fn a_repeat_push_uploads_nothing_and_a_dry_run_writes_nothing() {
 
 #[test]
 fn a_tampered_bundle_tags_nothing() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     crate::common::tamper(&env.path("b.tar"));
@@ -103,6 +112,9 @@ fn a_tampered_bundle_tags_nothing() {
 
 #[test]
 fn the_wrong_key_pushes_nothing() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     env.keygen("other");
@@ -115,6 +127,9 @@ fn the_wrong_key_pushes_nothing() {
 
 #[test]
 fn push_authenticates_with_password_stdin_and_never_prints_it() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let reg = Registry::start(&["--htpasswd", "porter:right-Pa55"]);
@@ -133,6 +148,9 @@ fn push_authenticates_with_password_stdin_and_never_prints_it() {
 
 #[test]
 fn push_over_tls_needs_the_ca_certificate() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let reg = Registry::start(&["--tls"]);
@@ -151,6 +169,9 @@ fn push_over_tls_needs_the_ca_certificate() {
 
 #[test]
 fn a_stopped_registry_is_named_and_an_interrupted_push_completes_on_rerun() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     big_layout(&env.path("big"), 8, 24 << 20);

@@ -16,7 +16,7 @@ use airlock::registry::{Client, ClientOptions};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::common::{Registry, free_port, tool};
+use crate::common::{Peer, Registry, free_port, skip_without, tool};
 
 const USER: &str = "porter";
 const PASSWORD: &str = "s3cret-Pa55";
@@ -106,6 +106,9 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 #[test]
 fn pushes_an_image_that_skopeo_reads_back_and_mounts_its_blobs() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let reg = Registry::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     // The layer goes in 64 KiB chunks, the config whole.
@@ -151,6 +154,9 @@ fn pushes_an_image_that_skopeo_reads_back_and_mounts_its_blobs() {
 
 #[test]
 fn a_source_that_fails_verification_stops_the_upload_before_it_commits() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let reg = Registry::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let client = reg.client(ClientOptions { chunk_threshold: 100 << 10, chunk_size: 64 << 10, ..options(tmp.path()) });
@@ -170,6 +176,9 @@ fn a_source_that_fails_verification_stops_the_upload_before_it_commits() {
 
 #[test]
 fn htpasswd_auth_takes_the_right_credentials_and_names_the_rejected_ones() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let reg = Registry::start(&["--htpasswd", &format!("{USER}:{PASSWORD}")]);
     let tmp = tempfile::tempdir().unwrap();
     let given = |user: &str, password: &str| {
@@ -202,6 +211,9 @@ fn htpasswd_auth_takes_the_right_credentials_and_names_the_rejected_ones() {
 
 #[test]
 fn a_tls_registry_is_trusted_through_its_ca_file_only() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let reg = Registry::start(&["--tls"]);
     let tmp = tempfile::tempdir().unwrap();
     let client = reg.client(ClientOptions { ca_cert: Some(reg.ca()), ..options(tmp.path()) });
@@ -281,6 +293,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<(Arc<AtomicBool>, u6
 /// continue. Either way the blob arrives whole.
 #[test]
 fn a_chunked_upload_cut_off_midway_is_retried_to_completion() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let reg = Registry::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let blob = noise(512 << 10, 3);

@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::common::{EXIT_INTEGRITY, Env, Registry, fixture_str, tool};
+use crate::common::{EXIT_INTEGRITY, Env, Peer, Registry, fixture_str, skip_without, tool};
 
 const EXIT_REGISTRY: i32 = 7;
 
@@ -25,6 +25,9 @@ fn images(env: &Env, bundle: &str) -> Vec<Value> {
 
 #[test]
 fn create_from_a_registry_keeps_every_digest_and_takes_digest_pins() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
@@ -44,6 +47,9 @@ fn create_from_a_registry_keeps_every_digest_and_takes_digest_pins() {
 
 #[test]
 fn create_from_a_registry_filters_platforms_and_records_the_original_digest() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
@@ -59,6 +65,9 @@ fn create_from_a_registry_filters_platforms_and_records_the_original_digest() {
 
 #[test]
 fn create_authenticates_to_a_tls_registry_with_basic_auth() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&["--tls", "--htpasswd", "porter:right-Pa55"]);
@@ -87,6 +96,9 @@ fn create_authenticates_to_a_tls_registry_with_basic_auth() {
 
 #[test]
 fn a_stopped_registry_is_named_and_leaves_no_output() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
@@ -100,6 +112,9 @@ fn a_stopped_registry_is_named_and_leaves_no_output() {
 
 #[test]
 fn a_registry_serving_a_corrupt_layer_is_caught() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
@@ -141,6 +156,9 @@ fn cached(dir: &std::path::Path) -> Vec<(String, u64, std::time::SystemTime)> {
 
 #[test]
 fn an_interrupted_create_with_a_cache_resumes_without_fetching_again() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     crate::common::big_layout(&env.path("big"), 6, 24 << 20);
@@ -187,6 +205,9 @@ fn an_interrupted_create_with_a_cache_resumes_without_fetching_again() {
 
 #[test]
 fn a_hauler_image_list_with_per_image_platforms_is_honoured() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);

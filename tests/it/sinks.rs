@@ -1,7 +1,9 @@
 //! The isolated side without a registry: `airlock export` (docker-archive, OCI layout) and
 //! `airlock load` into a real Docker Engine. Nothing that fails verification may come out.
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, docker_host, fixture_str, tamper, tool};
+use crate::common::{
+    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, docker_host, fixture_str, skip_without, tamper, tool,
+};
 
 /// A bundle whose images carry names no other test uses, so the shared dockerd can be checked.
 fn unique_bundle(env: &Env, tag: &str) -> String {
@@ -24,6 +26,9 @@ fn docker_tags() -> String {
 
 #[test]
 fn load_streams_a_verified_bundle_into_the_docker_engine() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let env = Env::new();
     let name = unique_bundle(&env, "load");
     let run = env.cmd().args(["load", "-p", "ops.pub", "b.tar"]).env("DOCKER_HOST", docker_host()).output().unwrap();
@@ -38,6 +43,9 @@ fn load_streams_a_verified_bundle_into_the_docker_engine() {
 
 #[test]
 fn load_of_a_tampered_bundle_fails_and_tags_nothing() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
     let env = Env::new();
     let name = unique_bundle(&env, "tampered");
     tamper(&env.path("b.tar"));
@@ -49,6 +57,9 @@ fn load_of_a_tampered_bundle_fails_and_tags_nothing() {
 
 #[test]
 fn export_docker_archive_is_accepted_by_docker_load_and_podman_load() {
+    if skip_without(&[Peer::Docker, Peer::Podman]) {
+        return;
+    }
     let env = Env::new();
     let name = unique_bundle(&env, "export");
     env.run(&[
@@ -85,6 +96,9 @@ fn export_docker_archive_is_accepted_by_docker_load_and_podman_load() {
 
 #[test]
 fn export_oci_writes_a_layout_skopeo_reads_with_the_signed_digests() {
+    if skip_without(&[Peer::Skopeo]) {
+        return;
+    }
     let env = Env::new();
     let name = unique_bundle(&env, "oci");
     env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "layout"]).ok();
