@@ -12,7 +12,18 @@ use airlock::source::stage::Compression;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock create -k ops.key -o bundle.tar \\
+      docker-archive:all-services.tar \\
+      oci:./layout:web-1.4=registry.example/team/web:1.4 \\
+      oci-archive:tools.tar
+  airlock create -k ops.key -o bundle.tar nginx:1.27 docker://ghcr.io/org/app:2.0
+  airlock create -k ops.key -o bundle.tar -f images.txt --platform linux/amd64 --cache ~/.cache/airlock";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct CreateArgs {
     /// Secret key to sign with (minisign format; its password from AIRLOCK_KEY_PASSWORD or a prompt)
     #[arg(short, long)]

@@ -8,7 +8,14 @@ use airlock::sink::{self, docker_archive};
 use anyhow::Result;
 use clap::ValueEnum;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock export -p ops.pub bundle.tar --format docker-archive -o images.tar   # for docker/podman load
+  airlock export -p ops.pub bundle.tar --format oci -o ./layout                # an OCI layout (skopeo, crane)";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct ExportArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,

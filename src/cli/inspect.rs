@@ -9,7 +9,14 @@ use airlock::digest::Digest;
 use anyhow::Result;
 use serde_json::json;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock inspect bundle.tar             # image, platforms, digest, size, shared blobs
+  airlock inspect --json bundle.tar";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct InspectArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,

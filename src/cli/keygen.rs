@@ -7,7 +7,14 @@ use airlock::bundle::sign::{self, PASSWORD_ENV};
 use airlock::error::Error;
 use anyhow::Result;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock keygen -o ops                  # ops.key (secret, password-protected) + ops.pub
+  airlock keygen --no-password -o ci     # an unencrypted key for automation";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct KeygenArgs {
     /// Output prefix: writes PREFIX.key (secret) and PREFIX.pub (public)
     #[arg(short, long, value_name = "PREFIX")]

@@ -6,7 +6,14 @@ use airlock::daemon::{self, DockerHost};
 use airlock::sink::{self, docker_archive};
 use anyhow::Result;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock load -p ops.pub bundle.tar     # into the Docker Engine at DOCKER_HOST
+  airlock load -p ops.pub --platform linux/arm64 bundle.tar";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct LoadArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,

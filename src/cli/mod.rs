@@ -1,5 +1,6 @@
 //! Command-line layer: one file per subcommand, each turning flags into the library's options.
 
+mod completions;
 mod create;
 mod export;
 mod inspect;
@@ -49,6 +50,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Verify a bundle, then push its images into a registry
     Push(push::PushArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::CompletionsArgs),
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -60,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Load(a) => load::run(a),
         Command::Push(a) => push::run(a),
+        Command::Completions(a) => completions::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
 }

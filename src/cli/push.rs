@@ -10,7 +10,15 @@ use airlock::sink::push::{self, Blobs, PushOptions, PushReport, Target};
 use airlock::sink::{self, Staged};
 use anyhow::Result;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock push -p ops.pub bundle.tar --to registry.internal:5000/mirror --dry-run
+  airlock push -p ops.pub bundle.tar --to registry.internal:5000/mirror
+  #   registry.example/team/app:1.4 lands as registry.internal:5000/mirror/team/app:1.4, same digests";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct PushArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,

@@ -6,7 +6,14 @@ use airlock::bundle::reader::{self, Report};
 use anyhow::Result;
 use serde_json::json;
 
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock verify -p ops.pub bundle.tar   # signature + every blob; exit 0 only if all holds
+  airlock verify -p ops.pub --json bundle.tar > audit.json";
+
 #[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
 pub struct VerifyArgs {
     /// The bundle (or - for stdin)
     bundle: PathBuf,

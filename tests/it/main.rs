@@ -2,6 +2,7 @@
 //! operator would, and checks what they would see (exit code, message, files, what real docker,
 //! podman, containerd, skopeo and minisign make of the result).
 
+mod cli;
 mod common;
 mod create;
 mod daemon_source;
