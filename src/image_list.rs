@@ -5,7 +5,9 @@
 //!   (or `platforms`);
 //! - mindthegap's images file: `REGISTRY: {images: {NAME: [TAG, …]}}`.
 //!
-//! Every error names the file and the line.
+//! Every error names the file and the line. A YAML list comes from someone else more often than
+//! a plain one, so it names registry images only unless the caller allows local sources
+//! (`create --file-allow-local`), and its nesting is bounded before a parser sees it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,10 +18,22 @@ use crate::error::{Error, Result};
 use crate::image::Platform;
 use crate::source::SourceSpec;
 
-pub fn read(path: &Path) -> Result<Vec<SourceSpec>> {
+/// Which sources a YAML list may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allow {
+    /// Registry images only (the default for lists).
+    RegistryOnly,
+    /// Also local archives, layouts and `docker-daemon:` (`--file-allow-local`).
+    Local,
+}
+
+/// Deeper YAML nesting is refused before parsing; image lists need five levels.
+pub const MAX_YAML_DEPTH: usize = 32;
+
+pub fn read(path: &Path, allow: Allow) -> Result<Vec<SourceSpec>> {
     let text = fs_err::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     let place = |line: usize| format!("{}:{line}", path.display());
-    if is_yaml(&text) { read_yaml(&text, &place) } else { read_lines(&text, &place) }
+    if is_yaml(&text) { read_yaml(&text, &place, allow) } else { read_lines(&text, &place) }
 }
 
 /// Plain source specs never contain `: ` or end with `:`; YAML keys do.
@@ -83,7 +97,10 @@ impl<'de> Deserialize<'de> for Tag {
     }
 }
 
-fn read_yaml(text: &str, place: &dyn Fn(usize) -> String) -> Result<Vec<SourceSpec>> {
+fn read_yaml(text: &str, place: &dyn Fn(usize) -> String, allow: Allow) -> Result<Vec<SourceSpec>> {
+    if let Some(line) = too_deep(text, MAX_YAML_DEPTH) {
+        return Err(Error::bad(place(line), format!("nested deeper than {MAX_YAML_DEPTH} levels; not an image list")));
+    }
     let yaml_err = |e: serde_yaml_ng::Error| {
         let line = e.location().map_or(1, |l| l.line());
         Error::bad(place(line), format!("not an image list: {e}"))
@@ -112,13 +129,89 @@ fn read_yaml(text: &str, place: &dyn Fn(usize) -> String) -> Result<Vec<SourceSp
     let mut out = Vec::new();
     for (name, platforms) in entries {
         let at = || place(line_of(text, name.rsplit('/').next().unwrap_or(&name)));
-        let mut spec = SourceSpec::parse(&name).map_err(|e| Error::bad(at(), e.to_string()))?;
+        let mut spec = parse_entry(&name, allow).map_err(|e| Error::bad(at(), e))?;
         for p in platforms {
             spec.platforms.push(Platform::parse(&p).map_err(|e| Error::bad(at(), e))?);
         }
         out.push(spec);
     }
     Ok(out)
+}
+
+/// One YAML list entry as a source: a registry image, or with [`Allow::Local`] any source.
+fn parse_entry(name: &str, allow: Allow) -> std::result::Result<SourceSpec, String> {
+    if allow == Allow::Local {
+        return SourceSpec::parse(name).map_err(|e| e.to_string());
+    }
+    let bare = name.strip_prefix("docker://").unwrap_or(name);
+    SourceSpec::parse(&format!("docker://{bare}")).map_err(|e| {
+        let local = name.starts_with(['.', '/', '~'])
+            || ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"].iter().any(|t| name.starts_with(t));
+        match local {
+            true => format!(
+                "`{}` is not a registry image: a YAML list names registry images only \
+                 (pass it with --file-allow-local to take local paths and docker-daemon: sources)",
+                name.escape_debug()
+            ),
+            false => e.to_string(),
+        }
+    })
+}
+
+/// The line (1-based) where `text`'s nesting first passes `max` levels, counting block levels
+/// (indentation and `- ` markers) and flow brackets, so a hostile list costs a scan, not a parse.
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        if flow == 0 && !body.is_empty() && !body.starts_with('#') {
+            let mut col = line.len() - body.len();
+            let mut rest = body;
+            loop {
+                while indents.last().is_some_and(|&top| top >= col) {
+                    indents.pop();
+                }
+                indents.push(col);
+                match rest.strip_prefix("- ").or_else(|| rest.strip_prefix("-\t")) {
+                    Some(r) => {
+                        let r2 = r.trim_start();
+                        col += rest.len() - r2.len();
+                        rest = r2;
+                    }
+                    None => break,
+                }
+                if indents.len() > max {
+                    return Some(i + 1);
+                }
+            }
+        }
+        match flow_depth(line, flow, indents.len(), max) {
+            Some(d) => flow = d,
+            None => return Some(i + 1),
+        }
+    }
+    None
+}
+
+/// Follows `[`/`{` nesting through one line, outside quotes and comments.
+fn flow_depth(line: &str, mut depth: usize, block: usize, max: usize) -> Option<usize> {
+    let mut quote = None;
+    for c in line.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') => break,
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth + block > max {
+            return None;
+        }
+    }
+    Some(depth)
 }
 
 /// The first line that mentions `needle` (1-based), for messages about parsed entries.
@@ -132,8 +225,12 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<SourceSpec>> {
+        parse_allowing(text, Allow::RegistryOnly)
+    }
+
+    fn parse_allowing(text: &str, allow: Allow) -> Result<Vec<SourceSpec>> {
         if is_yaml(text) {
-            read_yaml(text, &|l| format!("list:{l}"))
+            read_yaml(text, &|l| format!("list:{l}"), allow)
         } else {
             read_lines(text, &|l| format!("list:{l}"))
         }
@@ -169,5 +266,31 @@ mod tests {
         assert!(e.to_string().starts_with("list:3:"), "{e}");
         let e = parse("# c\n\noci:/nonexistent=Bad Name\n").unwrap_err();
         assert!(e.to_string().starts_with("list:3:"), "{e}");
+    }
+
+    #[test]
+    fn deep_yaml_is_refused_before_parsing() {
+        let start = std::time::Instant::now();
+        let flow = format!("kind: Images\nspec: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&flow).unwrap_err().to_string().contains("nested deeper than"));
+        let block: String = (0..2_000).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect();
+        assert!(parse(&block).unwrap_err().to_string().contains("nested deeper than"));
+        let dashes = format!("kind: Images\nspec:\n  images:\n    {}x\n", "- ".repeat(100_000));
+        assert!(parse(&dashes).unwrap_err().to_string().starts_with("list:4: nested deeper than"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn yaml_lists_name_registry_images_unless_local_is_allowed() {
+        for name in ["docker-archive:/etc/x.tar", "oci:./layout", "docker-daemon:nginx:1", "/srv/a.tar"] {
+            let text = format!("kind: Images\nspec:\n  images:\n    - name: \"{name}\"\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.starts_with("list:4:") && e.contains("--file-allow-local"), "{e}");
+        }
+        let text = "kind: Images\nspec:\n  images:\n    - name: docker-daemon:nginx:1\n";
+        let specs = parse_allowing(text, Allow::Local).unwrap();
+        assert_eq!(specs[0].transport, crate::source::Transport::Daemon);
+        let text = "kind: Images\nspec:\n  images:\n    - name: docker://nginx:1\n";
+        assert_eq!(parse(text).unwrap()[0].transport, crate::source::Transport::Registry);
     }
 }

@@ -13,6 +13,18 @@ pub const MEDIA_TYPE: &str = "application/vnd.airlock.bundle.index.v1+json";
 /// An index or signature larger than this is refused before it is parsed.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 pub const MAX_SIGNATURE_BYTES: u64 = 4096;
+/// The latest creation time a bundle can record, 9999-12-31T23:59:59Z: RFC 3339 has four-digit
+/// years, and later times overflow the calendar arithmetic.
+pub const MAX_CREATED: u64 = 253_402_300_799;
+
+/// A creation time (seconds since the epoch) as the index records it.
+pub fn created_rfc3339(secs: u64) -> Result<String> {
+    if secs > MAX_CREATED {
+        return Err(Error::bad("creation time", format!("{secs} is after 9999-12-31T23:59:59Z ({MAX_CREATED})")));
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    Ok(humantime::format_rfc3339_seconds(t).to_string())
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -146,8 +146,7 @@ fn build_index(coll: &Collection, files: &[(String, Vec<u8>)], created: u64) -> 
             size: bytes.len() as u64,
         })
         .collect();
-    let created =
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(created)).to_string();
+    let created = crate::bundle::format::created_rfc3339(created)?;
     let id_source = serde_json::to_vec(&(&created, &images, &blobs, &files)).expect("serialises");
     let bundle_id = Digest::of_bytes(&id_source).hex()[..32].to_owned();
     let tool = format!("airlock {}", env!("CARGO_PKG_VERSION"));

@@ -3,10 +3,12 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use airlock::bundle::format::MAX_CREATED;
 use airlock::bundle::sign::{PASSWORD_ENV, SecretKey};
 use airlock::create::{self, CreateOptions};
 use airlock::error::Error;
 use airlock::image::Platform;
+use airlock::image_list::{self, Allow};
 use airlock::source::SourceSpec;
 use airlock::source::stage::Compression;
 use anyhow::{Context, Result};
@@ -34,6 +36,10 @@ pub struct CreateArgs {
     /// Read sources from a file, one per line (blank lines and # comments allowed)
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     lists: Vec<PathBuf>,
+    /// Like --file, but a YAML (Hauler, mindthegap) list may also name local archives, layouts and
+    /// docker-daemon: sources; without it such lists name registry images only
+    #[arg(long = "file-allow-local", value_name = "FILE")]
+    local_lists: Vec<PathBuf>,
     /// Keep only this platform of multi-platform images (os/arch[/variant]; repeatable)
     #[arg(long = "platform", value_name = "PLATFORM")]
     platforms: Vec<String>,
@@ -96,7 +102,10 @@ pub fn run(args: CreateArgs) -> Result<()> {
 fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
     let mut sources = Vec::new();
     for list in &args.lists {
-        sources.extend(airlock::image_list::read(list)?);
+        sources.extend(image_list::read(list, Allow::RegistryOnly)?);
+    }
+    for list in &args.local_lists {
+        sources.extend(image_list::read(list, Allow::Local)?);
     }
     for s in &args.sources {
         sources.push(SourceSpec::parse(s)?);
@@ -134,14 +143,22 @@ fn level(l: i32, lo: i32, hi: i32) -> Result<u32> {
     Ok(l as u32)
 }
 
-/// `--created`, else `SOURCE_DATE_EPOCH`, else now.
+/// `--created`, else `SOURCE_DATE_EPOCH`, else now; never after year 9999.
 fn created(flag: Option<&str>) -> Result<u64> {
     let parse = |what: &str, s: &str| -> Result<u64> {
-        if let Ok(n) = s.trim().parse::<u64>() {
-            return Ok(n);
+        let secs = match s.trim().parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let t = humantime::parse_rfc3339_weak(s.trim())
+                    .map_err(|e| Error::bad(what, format!("`{}`: {e}", s.escape_debug())))?;
+                t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            }
+        };
+        if secs > MAX_CREATED {
+            let msg = format!("`{}` is after 9999-12-31T23:59:59Z (at most {MAX_CREATED} seconds)", s.escape_debug());
+            return Err(Error::bad(what, msg).into());
         }
-        let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| Error::bad(what, format!("`{s}`: {e}")))?;
-        Ok(t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        Ok(secs)
     };
     if let Some(s) = flag {
         return parse("--created", s);

@@ -26,6 +26,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// The result of a command built with [`Env::cmd`] and run to completion.
+    pub fn from_output(out: Output) -> Self {
+        Run::from(out)
+    }
+
     fn from(out: Output) -> Self {
         Run {
             code: out.status.code().unwrap_or(-1),

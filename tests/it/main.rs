@@ -8,6 +8,7 @@ mod create;
 mod daemon_source;
 mod hostile;
 mod interop;
+mod odd_values;
 mod push;
 mod registry;
 mod registry_source;
