@@ -29,7 +29,14 @@ pub struct CreateOptions {
     pub jobs: usize,
 }
 
-pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Written> {
+/// What `create` wrote, and what the user should know about what it read.
+pub struct Created {
+    pub written: Written,
+    /// Platforms left out because a source did not hold them, and the like.
+    pub notices: Vec<String>,
+}
+
+pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Created> {
     if opts.sources.is_empty() {
         return Err(Error::bad("create", "no sources given"));
     }
@@ -55,5 +62,6 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
     }
     let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
     let report = |done: u64| progress(done, total);
-    writer::write(&coll, &opts.output, &WriteOptions { created: opts.created, key, progress: &report })
+    let written = writer::write(&coll, &opts.output, &WriteOptions { created: opts.created, key, progress: &report })?;
+    Ok(Created { written, notices: coll.notices })
 }

@@ -206,6 +206,11 @@ pub fn is_layer_type(media_type: &str) -> bool {
         || media_type.starts_with("application/vnd.docker.container.image.rootfs.")
 }
 
+/// Whether a layer media type is a plain, uncompressed tar (what `docker save` writes).
+pub fn is_uncompressed_layer(media_type: &str) -> bool {
+    media_type == OCI_LAYER || media_type == "application/vnd.docker.image.rootfs.diff.tar"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,8 +84,12 @@ pub fn run(args: CreateArgs) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let written = create::create(&opts, &key, &progress)?;
+    let created = create::create(&opts, &key, &progress)?;
     bar.finish_and_clear();
+    for notice in &created.notices {
+        eprintln!("note: {notice}");
+    }
+    let written = created.written;
     let idx = &written.index;
     println!(
         "{}: {} images, {} blobs, {} (shared blobs stored once saved {})",

@@ -1,11 +1,19 @@
-//! `docker save` archives (`docker-archive:`), in both layouts docker has written:
+//! `docker save` archives (`docker-archive:`), in the layouts docker has written:
 //!
 //! - legacy (Docker ≤ 24, podman, skopeo): `manifest.json` names a `<hex>.json` config and
 //!   uncompressed `<id>/layer.tar` files per image. There is no registry manifest, so airlock
 //!   compresses each layer (checking it against the config's `diff_ids`) and writes a new OCI
 //!   manifest; the config is kept byte-for-byte, so the image ID docker shows is unchanged.
-//! - Docker 25+: an OCI image layout that also carries `manifest.json`. Its manifests are kept
-//!   byte-for-byte; `manifest.json` must agree with `index.json`.
+//! - Docker 25+ with the graphdriver store: an OCI image layout that also carries `manifest.json`,
+//!   whose manifests docker synthesized around uncompressed layers. Those layers are compressed
+//!   under a new manifest exactly as legacy ones are (`--compression none` keeps the archive's
+//!   manifests byte-for-byte); manifests with compressed layers are kept byte-for-byte.
+//! - Docker 25+ with the containerd image store: `index.json` may name a multi-platform image
+//!   index of which only the pulled platforms are present; `manifest.json` lists the config of
+//!   the platform the entry was saved for. The index is followed to its children (see
+//!   [`oci::add_image`] for the platforms left out).
+//!
+//! In both Docker 25+ forms `manifest.json` must agree with `index.json`.
 
 use std::sync::Arc;
 
@@ -41,9 +49,9 @@ pub fn read(
     let entries: Vec<SaveEntry> = json::parse_as(&bytes).map_err(|e| Error::bad(store.place("manifest.json"), e))?;
     let chosen = select(spec, store.as_ref(), &entries)?;
     if store.contains("index.json") && store.contains("oci-layout") {
-        read_docker25(spec, store, opts, &chosen, out)
+        read_docker25(spec, store, opts, stager, &chosen, out)
     } else {
-        read_legacy(spec, store.as_ref(), stager, &chosen, out)
+        read_legacy(spec, store.as_ref(), opts, stager, &chosen, out)
     }
 }
 
@@ -91,9 +99,11 @@ fn select<'a>(
     Ok(chosen)
 }
 
+/// Compresses each entry's uncompressed layers under a new OCI manifest (config unchanged).
 fn read_legacy(
     spec: &SourceSpec,
     store: &dyn Store,
+    opts: &ReadOptions,
     stager: &Stager,
     chosen: &[(&SaveEntry, Vec<Reference>)],
     out: &mut Collection,
@@ -131,6 +141,9 @@ fn read_legacy(
     let staged = stager.stage_all(&jobs, &out.by_diff_id)?;
     let mut staged = staged.into_iter();
     for ((entry, names), (config, config_bytes, platform)) in chosen.iter().zip(configs) {
+        for name in names {
+            oci::check_platform(name, &platform, opts)?;
+        }
         let layers: Vec<(Descriptor, Origin)> = staged.by_ref().take(entry.layers.len()).collect();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
@@ -167,36 +180,70 @@ fn read_docker25(
     spec: &SourceSpec,
     store: Arc<dyn Store>,
     opts: &ReadOptions,
+    stager: &Stager,
     chosen: &[(&SaveEntry, Vec<Reference>)],
     out: &mut Collection,
 ) -> Result<()> {
     oci::check_layout(store.as_ref())?;
     let index = oci::read_index(store.as_ref())?;
+    let mut recompress = Vec::new();
     for (entry, names) in chosen {
-        let root = matching_root(store.as_ref(), &index.manifests, entry)?;
-        for name in names {
-            oci::add_image(&oci::StoreFetch(store.clone()), root, name.clone(), spec.to_string(), opts, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// The `index.json` entry whose manifest has the config and layers a `manifest.json` entry names.
-fn matching_root<'a>(store: &dyn Store, roots: &'a [Descriptor], entry: &SaveEntry) -> Result<&'a Descriptor> {
-    let disagree = |why: String| Error::bad(store.place("manifest.json"), format!("disagrees with index.json: {why}"));
-    for root in roots.iter().filter(|d| image::is_manifest_type(&d.media_type)) {
-        let bytes = oci::read_blob(store, root)?;
-        let Ok(Parsed::Manifest(m)) = image::parse_manifest(&bytes, &root.media_type) else {
-            return Err(Error::bad(store.place(&root.digest.blob_path()), "not a valid image manifest"));
-        };
-        if m.config.digest.blob_path() != entry.config {
+        let found = matching_root(store.as_ref(), &index.manifests, entry)?;
+        if found.uncompressed && stager.compresses() {
+            recompress.push((*entry, names.clone()));
             continue;
         }
-        let layers: Vec<String> = m.layers.iter().map(|l| l.digest.blob_path()).collect();
-        if layers != entry.layers {
-            return Err(disagree(format!("image {} lists other layers than manifest {}", entry.config, root.digest)));
+        for name in names {
+            oci::add_image(&oci::StoreFetch(store.clone()), found.root, name.clone(), spec.to_string(), opts, out)?;
         }
-        return Ok(root);
     }
-    Err(disagree(format!("no manifest in index.json has config {}", entry.config)))
+    read_legacy(spec, store.as_ref(), opts, stager, &recompress, out)
+}
+
+/// The `index.json` entry for a `manifest.json` entry.
+struct Match<'a> {
+    root: &'a Descriptor,
+    /// The root is a manifest whose layers are all uncompressed tars (docker synthesized it).
+    uncompressed: bool,
+}
+
+/// The `index.json` entry whose manifest, or one of whose index's manifests present in the
+/// archive, has the config and layers a `manifest.json` entry names.
+fn matching_root<'a>(store: &dyn Store, roots: &'a [Descriptor], entry: &SaveEntry) -> Result<Match<'a>> {
+    let disagree = |why: String| Error::bad(store.place("manifest.json"), format!("disagrees with index.json: {why}"));
+    for root in roots {
+        let children = if image::is_index_type(&root.media_type) {
+            match parse(store, root)? {
+                Parsed::Index(i) => i.manifests,
+                Parsed::Manifest(_) => unreachable!("parsed by index media type"),
+            }
+        } else {
+            vec![root.clone()]
+        };
+        let present = children.iter().filter(|d| {
+            image::is_manifest_type(&d.media_type) && (*d == root || store.contains(&d.digest.blob_path()))
+        });
+        for desc in present {
+            let Parsed::Manifest(m) = parse(store, desc)? else { unreachable!("parsed by manifest media type") };
+            if m.config.digest.blob_path() != entry.config {
+                continue;
+            }
+            let layers: Vec<String> = m.layers.iter().map(|l| l.digest.blob_path()).collect();
+            if layers != entry.layers {
+                return Err(disagree(format!(
+                    "image {} lists other layers than manifest {}",
+                    entry.config, desc.digest
+                )));
+            }
+            let uncompressed = desc == root && m.layers.iter().all(|l| image::is_uncompressed_layer(&l.media_type));
+            return Ok(Match { root, uncompressed });
+        }
+    }
+    Err(disagree(format!("no manifest in index.json, or in an index it names, has config {}", entry.config)))
+}
+
+/// Reads and parses a manifest or index of the archive.
+fn parse(store: &dyn Store, desc: &Descriptor) -> Result<Parsed> {
+    let bytes = oci::read_blob(store, desc)?;
+    image::parse_manifest(&bytes, &desc.media_type).map_err(|e| Error::bad(store.place(&desc.digest.blob_path()), e))
 }

@@ -213,6 +213,8 @@ pub struct Collection {
     /// Layers seen in sources that carry them compressed, by uncompressed digest (`diff_id`), so a
     /// legacy `docker save` of the same layer can reuse them instead of compressing it again.
     pub by_diff_id: HashMap<Digest, Blob>,
+    /// What a user should know about what was read, though nothing failed (platforms left out).
+    pub notices: Vec<String>,
 }
 
 impl Collection {
@@ -280,14 +282,15 @@ fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut
     let mut file = stager.temp_file()?;
     let name = if r.digest().is_some() { r.to_string() } else { r.familiar() };
     crate::daemon::save(&host, std::slice::from_ref(&name), file.as_file_mut())?;
-    let store: Arc<dyn Store> = Arc::new(TarStore::open(file.path())?);
+    // Blobs kept byte-for-byte are read from the file when the bundle is written, so it must
+    // outlive this function: it stays in the staging directory and goes with it.
+    let (_, path) = file.keep().map_err(|e| Error::io(spec.to_string(), e.error))?;
+    // Messages name the daemon's image, not the temporary file.
+    let store: Arc<dyn Store> = Arc::new(TarStore::open_as(&path, spec.to_string())?);
     let archive = SourceSpec {
-        transport: Transport::DockerArchive,
-        path: file.path().to_owned(),
         selector: r.tag().map(|_| r.to_string()),
         name: spec.name.clone().or_else(|| Some(r.clone())),
-        reference: None,
-        platforms: spec.platforms.clone(),
+        ..spec.clone()
     };
     docker_archive::read(&archive, store, opts, stager, out)
 }

@@ -53,6 +53,11 @@ pub trait Fetch {
     fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>>;
     /// How the bundle writer will read a layer; checks presence and size where that is cheap.
     fn layer(&self, desc: &Descriptor) -> Result<Origin>;
+    /// Whether the source holds a blob at all: an archive may hold only some platforms of an
+    /// index (`docker save` from the containerd image store, `ctr export --platform`).
+    fn holds(&self, _desc: &Descriptor) -> bool {
+        true
+    }
 }
 
 /// Blobs of an OCI layout in a file store.
@@ -65,6 +70,10 @@ impl Fetch for StoreFetch {
 
     fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         read_blob(self.0.as_ref(), desc)
+    }
+
+    fn holds(&self, desc: &Descriptor) -> bool {
+        self.0.contains(&desc.digest.blob_path())
     }
 
     fn layer(&self, desc: &Descriptor) -> Result<Origin> {
@@ -159,6 +168,22 @@ pub(crate) fn read_blob(store: &dyn Store, desc: &Descriptor) -> Result<Vec<u8>>
     Ok(buf)
 }
 
+/// Fails if `--platform` asks for platforms and a single-platform image is none of them.
+pub(crate) fn check_platform(name: &Reference, platform: &Platform, opts: &ReadOptions) -> Result<()> {
+    match opts.platforms.first() {
+        Some(w) if !opts.platforms.iter().any(|w| platform.matches(w)) => {
+            Err(lacks(name, opts, w, &[platform.to_string()]))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The error for a requested platform an image does not have.
+fn lacks(name: &Reference, opts: &ReadOptions, wanted: &Platform, has: &[String]) -> Error {
+    let hint = if opts.skip_missing_platforms { "" } else { "; --skip-missing-platforms takes what there is" };
+    Error::bad(format!("image {name}"), format!("has no platform {wanted} (it has: {}){hint}", has.join(", ")))
+}
+
 struct Walker<'a> {
     fetch: &'a dyn Fetch,
     opts: &'a ReadOptions,
@@ -185,10 +210,7 @@ impl Walker<'_> {
         match parsed {
             Parsed::Manifest(m) => {
                 let platform = self.manifest(desc, &m)?;
-                let wanted = &self.opts.platforms;
-                if !wanted.is_empty() && !wanted.iter().any(|w| platform.matches(w)) {
-                    return Err(self.lacks(&wanted[0], &[platform.to_string()]));
-                }
+                check_platform(self.name, &platform, self.opts)?;
                 self.use_blob(root.clone(), Origin::Bytes(bytes.into()));
                 Ok((root, vec![platform], None))
             }
@@ -196,12 +218,24 @@ impl Walker<'_> {
         }
     }
 
-    /// The error for a requested platform an image does not have.
     fn lacks(&self, wanted: &Platform, has: &[String]) -> Error {
-        let hint = if self.opts.skip_missing_platforms { "" } else { "; --skip-missing-platforms takes what there is" };
+        lacks(self.name, self.opts, wanted, has)
+    }
+
+    /// The error for a requested platform the index lists but the source does not hold.
+    fn not_held(&self, root: &Descriptor, child: &Descriptor, index: &Index) -> Error {
+        let held: Vec<&Descriptor> = index.manifests.iter().filter(|d| self.fetch.holds(d)).collect();
         Error::bad(
-            format!("image {}", self.name),
-            format!("has no platform {wanted} (it has: {}){hint}", has.join(", ")),
+            self.place(child),
+            format!(
+                "the {} manifest of index {} is not in this source, which holds only {} of it \
+                 (`docker save` and `ctr export --platform` keep only the platforms that were \
+                 pulled); leave {} out of --platform",
+                labels(&[child]),
+                root.digest,
+                labels(&held),
+                labels(&[child])
+            ),
         )
     }
 
@@ -212,19 +246,37 @@ impl Walker<'_> {
         index: &Index,
     ) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
         let wanted = &self.opts.platforms;
-        let keep: Vec<&Descriptor> = index
+        let (keep, absent): (Vec<&Descriptor>, Vec<&Descriptor>) = index
             .manifests
             .iter()
             .filter(|d| wanted.is_empty() || d.platform.as_ref().is_some_and(|p| wanted.iter().any(|w| p.matches(w))))
-            .collect();
+            .partition(|d| self.fetch.holds(d));
         let has = || -> Vec<String> {
             index.manifests.iter().filter_map(|d| d.platform.as_ref()).map(|p| p.to_string()).collect()
         };
+        let is = |w: &Platform, d: &Descriptor| d.platform.as_ref().is_some_and(|p| p.matches(w));
         for w in wanted {
-            let missing = !keep.iter().any(|d| d.platform.as_ref().is_some_and(|p| p.matches(w)));
+            let missing = !keep.iter().any(|d| is(w, d));
             if missing && (!self.opts.skip_missing_platforms || keep.is_empty()) {
-                return Err(self.lacks(w, &has()));
+                return Err(match absent.iter().find(|d| is(w, d)) {
+                    Some(d) => self.not_held(&root, d, index),
+                    None => self.lacks(w, &has()),
+                });
             }
+        }
+        if keep.is_empty() {
+            let msg = "holds none of the manifests this index lists (an empty export?)";
+            return Err(Error::bad(self.place(&root), msg));
+        }
+        if !absent.is_empty() {
+            let msg = format!(
+                "{}: left out {}, whose manifests the source does not hold; kept {} under a filtered \
+                 index (the bundle records this index's digest as the original)",
+                self.place(&root),
+                labels(&absent),
+                labels(&keep)
+            );
+            self.out.notices.push(msg);
         }
         let mut platforms = Vec::new();
         for child in &keep {
@@ -295,6 +347,15 @@ impl Walker<'_> {
         }
         Ok(platform)
     }
+}
+
+/// Index entries for messages: their platforms, or digests where they declare none.
+fn labels(entries: &[&Descriptor]) -> String {
+    let label = |d: &&Descriptor| match &d.platform {
+        Some(p) => p.to_string(),
+        None => format!("manifest {}", d.digest),
+    };
+    entries.iter().map(label).collect::<Vec<_>>().join(", ")
 }
 
 /// The index with only the kept manifests, every other field (and every kept entry) as it was.

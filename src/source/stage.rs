@@ -1,5 +1,6 @@
 //! Staging of layers that must be rewritten before they go into a bundle: the uncompressed
-//! `layer.tar` files of a legacy `docker save`.
+//! `layer.tar` files of a legacy `docker save` and the uncompressed layer blobs of a Docker 25+
+//! one.
 //!
 //! Each layer is read once: its uncompressed sha256 is checked against the config's `diff_id`
 //! while it is compressed into a temporary file beside the output, whose own sha256 and size become
@@ -62,6 +63,11 @@ impl Stager {
             .tempdir_in(parent)
             .at(|| parent.display().to_string())?;
         Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()) })
+    }
+
+    /// Whether layers are compressed when staged (not with `--compression none`).
+    pub fn compresses(&self) -> bool {
+        self.compression != Compression::None
     }
 
     /// A new temporary file in the staging directory (removed with it).

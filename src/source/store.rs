@@ -45,6 +45,8 @@ enum Node {
 /// A tar file read as an indexed store.
 pub struct TarStore {
     file: PathBuf,
+    /// What messages call the archive: its path, or where it came from.
+    label: String,
     nodes: HashMap<String, Node>,
 }
 
@@ -52,9 +54,14 @@ const MAX_LINK_HOPS: usize = 16;
 
 impl TarStore {
     pub fn open(file: &Path) -> Result<Self> {
-        let f = fs_err::File::open(file).map_err(|e| Error::io(file.display().to_string(), e))?;
-        let len = f.metadata().at(|| file.display().to_string())?.len();
-        let mut store = TarStore { file: file.to_owned(), nodes: HashMap::new() };
+        Self::open_as(file, file.display().to_string())
+    }
+
+    /// Opens `file`, named `label` in messages (a temporary file holding a daemon's save).
+    pub fn open_as(file: &Path, label: String) -> Result<Self> {
+        let f = fs_err::File::open(file).map_err(|e| Error::io(&label, e))?;
+        let len = f.metadata().at(|| label.clone())?.len();
+        let mut store = TarStore { file: file.to_owned(), label, nodes: HashMap::new() };
         let end = store.scan(BufReader::with_capacity(1 << 16, f), len)?;
         store.check_tail(end, len)?;
         store.check_links()?;
@@ -62,7 +69,7 @@ impl TarStore {
     }
 
     fn loc(&self) -> String {
-        self.file.display().to_string()
+        self.label.clone()
     }
 
     /// Indexes every entry; `len` is the file's length, to name an entry that a truncation cut.

@@ -172,11 +172,20 @@ fn keygen_refuses_to_overwrite_a_key() {
 
 #[test]
 fn a_legacy_docker_save_reuses_a_layer_another_source_carries_compressed() {
+    reuses_a_compressed_layer("legacy-save.tar");
+}
+
+#[test]
+fn a_docker25_save_reuses_a_layer_another_source_carries_compressed() {
+    reuses_a_compressed_layer("docker25-save.tar");
+}
+
+fn reuses_a_compressed_layer(save: &str) {
     let env = Env::new();
     env.keygen("ops");
-    let legacy = format!("docker-archive:{}", fixture_str("legacy-save.tar"));
+    let legacy = format!("docker-archive:{}", fixture_str(save));
     let tools = format!("oci-archive:{}", fixture_str("tools.oci.tar"));
-    // Legacy source first on the command line: the order must not matter.
+    // docker save first on the command line: the order must not matter.
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &tools]).ok();
     let index = signed_index(&env, "b.tar");
     let layer_of = |name: &str| -> Vec<String> {

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod create;
 mod daemon_source;
+mod docker26;
 mod hostile;
 mod interop;
 mod odd_values;
