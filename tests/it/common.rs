@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::process::{Command, Output};
 
@@ -342,4 +342,17 @@ pub fn big_layout(dir: &Path, layers: usize, size: usize) {
         "digest": md, "size": ms, "annotations": {"org.opencontainers.image.ref.name": "example.com/big/image:1"}}]});
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// The signed index of a bundle, read with tar like any user could.
+pub fn signed_index(env: &Env, bundle: &str) -> Value {
+    let mut ar = tar::Archive::new(std::fs::File::open(env.path(bundle)).unwrap());
+    let mut entry = ar.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(entry.path().unwrap().to_str(), Some("airlock.json"), "first entry");
+    serde_json::from_reader(&mut entry).unwrap()
+}
+
+/// An image of a signed index, by name.
+pub fn image<'a>(index: &'a Value, name: &str) -> &'a Value {
+    index["images"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name}"))
 }

@@ -3,24 +3,12 @@
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, fixture_str};
-
-/// The signed index of a bundle, read with tar like any user could.
-fn signed_index(env: &Env, bundle: &str) -> Value {
-    let mut ar = tar::Archive::new(std::fs::File::open(env.path(bundle)).unwrap());
-    let mut entry = ar.entries().unwrap().next().unwrap().unwrap();
-    assert_eq!(entry.path().unwrap().to_str(), Some("airlock.json"), "first entry");
-    serde_json::from_reader(&mut entry).unwrap()
-}
+use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, fixture_str, image, signed_index};
 
 /// Every entry name of a bundle, in order.
 fn entries(env: &Env, bundle: &str) -> Vec<String> {
     let mut ar = tar::Archive::new(std::fs::File::open(env.path(bundle)).unwrap());
     ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
-}
-
-fn image<'a>(index: &'a Value, name: &str) -> &'a Value {
-    index["images"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name}"))
 }
 
 #[test]

@@ -4,18 +4,7 @@
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, Env, fixture, fixture_str};
-
-/// The signed index of a bundle.
-fn signed_index(env: &Env, bundle: &str) -> Value {
-    let mut ar = tar::Archive::new(std::fs::File::open(env.path(bundle)).unwrap());
-    let entry = ar.entries().unwrap().next().unwrap().unwrap();
-    serde_json::from_reader(entry).unwrap()
-}
-
-fn image<'a>(index: &'a Value, name: &str) -> &'a Value {
-    index["images"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name}"))
-}
+use crate::common::{EXIT_BAD_INPUT, Env, fixture, fixture_str, image, signed_index};
 
 /// The media types of every blob of a bundle, by digest.
 fn media_types(index: &Value) -> Vec<(String, String)> {
