@@ -18,12 +18,18 @@
 #           export DOCKERD=DEST/usr/sbin/dockerd
 #       If the system dockerd is already >= 25 it prints that one instead.
 #
-#   peers.sh start-dockerd DIR
+#   peers.sh start-dockerd DIR [--containerd-store]
 #       Starts a private Docker Engine (binary: $DOCKERD, default `dockerd`):
 #           dockerd --data-root DIR/root --exec-root DIR/exec
 #                   -H unix://DIR/docker.sock --pidfile DIR/pid
 #                   --iptables=false --ip6tables=false --bridge=none
-#                   --storage-driver=vfs
+#                   --config-file DIR/daemon.json --storage-driver=vfs
+#       --containerd-store (dockerd >= 24): the containerd image store, as
+#       fresh Docker 29 installs have it: DIR/daemon.json is
+#           {"features":{"containerd-snapshotter":true}}
+#       and the storage driver is containerd's `native` snapshotter (plain
+#       copies, like vfs; needs no overlay mounts). Images then live in
+#       containerd's `moby` namespace (`ctr -n moby images ls`).
 #       logging to DIR/dockerd.log, waits (<= 60 s) until `docker version`
 #       answers, and prints
 #           export DOCKER_HOST=unix://DIR/docker.sock
@@ -152,9 +158,16 @@ cmd_install_modern_dockerd() {
 }
 
 cmd_start_dockerd() {
-  [ $# -eq 1 ] || die "usage: start-dockerd DIR"
-  local dir dockerd=${DOCKERD:-dockerd} pid i
+  [ $# -ge 1 ] || die "usage: start-dockerd DIR [--containerd-store]"
+  local dir dockerd=${DOCKERD:-dockerd} pid i features='{}' driver=vfs
   dir=$(abspath "$1")
+  shift
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --containerd-store) features='{"features":{"containerd-snapshotter":true}}'; driver=native; shift ;;
+      *) die "unknown option: $1" ;;
+    esac
+  done
   local sock="$dir/docker.sock" csock="$dir/exec/containerd/containerd.sock"
   [ ${#csock} -le 100 ] || die "DIR too long for unix sockets: $csock (${#csock} > 100 bytes)"
   command -v "$dockerd" >/dev/null 2>&1 || die "dockerd not found ($dockerd); run: $0 install"
@@ -162,13 +175,15 @@ cmd_start_dockerd() {
     die "a dockerd is already running for $dir (pid $(cat "$dir/pid"))"
   fi
   mkdir -p "$dir/root" "$dir/exec"
+  # Its own daemon.json, so a system /etc/docker/daemon.json never applies.
+  echo "$features" >"$dir/daemon.json"
   # setsid: own session, so it survives the caller and ignores its ^C;
   # all fds redirected so $(...) around this command returns.
   setsid "$dockerd" \
     --data-root "$dir/root" --exec-root "$dir/exec" \
     -H "unix://$sock" --pidfile "$dir/pid" \
     --iptables=false --ip6tables=false --bridge=none \
-    --storage-driver=vfs \
+    --config-file "$dir/daemon.json" --storage-driver="$driver" \
     </dev/null >"$dir/dockerd.log" 2>&1 &
   pid=$!
   for ((i = 0; i < 600; i++)); do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the real peers (docker, podman, containerd, skopeo, umoci,
-# minisign, the distribution registry), starts a private dockerd on a unix socket, runs every
-# unit and integration test against them, and stops what it started.
+# minisign, the distribution registry, Debian 13's dockerd 26), starts a private dockerd 20.10 on
+# a unix socket, runs every unit and integration test against them, and stops what it started.
 #
 #   scripts/test.sh            # extra arguments go to `cargo test`
 set -euo pipefail
@@ -19,6 +19,10 @@ trap cleanup EXIT INT TERM
 mkdir -p "$work/dk"
 eval "$(scripts/peers.sh start-dockerd "$work/dk")"
 export AIRLOCK_TEST_DOCKER_HOST="$DOCKER_HOST" AIRLOCK_TEST_CONTAINERD="$CONTAINERD_ADDRESS"
+# Docker 26 (Debian 13's docker.io, unpacked beside the system's 20.10): tests of today's
+# `docker save` start their own dockerd from it, with the graphdriver or the containerd store.
+AIRLOCK_TEST_DOCKERD26=$(scripts/peers.sh install-modern-dockerd | sed -n 's/^export DOCKERD=//p')
+export AIRLOCK_TEST_DOCKERD26
 # Every peer is here: a test that would skip for want of one fails instead.
 export AIRLOCK_TEST_REQUIRE_PEERS=1
 unset DOCKER_HOST CONTAINERD_ADDRESS

@@ -149,6 +149,9 @@ pub enum Peer {
     Skopeo,
     Podman,
     Minisign,
+    /// Docker Engine 26 (AIRLOCK_TEST_DOCKERD26, from `peers.sh install-modern-dockerd`), which
+    /// tests start themselves with [`Dockerd::start`].
+    Docker26,
 }
 
 impl Peer {
@@ -161,6 +164,7 @@ impl Peer {
             Peer::Skopeo => on_path("skopeo"),
             Peer::Podman => on_path("podman"),
             Peer::Minisign => on_path("minisign"),
+            Peer::Docker26 => env("AIRLOCK_TEST_DOCKERD26") && on_path("docker") && on_path("ctr"),
         }
     }
 
@@ -172,6 +176,7 @@ impl Peer {
             Peer::Skopeo => "skopeo",
             Peer::Podman => "podman",
             Peer::Minisign => "minisign",
+            Peer::Docker26 => "dockerd 26 (AIRLOCK_TEST_DOCKERD26)",
         }
     }
 }
@@ -291,6 +296,48 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = Command::new(peers()).args(["stop-registry", self.dir.path().to_str().unwrap()]).output();
+    }
+}
+
+/// A private dockerd 26 in a temporary directory (scripts/peers.sh start-dockerd), stopped on drop.
+pub struct Dockerd {
+    pub dir: tempfile::TempDir,
+    /// `unix://…/docker.sock`, for DOCKER_HOST.
+    pub host: String,
+    pub containerd: String,
+}
+
+impl Dockerd {
+    /// `extra`: `--containerd-store`.
+    pub fn start(extra: &[&str]) -> Dockerd {
+        let dir = tempfile::Builder::new().prefix("d26").tempdir_in("/tmp").expect("temp dir");
+        let out = Command::new(peers())
+            .args(["start-dockerd", dir.path().to_str().unwrap()])
+            .args(extra)
+            .env("DOCKERD", std::env::var("AIRLOCK_TEST_DOCKERD26").expect("AIRLOCK_TEST_DOCKERD26"))
+            .output()
+            .expect("run peers.sh");
+        let mut d = Dockerd { dir, host: String::new(), containerd: String::new() };
+        assert!(out.status.success(), "cannot start dockerd 26:\n{}", String::from_utf8_lossy(&out.stderr));
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            match line.trim_start_matches("export ").split_once('=') {
+                Some(("DOCKER_HOST", v)) => d.host = v.to_owned(),
+                Some(("CONTAINERD_ADDRESS", v)) => d.containerd = v.to_owned(),
+                _ => {}
+            }
+        }
+        d
+    }
+
+    /// The docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Run {
+        tool("docker", args, &[("DOCKER_HOST", self.host.as_str())])
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new(peers()).args(["stop-dockerd", self.dir.path().to_str().unwrap()]).output();
     }
 }
 

@@ -4,7 +4,9 @@
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, Env, fixture, fixture_str, image, signed_index};
+use crate::common::{
+    Dockerd, EXIT_BAD_INPUT, Env, Peer, Registry, Run, fixture, fixture_str, image, signed_index, skip_without, tool,
+};
 
 /// The media types of every blob of a bundle, by digest.
 fn media_types(index: &Value) -> Vec<(String, String)> {
@@ -100,4 +102,119 @@ fn platforms_a_layout_does_not_hold_are_left_out_with_a_notice_and_the_index_dig
         &["registry.example/team/multi:2.0", "linux/arm64 manifest", "not in this source", "--platform"],
     );
     assert!(!env.path("arm.tar").exists());
+}
+
+/// The platform a daemon here pulls, and the other one of `multiarch.oci.tar`.
+const HOST: &str = if cfg!(target_arch = "aarch64") { "linux/arm64" } else { "linux/amd64" };
+const OTHER: &str = if cfg!(target_arch = "aarch64") { "linux/amd64" } else { "linux/arm64" };
+
+/// airlock with DOCKER_HOST set to a daemon.
+fn airlock_at(env: &Env, d: &Dockerd, args: &[&str]) -> Run {
+    Run::from_output(env.cmd().args(args).env("DOCKER_HOST", &d.host).output().unwrap())
+}
+
+/// An image pulled into a dockerd 26 with the containerd store, then `docker save`d.
+struct Pulled {
+    d: Dockerd,
+    _registry: Registry,
+    reference: String,
+    /// The digest `docker pull` reported (the registry's).
+    digest: String,
+    save: std::path::PathBuf,
+}
+
+/// Pushes an OCI archive's image (every platform) into a registry with skopeo, pulls it into a
+/// containerd-store dockerd 26 (which fetches only this host's platform) and saves it; also makes
+/// the key `ops`.
+fn pulled(env: &Env, archive: &str, image: &str, repo_tag: &str) -> Pulled {
+    env.keygen("ops");
+    let registry = Registry::start(&[]);
+    let reference = format!("{}/{repo_tag}", registry.host);
+    let src = format!("oci-archive:{}:{image}", fixture_str(archive));
+    let dest = format!("docker://{reference}");
+    tool("skopeo", &["copy", "--quiet", "--all", "--dest-tls-verify=false", &src, &dest], &[]).ok();
+    let d = Dockerd::start(&["--containerd-store"]);
+    let run = d.docker(&["pull", &reference]).ok();
+    let digest = run.stdout.lines().find_map(|l| l.strip_prefix("Digest: ")).expect("docker pull names a digest");
+    let save = env.path("save.tar");
+    d.docker(&["save", "-o", save.to_str().unwrap(), &reference]).ok();
+    Pulled { digest: digest.trim().to_owned(), d, _registry: registry, reference, save }
+}
+
+#[test]
+fn a_docker26_save_bundles_as_small_as_a_docker20_save_and_loads_back_with_the_same_image_ids() {
+    if skip_without(&[Peer::Docker26]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let d = Dockerd::start(&[]);
+    d.docker(&["load", "-i", &fixture_str("legacy-save.tar")]).ok();
+    let tags = ["example.com/team/base:1.0", "example.com/team/web:1.4", "example.com/team/web:latest"];
+    let ids = || tags.map(|t| d.docker(&["image", "inspect", "--format", "{{.Id}}", t]).ok().stdout.trim().to_owned());
+    let before = ids();
+    let save = env.path("d26-save.tar");
+    d.docker(&[&["save", "-o", save.to_str().unwrap()][..], &tags].concat()).ok();
+    let layout: Value = serde_json::from_slice(&tar_file(&save, "index.json")).unwrap();
+    assert_eq!(layout["manifests"].as_array().unwrap().len(), 3, "dockerd 26 writes the OCI layout");
+
+    let legacy = format!("docker-archive:{}", fixture_str("legacy-save.tar"));
+    env.run(&["create", "-k", "ops.key", "-o", "d20.tar", &legacy]).ok();
+    env.run(&["create", "-k", "ops.key", "-o", "d26.tar", &format!("docker-archive:{}", save.display())]).ok();
+    let (d20, d26) = (size(&env, "d20.tar"), size(&env, "d26.tar"));
+    assert!(d26 <= d20 + d20 / 100, "Docker 26 save: {d26} bytes, Docker 20.10 save: {d20} bytes");
+
+    d.docker(&[&["rmi"][..], &tags].concat()).ok();
+    airlock_at(&env, &d, &["load", "-p", "ops.pub", "d26.tar"]).ok();
+    assert_eq!(ids(), before, "docker shows the image IDs it had before docker save");
+}
+
+#[test]
+fn a_containerd_store_save_of_a_multi_platform_image_keeps_the_pulled_platform_under_its_index_digest() {
+    if skip_without(&[Peer::Docker26, Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    let Pulled { d, reference, digest: index_digest, save, .. } =
+        pulled(&env, "multiarch.oci.tar", "registry.example/team/multi:2.0", "team/multi:2.0");
+
+    let run = env.run(&["create", "-k", "ops.key", "-o", "b.tar", &format!("docker-archive:{}", save.display())]).ok();
+    assert!(run.stderr.contains(&format!("left out {OTHER}")), "{}", run.stderr);
+    let index = signed_index(&env, "b.tar");
+    let saved = image(&index, &reference);
+    assert_eq!(saved["platforms"], serde_json::json!([HOST]));
+    assert_eq!(saved["filteredFrom"], index_digest.as_str(), "the registry's index digest is recorded");
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+
+    let daemon = format!("docker-daemon:{reference}");
+    airlock_at(&env, &d, &["create", "-k", "ops.key", "-o", "daemon.tar", &daemon]).ok();
+    assert_eq!(image(&signed_index(&env, "daemon.tar"), &reference)["digest"], saved["digest"]);
+
+    let run = airlock_at(&env, &d, &["create", "-k", "ops.key", "-o", "other.tar", "--platform", OTHER, &daemon]);
+    let run = run.fails(EXIT_BAD_INPUT, &[&daemon, OTHER, "not in this source", "--platform"]);
+    assert!(!run.stderr.contains(".airlock-stage"), "the daemon is named, not a staging file: {}", run.stderr);
+    assert!(!env.path("other.tar").exists());
+
+    let export = env.path("ctr.tar");
+    let ctr = ["-a", &d.containerd, "-n", "moby", "images", "export", "--platform", HOST];
+    tool("ctr", &[&ctr[..], &[export.to_str().unwrap(), &reference]].concat(), &[]).ok();
+    let run = env.run(&["create", "-k", "ops.key", "-o", "ctr.tar", &format!("oci-archive:{}", export.display())]).ok();
+    assert!(run.stderr.contains(&format!("left out {OTHER}")), "{}", run.stderr);
+    assert_eq!(image(&signed_index(&env, "ctr.tar"), &reference)["digest"], saved["digest"], "as from docker save");
+}
+
+#[test]
+fn a_containerd_store_save_of_a_single_platform_image_keeps_its_registry_digest() {
+    if skip_without(&[Peer::Docker26, Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    let Pulled { reference, digest, save, .. } =
+        pulled(&env, "tools.oci.tar", "registry.example/tools/busybox:1.36", "tools/busybox:1.36");
+
+    let run = env.run(&["create", "-k", "ops.key", "-o", "b.tar", &format!("docker-archive:{}", save.display())]).ok();
+    assert!(!run.stderr.contains("left out"), "{}", run.stderr);
+    let index = signed_index(&env, "b.tar");
+    assert_eq!(image(&index, &reference)["digest"], digest.as_str(), "the registry's manifest digest");
+    assert!(image(&index, &reference).get("filteredFrom").is_none());
 }
