@@ -19,10 +19,14 @@ use serde::Deserialize;
 use ureq::http::Response;
 
 use super::transport::{Attempt, Failure, registry_message};
+use super::url::SchemePolicy;
 use crate::error::{Error, IoContext as _, Result};
 
-/// A token lives this much shorter than the registry says, so it does not expire in flight.
+/// A token is reused for at most this much less than the registry says (or half its life when
+/// that is shorter), so it does not expire in flight. A fresh token is always used once.
 const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+/// Tokens are reused for at most a day, whatever `expires_in` says (`u64::MAX` included).
+const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The spec's default lifetime when a token response gives none.
 const TOKEN_DEFAULT_LIFETIME: u64 = 60;
 /// Token responses are small JSON documents; anything larger is not one.
@@ -176,6 +180,14 @@ enum Scheme {
 struct Token {
     value: String,
     expires: Instant,
+    /// Whether it was obtained with the user's credentials.
+    credentialed: bool,
+}
+
+/// An `Authorization` header value, and whether it carries (or stands for) the user's credentials.
+pub(super) struct Authorization {
+    pub value: String,
+    pub credentialed: bool,
 }
 
 #[derive(Deserialize)]
@@ -202,14 +214,17 @@ impl Auth {
         Auth { source, credential: Mutex::new(None), scheme: Mutex::new(None), tokens: Mutex::new(HashMap::new()) }
     }
 
-    /// The `Authorization` value for a request needing `scopes`, if the registry asked for one before.
-    pub fn header(&self, scopes: &[String]) -> Option<String> {
+    /// The `Authorization` for a request needing `scopes`, if the registry asked for one before.
+    pub fn header(&self, scopes: &[String]) -> Option<Authorization> {
         match lock(&self.scheme).clone()? {
-            Scheme::Basic => lock(&self.credential).clone().flatten()?.basic_header(),
+            Scheme::Basic => {
+                let value = lock(&self.credential).clone().flatten()?.basic_header()?;
+                Some(Authorization { value, credentialed: true })
+            }
             Scheme::Bearer { .. } => {
                 let tokens = lock(&self.tokens);
                 let token = tokens.get(&scopes.join(" ")).filter(|t| t.expires > Instant::now())?;
-                Some(format!("Bearer {}", token.value))
+                Some(Authorization { value: format!("Bearer {}", token.value), credentialed: token.credentialed })
             }
         }
     }
@@ -227,27 +242,39 @@ impl Auth {
         Ok(found)
     }
 
-    /// Why a registry still says 401 after being answered: no credentials, or rejected ones.
-    pub fn denied_reason(&self) -> String {
-        match (lock(&self.credential).clone().flatten(), &self.source) {
-            (Some(_), Some(source)) => format!("the registry rejected the credentials from {}", source.describe()),
-            (_, Some(source @ CredentialSource::DockerConfig { .. })) => {
+    /// Why a registry still says 401 after being answered. It "rejected the credentials" only
+    /// when `sent` says they (or a token obtained with them) went with the refused request.
+    pub fn denied_reason(&self, sent: bool) -> String {
+        let found = lock(&self.credential).clone().flatten();
+        match (&self.source, found) {
+            (Some(source), Some(_)) if sent => {
+                format!("the registry rejected the credentials from {}", source.describe())
+            }
+            (Some(source), Some(_)) => {
+                format!(
+                    "the registry requires authentication; the credentials from {} were not sent",
+                    source.describe()
+                )
+            }
+            (Some(source @ CredentialSource::DockerConfig { .. }), None) => {
                 format!("the registry requires authentication and {} has none for it", source.describe())
             }
             _ => "the registry requires authentication and no credentials were given".to_owned(),
         }
     }
 
-    /// Answers a 401: remembers the scheme and, for `Bearer`, fetches a token for `scopes`.
-    /// `allow_http` says whether credentials may travel to a plain-http token realm.
+    /// Answers a 401 from `url`: remembers the scheme and, for `Bearer`, fetches a token for
+    /// `scopes` from the realm, which must pass `policy` like any URL. Returns the header to send
+    /// the request again with, however short the token's life.
     pub fn answer(
         &self,
         challenge: Option<&str>,
         scopes: &[String],
         agent: &ureq::Agent,
         place: &str,
-        allow_http: bool,
-    ) -> Attempt<()> {
+        url: &str,
+        policy: SchemePolicy,
+    ) -> Attempt<Authorization> {
         let challenges = parse_challenges(challenge.unwrap_or(""));
         let by_scheme = |s: &str| challenges.iter().find(|c| c.scheme == s);
         if let Some(bearer) = by_scheme("bearer") {
@@ -256,14 +283,15 @@ impl Auth {
             let scheme =
                 Scheme::Bearer { realm: realm.to_owned(), service: bearer.param("service").map(str::to_owned) };
             *lock(&self.scheme) = Some(scheme.clone());
-            return self.fetch_token(&scheme, scopes, agent, place, allow_http);
+            policy.check(url, realm).map_err(|e| Failure::Fatal(Error::registry(place, e)))?;
+            return self.fetch_token(&scheme, scopes, agent, place);
         }
         if by_scheme("basic").is_some() {
-            if self.credential().map_err(Failure::Fatal)?.is_none_or(|c| c.basic_header().is_none()) {
-                return Err(Failure::Fatal(Error::registry(place, self.denied_reason())));
-            }
+            let Some(value) = self.credential().map_err(Failure::Fatal)?.and_then(|c| c.basic_header()) else {
+                return Err(Failure::Fatal(Error::registry(place, self.denied_reason(false))));
+            };
             *lock(&self.scheme) = Some(Scheme::Basic);
-            return Ok(());
+            return Ok(Authorization { value, credentialed: true });
         }
         let shown: String = challenge.unwrap_or("none").chars().take(100).collect();
         Err(Failure::Fatal(Error::registry(place, format!("unsupported authentication challenge `{shown}`"))))
@@ -277,15 +305,10 @@ impl Auth {
         scopes: &[String],
         agent: &ureq::Agent,
         place: &str,
-        allow_http: bool,
-    ) -> Attempt<()> {
-        let Scheme::Bearer { realm, service } = scheme else { return Ok(()) };
-        let realm_place = format!("{place}: token realm {}", realm.split('?').next().unwrap_or(realm));
+    ) -> Attempt<Authorization> {
+        let Scheme::Bearer { realm, service } = scheme else { unreachable!("only bearer schemes fetch tokens") };
+        let realm_place = format!("{place}: token realm {}", super::url::shown(realm));
         let credential = self.credential().map_err(Failure::Fatal)?;
-        if credential.is_some() && !realm.starts_with("https://") && !allow_http {
-            let msg = "will not send credentials to a token realm over plain http";
-            return Err(Failure::Fatal(Error::registry(realm_place, msg)));
-        }
         let service = service.as_deref().unwrap_or("");
         let sent = match &credential {
             Some(Credential::IdentityToken(refresh)) => {
@@ -309,19 +332,20 @@ impl Auth {
             err: Error::registry_caused(realm_place.clone(), "token request failed", e),
             after: None,
         })?;
-        let token = self.read_token(resp, &realm_place)?;
+        let token = self.read_token(resp, &realm_place, credential.is_some())?;
+        let answer = Authorization { value: format!("Bearer {}", token.value), credentialed: token.credentialed };
         lock(&self.tokens).insert(scopes.join(" "), token);
-        Ok(())
+        Ok(answer)
     }
 
-    fn read_token(&self, resp: Response<ureq::Body>, place: &str) -> Attempt<Token> {
+    fn read_token(&self, resp: Response<ureq::Body>, place: &str, credentialed: bool) -> Attempt<Token> {
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             let msg = format!("token request: HTTP {status}{}", registry_message(resp));
             return Err(Failure::Retry { err: Error::registry(place, msg), after: None });
         }
         if status.as_u16() == 401 || status.as_u16() == 403 {
-            return Err(Failure::Fatal(Error::registry(place, self.denied_reason())));
+            return Err(Failure::Fatal(Error::registry(place, self.denied_reason(credentialed))));
         }
         if !status.is_success() {
             let msg = format!("token request: HTTP {status}{}", registry_message(resp));
@@ -337,9 +361,16 @@ impl Auth {
             .token
             .or(parsed.access_token)
             .ok_or_else(|| Failure::Fatal(Error::registry(place, "token response without a token")))?;
-        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(TOKEN_DEFAULT_LIFETIME));
-        Ok(Token { value, expires: Instant::now() + lifetime.saturating_sub(TOKEN_MARGIN) })
+        Ok(Token { value, expires: expiry(Instant::now(), parsed.expires_in), credentialed })
     }
+}
+
+/// When a token given `expires_in` seconds at `now` stops being reused: capped, saturating, and
+/// with a margin of at most half its life.
+fn expiry(now: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = Duration::from_secs(expires_in.unwrap_or(TOKEN_DEFAULT_LIFETIME)).min(TOKEN_MAX_LIFETIME);
+    let margin = TOKEN_MARGIN.min(lifetime / 2);
+    now.checked_add(lifetime - margin).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -390,6 +421,17 @@ mod tests {
         let c = parse_challenges(r#"Bearer realm="unterminated"#);
         assert_eq!(c.len(), 1);
         assert!(c[0].params.is_empty());
+    }
+
+    #[test]
+    fn token_lifetimes_saturate_and_short_ones_stay_usable() {
+        let now = Instant::now();
+        assert_eq!(expiry(now, Some(u64::MAX)), now + TOKEN_MAX_LIFETIME - TOKEN_MARGIN);
+        assert_eq!(expiry(now, Some(300)), now + Duration::from_secs(290));
+        assert_eq!(expiry(now, Some(10)), now + Duration::from_secs(5));
+        assert_eq!(expiry(now, Some(1)), now + Duration::from_millis(500));
+        assert_eq!(expiry(now, Some(0)), now);
+        assert_eq!(expiry(now, None), now + Duration::from_secs(50));
     }
 
     #[test]

@@ -21,9 +21,9 @@
 mod auth;
 mod transport;
 mod upload;
+mod url;
 
 use std::io::Read;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ureq::http::{Method, Response};
@@ -145,8 +145,7 @@ impl Client {
             }
             _ => return Err(Error::bad(registry, "a username needs a password and a password a username")),
         };
-        let allow_http = opts.insecure || is_loopback(host);
-        let transport = Transport::new(host, allow_http, opts, Auth::new(Some(source)))?;
+        let transport = Transport::new(host, opts, Auth::new(Some(source)))?;
         Ok(Client {
             name: registry.to_owned(),
             transport,
@@ -400,15 +399,6 @@ fn api_host(registry: &str) -> Result<&str> {
     })
 }
 
-/// `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
-fn is_loopback(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 fn docker_config_path(opts: &ClientOptions) -> Result<PathBuf> {
     if let Some(path) = &opts.docker_config {
         return Ok(path.clone());
@@ -429,18 +419,6 @@ mod tests {
     fn a_client_is_shared_across_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<Client>();
-    }
-
-    #[test]
-    fn loopback_hosts_are_recognised_with_and_without_ports() {
-        for host in
-            ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]:5000", "[::1]"]
-        {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in ["registry.example", "10.0.0.1:5000", "localhost.example", "[::2]:5000"] {
-            assert!(!is_loopback(host), "{host}");
-        }
     }
 
     #[test]

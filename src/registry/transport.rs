@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use serde::Deserialize;
-use ureq::http::{self, Method, Response, Uri};
+use ureq::http::{self, Method, Response};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, SendBody};
 
 use super::ClientOptions;
-use super::auth::Auth;
+use super::auth::{Auth, Authorization};
+use super::url::{SchemePolicy, absolute, is_loopback, same_origin, shown};
 use crate::error::{Error, IoContext as _, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,13 +107,13 @@ pub(super) struct Request<'a> {
 pub(super) struct Transport {
     pub host: String,
     agent: Agent,
-    allow_http: bool,
+    policy: SchemePolicy,
     origin: Mutex<Option<String>>,
     pub auth: Auth,
 }
 
 impl Transport {
-    pub fn new(host: &str, allow_http: bool, opts: &ClientOptions, auth: Auth) -> Result<Self> {
+    pub fn new(host: &str, opts: &ClientOptions, auth: Auth) -> Result<Self> {
         let tls = TlsConfig::builder().root_certs(root_certs(opts.ca_cert.as_deref())?).build();
         let config = Agent::config_builder()
             .http_status_as_error(false)
@@ -123,27 +124,33 @@ impl Transport {
             .timeout_per_write(Some(STALL_TIMEOUT))
             .tls_config(tls)
             .build();
-        Ok(Transport { host: host.to_owned(), agent: config.into(), allow_http, origin: Mutex::new(None), auth })
+        let policy = SchemePolicy { insecure: opts.insecure };
+        Ok(Transport { host: host.to_owned(), agent: config.into(), policy, origin: Mutex::new(None), auth })
     }
 
     /// Sends one request: answers a 401 challenge once, follows redirects of `GET`/`HEAD`
     /// (credentials stay with the registry's origin), and turns 429/5xx and connection failures
-    /// into [`Failure::Retry`]. Any other status is the caller's to judge.
+    /// into [`Failure::Retry`]. Any other status is the caller's to judge. Every URL, the first
+    /// and each redirect's, passes the scheme policy before it is contacted.
     pub fn send(&self, req: &Request, mut body: Body) -> Attempt<Response<ureq::Body>> {
         let origin = self.origin(req.place)?;
         let mut url = absolute(&origin, &req.url).map_err(|e| Failure::Fatal(Error::registry(req.place, e)))?;
+        self.allowed(&origin, &url, req.place)?;
+        let mut fresh: Option<Authorization> = None;
         let mut answered = false;
         let mut redirects = 0;
         loop {
             let ours = same_origin(&origin, &url);
-            let auth = if ours { self.auth.header(req.scopes) } else { None };
-            let resp = self.exchange(req, &url, auth, &mut body)?;
+            let auth = if ours { fresh.take().or_else(|| self.auth.header(req.scopes)) } else { None };
+            let sent_credentials = auth.as_ref().is_some_and(|a| a.credentialed);
+            let resp = self.exchange(req, &url, auth.map(|a| a.value), &mut body)?;
             let status = resp.status().as_u16();
             let location = header(&resp, "location").map(str::to_owned);
             match status {
                 401 if ours && !answered => {
                     let challenge = header(&resp, "www-authenticate");
-                    self.auth.answer(challenge, req.scopes, &self.agent, req.place, self.allow_http)?;
+                    let answer = self.auth.answer(challenge, req.scopes, &self.agent, req.place, &url, self.policy)?;
+                    fresh = Some(answer);
                     answered = true;
                     if let Body::Stream(..) = body {
                         // The stream is spent; the caller's retry opens it afresh, now with a token.
@@ -151,13 +158,24 @@ impl Transport {
                         return Err(Failure::Retry { err, after: None });
                     }
                 }
-                401 => return Err(Failure::Fatal(Error::registry(req.place, self.auth.denied_reason()))),
+                401 if ours => {
+                    return Err(Failure::Fatal(Error::registry(req.place, self.auth.denied_reason(sent_credentials))));
+                }
+                401 => {
+                    let msg = format!(
+                        "HTTP 401 from {}, where the registry redirected: it was sent no credentials (they never leave the registry's origin)",
+                        shown(&url)
+                    );
+                    return Err(Failure::Fatal(Error::registry(req.place, msg)));
+                }
                 301 | 302 | 303 | 307 | 308 if [Method::GET, Method::HEAD].contains(&req.method) => {
                     redirects += 1;
                     let next = location.filter(|_| redirects <= MAX_REDIRECTS).ok_or_else(|| {
                         Failure::Fatal(Error::registry(req.place, format!("HTTP {status}: too many or bad redirects")))
                     })?;
-                    url = absolute(&url, &next).map_err(|e| Failure::Fatal(Error::registry(req.place, e)))?;
+                    let next = absolute(&url, &next).map_err(|e| Failure::Fatal(Error::registry(req.place, e)))?;
+                    self.allowed(&url, &next, req.place)?;
+                    url = next;
                 }
                 429 | 500..=599 => {
                     let after = retry_after(&resp);
@@ -166,6 +184,11 @@ impl Transport {
                 _ => return Ok(resp),
             }
         }
+    }
+
+    /// The scheme policy, as a failure of the request at `place`.
+    fn allowed(&self, from: &str, to: &str, place: &str) -> Attempt<()> {
+        self.policy.check(from, to).map_err(|e| Failure::Fatal(Error::registry(place, e)))
     }
 
     fn exchange(
@@ -210,7 +233,8 @@ impl Transport {
             return Ok(o.clone());
         }
         let https = format!("https://{}", self.host);
-        let chosen = if self.allow_http { self.probe(https, place)? } else { https };
+        let try_http = self.policy.insecure || is_loopback(&self.host);
+        let chosen = if try_http { self.probe(https, place)? } else { https };
         *origin = Some(chosen.clone());
         Ok(chosen)
     }
@@ -314,31 +338,6 @@ fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
     header(resp, "retry-after")?.trim().parse().ok().map(Duration::from_secs)
 }
 
-/// Resolves a `Location` (absolute, or an absolute path) against the URL it came from.
-pub(super) fn absolute(base: &str, location: &str) -> std::result::Result<String, String> {
-    if location.starts_with("https://") || location.starts_with("http://") {
-        return Ok(location.to_owned());
-    }
-    if location.starts_with('/') && !location.starts_with("//") {
-        let uri: Uri = base.parse().map_err(|_| format!("bad URL `{base}`"))?;
-        let (scheme, authority) = (uri.scheme_str().unwrap_or("https"), uri.authority().map_or("", |a| a.as_str()));
-        return Ok(format!("{scheme}://{authority}{location}"));
-    }
-    let shown: String = location.chars().take(100).collect();
-    Err(format!("unsupported Location `{shown}`"))
-}
-
-/// Same scheme, host and port (a missing port is the scheme's default).
-pub(super) fn same_origin(a: &str, b: &str) -> bool {
-    let parts = |u: &str| {
-        let uri: Uri = u.parse().ok()?;
-        let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        Some((scheme, uri.host()?.to_ascii_lowercase(), port))
-    };
-    matches!((parts(a), parts(b)), (Some(x), Some(y)) if x == y)
-}
-
 /// System roots (honouring `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus the operator's extra CA file;
 /// Mozilla's roots only when the system has none.
 fn root_certs(extra: Option<&Path>) -> Result<RootCerts> {
@@ -363,31 +362,4 @@ fn root_certs(extra: Option<&Path>) -> Result<RootCerts> {
         }
     }
     Ok(if certs.is_empty() { RootCerts::WebPki } else { RootCerts::from(certs) })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_resolve_against_the_url_they_came_from() {
-        let base = "https://reg.example:5000/v2/a/blobs/uploads/";
-        assert_eq!(
-            absolute(base, "/v2/a/blobs/uploads/u?_state=x").unwrap(),
-            "https://reg.example:5000/v2/a/blobs/uploads/u?_state=x"
-        );
-        assert_eq!(absolute(base, "http://s3.example/b?sig=1").unwrap(), "http://s3.example/b?sig=1");
-        assert!(absolute(base, "relative/path").is_err());
-        assert!(absolute(base, "//evil.example/x").is_err());
-    }
-
-    #[test]
-    fn credentials_stay_with_the_same_scheme_host_and_port() {
-        assert!(same_origin("https://reg.example", "https://REG.example:443/v2/"));
-        assert!(same_origin("http://127.0.0.1:5000", "http://127.0.0.1:5000/v2/x"));
-        assert!(!same_origin("http://127.0.0.1:5000", "http://localhost:5000/v2/x"));
-        assert!(!same_origin("https://reg.example", "http://reg.example/v2/"));
-        assert!(!same_origin("https://reg.example:5000", "https://reg.example:50001/"));
-        assert!(!same_origin("https://reg.example", "https://reg.example.evil/"));
-    }
 }

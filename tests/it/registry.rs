@@ -313,28 +313,75 @@ fn a_chunked_upload_cut_off_midway_is_retried_to_completion() {
 /// A tiny HTTP server answering each request with what `respond` returns for its head; it records
 /// every request head it receives. Connections that do not open with a method (TLS) are dropped.
 fn fake_server(respond: impl Fn(&str) -> String + Send + 'static) -> (u16, Arc<Mutex<Vec<String>>>) {
+    serve(None, respond)
+}
+
+/// [`fake_server`] over TLS, with the server certificate of `identity` (a `--tls` [`Registry`],
+/// whose `ca.crt` the client then trusts).
+fn tls_fake_server(
+    identity: &Registry,
+    respond: impl Fn(&str) -> String + Send + 'static,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = identity.dir.path();
+    let certs = CertificateDer::pem_file_iter(dir.join("server.crt")).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    serve(Some(Arc::new(config)), respond)
+}
+
+fn serve(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    respond: impl Fn(&str) -> String + Send + 'static,
+) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
-                if head.is_empty() && !byte[0].is_ascii_uppercase() {
-                    break;
+        for conn in listener.incoming().flatten() {
+            match &tls {
+                None => answer(conn, &respond, &log),
+                Some(config) => {
+                    let Ok(session) = rustls::ServerConnection::new(config.clone()) else { continue };
+                    answer(rustls::StreamOwned::new(session, conn), &respond, &log);
                 }
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_lowercase();
-            if head.ends_with("\r\n\r\n") {
-                let _ = conn.write_all(respond(&head).as_bytes());
-                log.lock().unwrap().push(head);
             }
         }
     });
     (port, seen)
+}
+
+/// Reads one request head from `conn` and writes `respond`'s answer to it.
+fn answer(mut conn: impl Read + Write, respond: &impl Fn(&str) -> String, log: &Mutex<Vec<String>>) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+        if head.is_empty() && !byte[0].is_ascii_uppercase() {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    if head.ends_with("\r\n\r\n") {
+        let response = respond(&head);
+        // Logged before answering, so a test that has its answer sees the request logged.
+        log.lock().unwrap().push(head);
+        let _ = conn.write_all(response.as_bytes());
+        let _ = conn.flush();
+    }
+}
+
+/// An HTTP answer with `status` (`"200 OK"`), extra header lines (each ending in CRLF) and a body.
+fn reply(status: &str, headers: &str, body: &str) -> String {
+    format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }
 
 #[test]
@@ -365,34 +412,41 @@ fn a_redirect_to_another_host_does_not_carry_credentials() {
     let registry_seen = registry_seen.lock().unwrap();
     assert!(registry_seen.iter().any(|h| h.contains("authorization: basic")), "{registry_seen:?}");
     let storage_seen = storage_seen.lock().unwrap();
-    assert_eq!(storage_seen.len(), 1);
+    assert_eq!(storage_seen.len(), 1, "{storage_seen:?}");
     assert!(!storage_seen[0].contains("authorization"), "{}", storage_seen[0]);
 }
 
-#[test]
-fn bearer_tokens_are_fetched_with_the_credentials_once_per_scope() {
+/// A plain-http registry on loopback that wants a bearer token from its own `/token` realm, which
+/// answers `token_body` to requests carrying basic credentials. Counts the tokens issued.
+fn bearer_registry(token_body: &'static str) -> (u16, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
     let tokens = Arc::new(AtomicUsize::new(0));
     let issued = tokens.clone();
     let port = Arc::new(Mutex::new(0u16));
     let realm_port = port.clone();
     let (registry, seen) = fake_server(move |head| {
         let realm = format!("http://127.0.0.1:{}/token", realm_port.lock().unwrap());
-        let challenge = format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n");
-        let (status, extra, body) = if head.starts_with("get /token?") {
+        if head.starts_with("get /token?") {
             issued.fetch_add(1, Ordering::SeqCst);
-            let token = r#"{"token":"t0k3n","expires_in":300}"#;
-            ("200 OK", String::new(), if head.contains("authorization: basic") { token } else { "" })
+            reply("200 OK", "", if head.contains("authorization: basic") { token_body } else { "" })
         } else if head.contains("authorization: bearer t0k3n") || head.starts_with("get /v2/ ") {
-            ("200 OK", "Content-Type: text/plain\r\n".to_owned(), "hello")
+            reply("200 OK", "Content-Type: text/plain\r\n", "hello")
         } else {
-            ("401 Unauthorized", challenge, "")
-        };
-        format!("HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            reply("401 Unauthorized", &format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\n"), "")
+        }
     });
     *port.lock().unwrap() = registry;
+    (registry, seen, tokens)
+}
+
+fn with_credentials(dir: &Path) -> ClientOptions {
+    ClientOptions { username: Some(USER.into()), password: Some(PASSWORD.into()), ..options(dir) }
+}
+
+#[test]
+fn bearer_tokens_are_fetched_with_the_credentials_once_per_scope() {
+    let (registry, seen, tokens) = bearer_registry(r#"{"token":"t0k3n","expires_in":300}"#);
     let tmp = tempfile::tempdir().unwrap();
-    let opts = ClientOptions { username: Some(USER.into()), password: Some(PASSWORD.into()), ..options(tmp.path()) };
-    let client = Client::new(&format!("127.0.0.1:{registry}"), &opts).unwrap();
+    let client = Client::new(&format!("127.0.0.1:{registry}"), &with_credentials(tmp.path())).unwrap();
     let digest = Digest::of_bytes(b"hello");
     assert_eq!(client.blob_size("team/app", &digest).unwrap(), Some(5));
     assert_eq!(client.blob_size("team/app", &digest).unwrap(), Some(5));
@@ -401,4 +455,85 @@ fn bearer_tokens_are_fetched_with_the_credentials_once_per_scope() {
     let token_request = seen.iter().find(|h| h.starts_with("get /token?")).unwrap();
     assert!(token_request.contains("scope=repository%3ateam%2fapp%3apull"), "{token_request}");
     assert!(token_request.contains("service=fake"), "{token_request}");
+}
+
+#[test]
+fn short_lived_and_endless_tokens_are_used_as_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    for token in [
+        r#"{"token":"t0k3n","expires_in":3}"#,
+        r#"{"token":"t0k3n","expires_in":0}"#,
+        r#"{"token":"t0k3n","expires_in":18446744073709551615}"#,
+    ] {
+        let (registry, _, tokens) = bearer_registry(token);
+        let client = Client::new(&format!("127.0.0.1:{registry}"), &with_credentials(tmp.path())).unwrap();
+        let digest = Digest::of_bytes(b"hello");
+        for _ in 0..2 {
+            let got = client.blob_size("team/app", &digest).map_err(|e| chain(&e));
+            assert_eq!(got, Ok(Some(5)), "{token}");
+        }
+        assert!(tokens.load(Ordering::SeqCst) >= 1);
+    }
+}
+
+#[test]
+fn a_tls_registry_never_sends_credentials_to_a_plain_http_token_realm() {
+    let identity = Registry::start(&["--tls"]);
+    let (realm, realm_seen) = fake_server(|_| reply("200 OK", "", r#"{"token":"t0k3n"}"#));
+    let challenge = format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{realm}/token\",service=\"x\"\r\n");
+    let (registry, _) = tls_fake_server(&identity, move |_| reply("401 Unauthorized", &challenge, ""));
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { ca_cert: Some(identity.ca()), insecure: true, ..with_credentials(tmp.path()) };
+    let err = Client::new(&format!("127.0.0.1:{registry}"), &opts).unwrap().ping().unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains(&format!("https://127.0.0.1:{registry}/v2/")), "{text}");
+    assert!(text.contains(&format!("http://127.0.0.1:{realm}/token")), "{text}");
+    assert!(realm_seen.lock().unwrap().is_empty(), "the realm was contacted");
+}
+
+#[test]
+fn an_https_registry_is_never_followed_down_to_plain_http() {
+    let identity = Registry::start(&["--tls"]);
+    let (storage, storage_seen) = fake_server(|_| reply("200 OK", "", "blob"));
+    let (registry, _) = tls_fake_server(&identity, move |head| {
+        let to = format!("http://127.0.0.1:{storage}/bucket?sig=s3cr3t");
+        match head.split(' ').next() {
+            Some("get") if head.starts_with("get /v2/ ") => reply("200 OK", "", ""),
+            Some("get") => reply("307 Temporary Redirect", &format!("Location: {to}\r\n"), ""),
+            Some("post") => reply("202 Accepted", &format!("Location: {to}\r\n"), ""),
+            _ => reply("404 Not Found", "", ""),
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { ca_cert: Some(identity.ca()), insecure: true, ..with_credentials(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{registry}"), &opts).unwrap();
+    let digest = Digest::of_bytes(b"blob");
+    let errors = [
+        client.get_blob("team/app", &digest, 0).err().expect("a redirect to http is refused"),
+        push(&client, "team/app", b"blob").unwrap_err(),
+    ];
+    for err in errors {
+        let text = chain(&err);
+        assert_eq!(err.class(), Class::Registry, "{text}");
+        assert!(text.contains(&format!("from https://127.0.0.1:{registry}")), "{text}");
+        assert!(text.contains(&format!("http://127.0.0.1:{storage}/bucket")) && !text.contains("s3cr3t"), "{text}");
+    }
+    assert!(storage_seen.lock().unwrap().is_empty(), "plain http was contacted");
+}
+
+#[test]
+fn a_401_from_a_redirect_target_says_it_was_sent_no_credentials() {
+    let (storage, _) = fake_server(|_| reply("401 Unauthorized", "", ""));
+    let (registry, _) = fake_server(move |head| {
+        if head.starts_with("get /v2/ ") || !head.contains("authorization: basic") {
+            return reply("401 Unauthorized", "WWW-Authenticate: Basic realm=\"fake\"\r\n", "");
+        }
+        reply("307 Temporary Redirect", &format!("Location: http://localhost:{storage}/bucket\r\n"), "")
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Client::new(&format!("127.0.0.1:{registry}"), &with_credentials(tmp.path())).unwrap();
+    let err = client.get_blob("team/app", &Digest::of_bytes(b"x"), 0).err().unwrap();
+    let text = chain(&err);
+    assert!(!text.contains("rejected the credentials"), "{text}");
+    assert!(text.contains(&format!("http://localhost:{storage}/bucket")) && text.contains("no credentials"), "{text}");
 }
