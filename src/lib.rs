@@ -11,6 +11,8 @@ pub mod create;
 pub mod daemon;
 pub mod digest;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod image;
 pub mod image_list;
 pub mod json;

@@ -7,6 +7,7 @@ mod common;
 mod create;
 mod daemon_source;
 mod docker26;
+mod fuzz_corpus;
 mod hostile;
 mod interop;
 mod odd_values;
