@@ -126,3 +126,53 @@ impl<T> IoContext<T> for io::Result<T> {
         self.map_err(|e| Error::io(place(), e))
     }
 }
+
+/// The longest piece of outside text (an entry name, an image name) a message shows.
+pub const SHOWN_CHARS: usize = 200;
+
+/// How outside text appears in a message or on the terminal: control characters, quotes and
+/// backslashes escaped (a name cannot move the cursor or fake a line), and at most
+/// [`SHOWN_CHARS`] characters of it.
+pub fn shown(text: &str) -> String {
+    shown_bytes(text.as_bytes())
+}
+
+/// [`shown`] for bytes that may not be UTF-8: an invalid byte shows as `\xNN`.
+pub fn shown_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut taken = 0usize;
+    let mut more = 0usize;
+    let mut put = |piece: &dyn Fn(&mut String)| {
+        if taken < SHOWN_CHARS {
+            piece(&mut out);
+            taken += 1;
+        } else {
+            more += 1;
+        }
+    };
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            put(&|o: &mut String| o.extend(c.escape_debug()));
+        }
+        for b in chunk.invalid() {
+            put(&|o: &mut String| o.push_str(&format!("\\x{b:02x}")));
+        }
+    }
+    if more > 0 {
+        out.push_str(&format!("… ({more} more characters)"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_is_escaped_and_cut() {
+        assert_eq!(shown("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        assert_eq!(shown_bytes(b"n\xffx"), "n\\xffx");
+        let long = shown(&"é".repeat(1000));
+        assert!(long.starts_with(&"é".repeat(SHOWN_CHARS)) && long.ends_with("… (800 more characters)"));
+    }
+}

@@ -5,6 +5,7 @@
 //! The data flows source → collection (images, blobs, dedup) → bundle writer (hash on the fly) →
 //! bundle reader (streaming verification).
 
+pub mod archive;
 pub mod atomic;
 pub mod bundle;
 pub mod create;

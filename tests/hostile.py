@@ -254,6 +254,79 @@ def c_gnu_longname_vs_pax_path():
     return t.blocks() + trick + b"\0" * 1024, {"pax": "notes-pax.txt", "gnu": "notes-gnu.txt"}
 
 
+def nonregular_with_data(kind, linkname=""):
+    # A second index.json hidden in the data of a directory or link entry: readers that skip
+    # the data by the header's size never see it, readers that take the size as zero do.
+    t = tools()
+    other = json.dumps({"schemaVersion": 2, "manifests": []}).encode()
+    hidden = entry("index.json", other)
+    name = "extra/" if kind == tarfile.DIRTYPE else "extra"
+    trick = header(name, len(hidden), kind=kind, linkname=linkname) + hidden
+    return t.blocks() + trick + b"\0" * 1024, {"entry": name, "size": len(hidden)}
+
+
+def c_dir_with_data():
+    return nonregular_with_data(tarfile.DIRTYPE)
+
+
+def c_symlink_with_data():
+    return nonregular_with_data(tarfile.SYMTYPE, "index.json")
+
+
+def c_hardlink_with_data():
+    return nonregular_with_data(tarfile.LNKTYPE, "index.json")
+
+
+def c_regular_named_like_a_dir():
+    t = tools()
+    return t.blocks() + entry("notes/", b"a file or a directory?\n") + b"\0" * 1024, {"entry": "notes/"}
+
+
+def with_pax(records, name="notes.txt", data=b"which size am I?\n"):
+    t = tools()
+    pax = entry("PaxHeaders/" + name, pax_records(records), kind=tarfile.XHDTYPE)
+    return t.blocks() + pax + entry(name, data) + b"\0" * 1024
+
+
+def c_pax_repeated_key():
+    data = b"which size am I?\n"
+    return with_pax([("size", str(len(data))), ("size", "10")], data=data), {"entry": "PaxHeaders/notes.txt"}
+
+
+def c_pax_sparse():
+    records = [("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.name", "notes.txt")]
+    return with_pax(records), {"entry": "PaxHeaders/notes.txt"}
+
+
+def c_non_utf8_name():
+    t = tools()
+    return t.blocks() + entry("notes-\udcff.txt", b"latin-1?\n") + b"\0" * 1024, {"entry": "notes-\\xff.txt"}
+
+
+def huge_extension(kind, name):
+    # The header claims 512 MiB; only a little follows. The claim alone must be refused.
+    t = tools()
+    claim = header(name, 512 * MIB, kind=kind, fmt=tarfile.GNU_FORMAT)
+    return t.blocks() + claim + b"x" * (4 * BLOCK), {"entry": name, "size": 512 * MIB}
+
+
+def c_huge_pax_header():
+    return huge_extension(tarfile.XHDTYPE, "PaxHeaders/huge")
+
+
+def c_huge_gnu_longname():
+    return huge_extension(tarfile.GNUTYPE_LONGNAME, "././@LongLink")
+
+
+def c_long_hostile_name():
+    # 3,000 characters with terminal escapes, ending in `..`: the message must show at most
+    # about 200 characters of it, escaped.
+    t = tools()
+    name = "\x1b[2J\x1b[31mPWNED\x1b[0m" + "a" * 3000 + "/../x"
+    trick = gnu_longname(name) + entry("innocent.txt", b"x\n", fmt=tarfile.GNU_FORMAT)
+    return t.blocks() + trick + b"\0" * 1024, {"entry": name}
+
+
 def c_truncated_mid_blob():
     t = tools()
     data = t.bytes()

@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::archive;
 use crate::bundle::format::BundleIndex;
-use crate::bundle::reader::{self, Counting, Expected, Item, Report, Trust};
+use crate::bundle::reader::{self, Expected, Item, Report, Trust};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::json;
@@ -29,25 +30,19 @@ impl IndexedBundle {
     pub fn open(path: &Path, trust: Trust<'_>) -> Result<Self> {
         let place = path.display().to_string();
         let file = fs_err::File::open(path).at(|| place.clone())?;
-        let mut archive = tar::Archive::new(file);
-        let entries = archive.entries_with_seek().at(|| place.clone())?.raw(true);
-        let (signed, entries) = reader::open_signed(entries, &place, trust)?;
+        let len = file.metadata().at(|| place.clone())?.len();
+        let mut tar = archive::Reader::new(BufReader::with_capacity(1 << 16, file), &place).with_len(len).plain();
+        let signed = reader::open_signed(&mut tar, &place, trust)?;
         let mut offsets = HashMap::new();
         let mut expected = Expected::new(&signed.index);
-        let mut end = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::integrity(&place, format!("malformed tar: {e}")))?;
+        while let Some(entry) = tar.next_entry().map_err(Error::into_integrity)? {
             let (item, _) = expected.admit(&entry, &place)?;
-            let (digest, size) = item.digest_and_size();
-            end = entry.raw_file_position() + size.div_ceil(512) * 512;
-            if let Item::Blob(_) = item {
-                offsets.insert(digest.clone(), (entry.raw_file_position(), size));
+            if let Item::Blob(b) = item {
+                offsets.insert(b.digest.clone(), (entry.offset, b.size));
             }
         }
+        tar.finish().map_err(Error::into_integrity)?;
         expected.check_complete(&place)?;
-        let mut file = archive.into_inner();
-        file.seek(SeekFrom::Start(end)).at(|| place.clone())?;
-        reader::check_tail(Counting { inner: file, pos: end }, &place, 1024)?;
         let report = Report {
             key_id: signed.key_id,
             trusted_comment: signed.trusted_comment,

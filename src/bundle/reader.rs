@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 
+use crate::archive::{self, Input, Stream};
 use crate::bundle::format::{
     BlobEntry, BundleIndex, FileEntry, INDEX_NAME, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME,
 };
 use crate::bundle::sign::PublicKey;
 use crate::digest::{Digest, VerifyingReader};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result, shown};
 use crate::image::{self, Parsed};
 use crate::json;
 
@@ -47,9 +48,8 @@ pub struct Report {
 
 /// Reads only as far as the index (no verification of anything): for `inspect`.
 pub fn read_index(src: impl Read, place: &str) -> Result<BundleIndex> {
-    let mut archive = tar::Archive::new(src);
-    let mut entries = archive.entries().at(|| place.to_owned())?.raw(true);
-    let (_, bytes) = small_entry(&mut entries, place, INDEX_NAME, MAX_INDEX_BYTES)?;
+    let mut tar = archive::Reader::new(Stream(src), place).plain();
+    let (_, bytes) = small_entry(&mut tar, place, INDEX_NAME, MAX_INDEX_BYTES)?;
     BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &bytes)
 }
 
@@ -61,19 +61,17 @@ pub fn read<R: Read>(
     on_index: &mut dyn FnMut(&BundleIndex) -> Result<()>,
     on_entry: &mut dyn FnMut(Item<'_>, &mut dyn Read) -> Result<()>,
 ) -> Result<Report> {
-    let mut archive = tar::Archive::new(Counting { inner: src, pos: 0 });
-    let entries = archive.entries().at(|| place.to_owned())?.raw(true);
-    let (signed, entries) = open_signed(entries, place, trust)?;
+    let mut tar = archive::Reader::new(Stream(src), place).plain();
+    let signed = open_signed(&mut tar, place, trust)?;
     let index = &signed.index;
     on_index(index)?;
     let mut expected = Expected::new(index);
     let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
     let mut report = signed.report();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
+    while let Some(entry) = tar.next_entry().map_err(Error::into_integrity)? {
         let (item, at) = expected.admit(&entry, place)?;
         let (digest, want) = item.digest_and_size();
-        let mut v = VerifyingReader::new(entry, digest.clone(), want);
+        let mut v = VerifyingReader::new(tar.body(), digest.clone(), want);
         if item.is_manifest() && want <= json::MAX_JSON_BYTES {
             let mut buf = Vec::new();
             v.read_to_end(&mut buf).map_err(|e| Error::io(&at, e).into_integrity())?;
@@ -89,7 +87,7 @@ pub fn read<R: Read>(
         }
         report.bytes_checked += want;
     }
-    check_tail(archive.into_inner(), place, 512)?;
+    tar.finish().map_err(Error::into_integrity)?;
     expected.check_complete(place)?;
     check_graph(index, &manifests, place)?;
     report.index = signed.index;
@@ -117,13 +115,9 @@ impl Signed {
 }
 
 /// Reads the first two entries and checks the signature before the index is even parsed.
-pub(crate) fn open_signed<'a, R: Read>(
-    mut entries: tar::Entries<'a, R>,
-    place: &str,
-    trust: Trust<'_>,
-) -> Result<(Signed, tar::Entries<'a, R>)> {
-    let (_, index_bytes) = small_entry(&mut entries, place, INDEX_NAME, MAX_INDEX_BYTES)?;
-    let (_, sig_bytes) = small_entry(&mut entries, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
+pub(crate) fn open_signed<R: Input>(tar: &mut archive::Reader<R>, place: &str, trust: Trust<'_>) -> Result<Signed> {
+    let (_, index_bytes) = small_entry(tar, place, INDEX_NAME, MAX_INDEX_BYTES)?;
+    let (_, sig_bytes) = small_entry(tar, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
     let (key_id, trusted_comment) = match trust {
         Trust::Key(pk) => {
             let sig = String::from_utf8(sig_bytes)
@@ -137,7 +131,7 @@ pub(crate) fn open_signed<'a, R: Read>(
         Trust::Insecure => (None, None),
     };
     let index = BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &index_bytes).map_err(Error::into_integrity)?;
-    Ok((Signed { index, key_id, trusted_comment }, entries))
+    Ok(Signed { index, key_id, trusted_comment })
 }
 
 impl<'a> Item<'a> {
@@ -171,23 +165,20 @@ impl<'a> Expected<'a> {
         }
     }
 
-    /// Checks one entry's header against the index: a plain regular file, listed, seen once,
-    /// with the listed size. Returns what it is and its place for messages.
-    pub fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>, place: &str) -> Result<(Item<'a>, String)> {
-        let name = entry_name(entry, place)?;
+    /// Checks one entry (a plain regular file, seen once: the tar reader's rules) against the
+    /// index: listed, with the listed size. Returns what it is and its place for messages.
+    pub fn admit(&mut self, entry: &archive::Entry, place: &str) -> Result<(Item<'a>, String)> {
+        let name = &entry.name;
         let at = format!("{place}: entry {name}");
-        if !self.seen.insert(name.clone()) {
-            return Err(Error::integrity(at, "duplicate entry"));
-        }
-        let size = entry.header().size().map_err(|e| Error::integrity(&at, e.to_string()))?;
-        let item = match (self.blobs.get(&name), self.files.get(name.as_str())) {
+        self.seen.insert(name.clone());
+        let item = match (self.blobs.get(name), self.files.get(name.as_str())) {
             (Some(b), _) => Item::Blob(b),
             (None, Some(f)) => Item::File(f),
             (None, None) => return Err(Error::integrity(at, "not listed in the signed index")),
         };
         let (_, want) = item.digest_and_size();
-        if size != want {
-            return Err(Error::integrity(at, format!("size is {size} bytes, the signed index says {want}")));
+        if entry.size != want {
+            return Err(Error::integrity(at, format!("size is {} bytes, the signed index says {want}", entry.size)));
         }
         Ok((item, at))
     }
@@ -210,8 +201,8 @@ impl<'a> Expected<'a> {
 }
 
 /// Reads the next entry, which must be the small file `want`.
-fn small_entry<R: Read>(
-    entries: &mut tar::Entries<'_, R>,
+fn small_entry<R: Input>(
+    tar: &mut archive::Reader<R>,
     place: &str,
     want: &str,
     limit: u64,
@@ -222,44 +213,20 @@ fn small_entry<R: Read>(
             format!("not an airlock bundle: its entries must begin with {INDEX_NAME} and {SIGNATURE_NAME}"),
         )
     };
-    let entry = entries.next().ok_or_else(not_bundle)?;
-    let entry = entry.map_err(|e| Error::integrity(place, format!("malformed tar: {e}")))?;
-    let name = entry_name(&entry, place)?;
-    if name != want {
+    let entry = tar.next_entry().map_err(Error::into_integrity)?.ok_or_else(not_bundle)?;
+    if entry.name != want {
         return Err(Error::integrity(
             place,
-            format!("first entries must be {INDEX_NAME} and {SIGNATURE_NAME}, found `{name}` where {want} belongs"),
+            format!(
+                "first entries must be {INDEX_NAME} and {SIGNATURE_NAME}, found `{}` where {want} belongs",
+                shown(&entry.raw)
+            ),
         ));
     }
-    let bytes = json::read_limited(entry, limit)
+    let bytes = json::read_limited(tar.body(), limit)
         .map_err(|e| Error::io(format!("{place}: {want}"), e).into_integrity())?
         .map_err(|msg| Error::integrity(format!("{place}: {want}"), msg))?;
-    Ok((name, bytes))
-}
-
-/// A bundle holds only plain ustar regular files with clean relative names.
-fn entry_name<R: Read>(entry: &tar::Entry<'_, R>, place: &str) -> Result<String> {
-    let h = entry.header();
-    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let at = format!("{place}: entry `{}`", raw.escape_debug());
-    if h.as_ustar().is_none() {
-        return Err(Error::integrity(at, "not a plain ustar header (GNU or v7 headers are not used in bundles)"));
-    }
-    let kind = h.entry_type();
-    if !matches!(kind, tar::EntryType::Regular) {
-        let what = match kind {
-            tar::EntryType::XHeader | tar::EntryType::XGlobalHeader => "a PAX extension header".to_owned(),
-            tar::EntryType::GNULongName | tar::EntryType::GNULongLink => "a GNU long-name header".to_owned(),
-            tar::EntryType::Symlink | tar::EntryType::Link => "a link".to_owned(),
-            other => format!("entry type {:?}", other.as_byte() as char),
-        };
-        return Err(Error::integrity(at, format!("{what}; bundles hold only regular files")));
-    }
-    let clean = crate::source::store::normalise(&raw).map_err(|why| Error::integrity(&at, why))?;
-    if clean != raw {
-        return Err(Error::integrity(at, "entry name is not in canonical form"));
-    }
-    Ok(clean)
+    Ok((entry.name, bytes))
 }
 
 /// Each image's manifests must reach exactly the blobs the index says the image uses.
@@ -296,44 +263,6 @@ pub(crate) fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<
                 "the blobs its manifests use differ from the blobs the signed index lists for it",
             ));
         }
-    }
-    Ok(())
-}
-
-pub(crate) struct Counting<R> {
-    pub inner: R,
-    pub pos: u64,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// After the last entry come at least `min_zeros` zero bytes (the two-block end marker, less what
-/// the tar reader already consumed) and nothing else.
-pub(crate) fn check_tail<R: Read>(mut c: Counting<R>, place: &str, min_zeros: u64) -> Result<()> {
-    let end = c.pos;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut zeros = 0u64;
-    loop {
-        let n = c.read(&mut buf).map_err(|e| Error::io(place, e).into_integrity())?;
-        if n == 0 {
-            break;
-        }
-        if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
-            return Err(Error::integrity(
-                place,
-                format!("trailing data after the end of the archive at byte {}", end + zeros + i as u64),
-            ));
-        }
-        zeros += n as u64;
-    }
-    if end == 0 || zeros < min_zeros {
-        return Err(Error::integrity(place, "truncated: the archive's end marker is missing"));
     }
     Ok(())
 }

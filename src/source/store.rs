@@ -1,18 +1,17 @@
 //! Read-only file stores that image sources read from: a tar archive read as an indexed store
 //! ([`TarStore`]) or a directory ([`DirStore`]).
 //!
-//! Archives are never extracted. A tar is scanned once: every entry name is normalised and checked
-//! (no absolute or `..` paths, no duplicates, links stay inside, no device files, no PAX size that
-//! disagrees with the header, nothing but zeros after the end marker), and each regular file is
-//! remembered by its offset so it can be read later, by several threads at once, with a seek.
+//! Archives are never extracted. A tar is scanned once by the strict [`crate::archive::Reader`]
+//! (which owns every rule about entries, names and the end of the archive); the store adds that
+//! links stay inside the archive, and remembers each regular file by its offset so it can be read
+//! later, by several threads at once, with a seek.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tar::EntryType;
-
-use crate::error::{Error, IoContext, Result};
+use crate::archive::{self, Kind, normalise, resolve_dots};
+use crate::error::{Error, IoContext, Result, shown};
 
 /// Where a source reads its files from.
 pub trait Store: Send + Sync {
@@ -62,101 +61,21 @@ impl TarStore {
         let f = fs_err::File::open(file).map_err(|e| Error::io(&label, e))?;
         let len = f.metadata().at(|| label.clone())?.len();
         let mut store = TarStore { file: file.to_owned(), label, nodes: HashMap::new() };
-        let end = store.scan(BufReader::with_capacity(1 << 16, f), len)?;
-        store.check_tail(end, len)?;
+        let mut tar = archive::Reader::new(BufReader::with_capacity(1 << 16, f), store.loc()).with_len(len);
+        while let Some(entry) = tar.next_entry()? {
+            let place = || format!("{}: entry `{}`", store.loc(), shown(&entry.raw));
+            let node = node_for(&entry).map_err(|why| Error::bad(place(), why))?;
+            if !entry.name.is_empty() {
+                store.nodes.insert(entry.name, node);
+            }
+        }
+        tar.finish()?;
         store.check_links()?;
         Ok(store)
     }
 
     fn loc(&self) -> String {
         self.label.clone()
-    }
-
-    /// Indexes every entry; `len` is the file's length, to name an entry that a truncation cut.
-    fn scan(&mut self, reader: impl Read, len: u64) -> Result<u64> {
-        let mut archive = tar::Archive::new(reader);
-        let mut end = 0u64;
-        let entries = archive.entries().at(|| self.loc())?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| Error::bad(self.loc(), format!("malformed tar: {e}")))?;
-            let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let place = format!("{}: entry `{}`", self.loc(), raw_name.escape_debug());
-            let name = normalise(&raw_name).map_err(|why| Error::bad(&place, why))?;
-            check_pax(&mut entry, &raw_name).map_err(|why| Error::bad(&place, why))?;
-            let node = self.node_for(&entry, &name).map_err(|why| Error::bad(&place, why))?;
-            let data_end = entry.raw_file_position() + entry.size();
-            if data_end > len {
-                let msg = format!(
-                    "truncated archive: the entry's {} bytes end at byte {data_end}, past the end of the file ({len} bytes)",
-                    entry.size()
-                );
-                return Err(Error::bad(place, msg));
-            }
-            end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
-            if name.is_empty() {
-                continue; // "./" itself
-            }
-            if self.nodes.insert(name.clone(), node).is_some() {
-                return Err(Error::bad(place, "duplicate entry"));
-            }
-        }
-        Ok(end)
-    }
-
-    fn node_for<R: Read>(&self, entry: &tar::Entry<'_, R>, name: &str) -> std::result::Result<Node, String> {
-        let kind = entry.header().entry_type();
-        let link = || -> std::result::Result<String, String> {
-            let target = entry.link_name_bytes().ok_or("link without a target")?;
-            Ok(String::from_utf8_lossy(&target).into_owned())
-        };
-        match kind {
-            EntryType::Regular | EntryType::Continuous => {
-                Ok(Node::File { offset: entry.raw_file_position(), size: entry.size() })
-            }
-            EntryType::Directory => Ok(Node::Dir),
-            EntryType::Symlink => {
-                let target = link()?;
-                if target.starts_with('/') {
-                    return Err(format!("symlink to absolute path `{target}` points outside the archive"));
-                }
-                let parent = name.rsplit_once('/').map_or("", |(p, _)| p);
-                let joined = if parent.is_empty() { target.clone() } else { format!("{parent}/{target}") };
-                let resolved =
-                    resolve_dots(&joined).ok_or_else(|| format!("symlink to `{target}` points outside the archive"))?;
-                Ok(Node::Link(resolved))
-            }
-            EntryType::Link => {
-                let target = link()?;
-                Ok(Node::Link(normalise(&target).map_err(|why| format!("hard link target: {why}"))?))
-            }
-            EntryType::XGlobalHeader => Err("PAX global header is not accepted".into()),
-            other => Err(format!("unsupported entry type {:?}", other.as_byte() as char)),
-        }
-    }
-
-    /// After the last entry there must be an end-of-archive marker and nothing but zeros.
-    fn check_tail(&self, end: u64, len: u64) -> Result<()> {
-        if end > len || len - end < 512 {
-            return Err(Error::bad(self.loc(), "truncated archive: it ends before its last entry or end marker"));
-        }
-        let mut f = fs_err::File::open(&self.file).at(|| self.loc())?;
-        f.seek(SeekFrom::Start(end)).at(|| self.loc())?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut pos = end;
-        loop {
-            let n = f.read(&mut buf).at(|| self.loc())?;
-            if n == 0 {
-                return Ok(());
-            }
-            if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
-                let at = pos + i as u64;
-                return Err(Error::bad(
-                    self.loc(),
-                    format!("trailing garbage after the end of the archive at byte {at}"),
-                ));
-            }
-            pos += n as u64;
-        }
     }
 
     fn check_links(&self) -> Result<()> {
@@ -272,82 +191,20 @@ impl Store for DirStore {
     }
 }
 
-/// Normalises an archive path: strips `./` and empty components, refuses absolute paths and `..`.
-pub fn normalise(raw: &str) -> std::result::Result<String, String> {
-    if raw.starts_with('/') {
-        return Err("absolute path".into());
-    }
-    if raw.contains('\0') || raw.contains('\\') {
-        return Err("path contains a NUL or backslash".into());
-    }
-    let mut parts = Vec::new();
-    for c in raw.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err("path contains `..`".into()),
-            c => parts.push(c),
-        }
-    }
-    Ok(parts.join("/"))
-}
-
-/// Resolves `.` and `..` in a joined link target; `None` if it climbs above the root.
-fn resolve_dots(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
+/// What the store remembers of an entry; a symlink's target is resolved against its directory.
+fn node_for(entry: &archive::Entry) -> std::result::Result<Node, String> {
+    match &entry.kind {
+        Kind::File => Ok(Node::File { offset: entry.offset, size: entry.size }),
+        Kind::Dir => Ok(Node::Dir),
+        Kind::Symlink(target) => {
+            if target.starts_with('/') {
+                return Err(format!("symlink to absolute path `{}` points outside the archive", shown(target)));
             }
-            c => parts.push(c),
+            let parent = entry.name.rsplit_once('/').map_or("", |(p, _)| p);
+            let joined = if parent.is_empty() { target.clone() } else { format!("{parent}/{target}") };
+            let outside = || format!("symlink to `{}` points outside the archive", shown(target));
+            Ok(Node::Link(resolve_dots(&joined).ok_or_else(outside)?))
         }
-    }
-    Some(parts.join("/"))
-}
-
-/// PAX records that disagree with what the tar reader uses are a known trick to make two tar
-/// readers see different files: a `size` unlike a non-zero ustar size, or a `path`/`linkpath`
-/// unlike the name in effect (a GNU long name wins in tar-rs, the last record in others).
-fn check_pax<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> std::result::Result<(), String> {
-    let header_size = entry.header().size().unwrap_or(0);
-    let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
-    let Some(exts) = entry.pax_extensions().map_err(|e| format!("bad PAX header: {e}"))? else {
-        return Ok(());
-    };
-    for ext in exts {
-        let ext = ext.map_err(|e| format!("bad PAX record: {e}"))?;
-        let value = ext.value().map_err(|_| "PAX record is not UTF-8".to_owned())?;
-        match ext.key() {
-            Ok("size") => match value.parse::<u64>() {
-                Err(_) => return Err("PAX size record is not a number".into()),
-                Ok(p) if header_size != 0 && p != header_size => {
-                    return Err(format!("PAX size {p} conflicts with header size {header_size}"));
-                }
-                Ok(_) => {}
-            },
-            Ok("path") if value != name => {
-                return Err(format!("PAX path `{value}` conflicts with the entry's name `{name}` (GNU long name?)"));
-            }
-            Ok("linkpath") if link.as_deref() != Some(value) => {
-                return Err(format!("PAX linkpath `{value}` conflicts with the entry's link target {link:?}"));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalise_refuses_escapes() {
-        assert_eq!(normalise("./a/./b").unwrap(), "a/b");
-        assert!(normalise("/etc/passwd").is_err());
-        assert!(normalise("a/../../b").is_err());
-        assert_eq!(resolve_dots("a/b/../c").as_deref(), Some("a/c"));
-        assert_eq!(resolve_dots("a/../../c"), None);
+        Kind::HardLink(target) => Ok(Node::Link(normalise(target).map_err(|why| format!("hard link target: {why}"))?)),
     }
 }

@@ -141,6 +141,66 @@ fn create_refuses_an_entry_whose_gnu_long_name_and_pax_path_disagree() {
 }
 
 #[test]
+fn create_refuses_a_directory_or_link_entry_that_carries_data() {
+    // Its data hides a second index.json that GNU tar, Go and Python would read.
+    for case in ["dir-with-data", "symlink-with-data", "hardlink-with-data"] {
+        refuse_case(case, "oci-archive", EXIT_BAD_INPUT, |i| {
+            vec![
+                "evil.tar".into(),
+                format!("entry `{}`", field(i, "entry")),
+                format!("carries {} bytes of data", i["size"]),
+            ]
+        });
+    }
+    refuse_case("regular-named-like-a-dir", "oci-archive", EXIT_BAD_INPUT, |i| {
+        vec![format!("entry `{}`", field(i, "entry")), "ends in `/`".into()]
+    });
+}
+
+#[test]
+fn create_refuses_a_repeated_pax_key_and_pax_sparse_records() {
+    refuse_case("pax-repeated-key", "oci-archive", EXIT_BAD_INPUT, |i| {
+        vec![format!("entry `{}`", field(i, "entry")), "PAX key `size` is given twice".into()]
+    });
+    refuse_case("pax-sparse", "oci-archive", EXIT_BAD_INPUT, |i| {
+        vec![format!("entry `{}`", field(i, "entry")), "GNU.sparse.major".into(), "sparse files".into()]
+    });
+}
+
+#[test]
+fn create_refuses_a_name_that_is_not_utf8() {
+    refuse_case("non-utf8-name", "oci-archive", EXIT_BAD_INPUT, |i| {
+        vec!["evil.tar".into(), field(i, "entry").into(), "is not UTF-8".into()]
+    });
+}
+
+#[test]
+fn create_refuses_huge_extension_headers_before_reading_them() {
+    for (case, what, cap) in
+        [("huge-pax-header", "PAX extension header", 65536), ("huge-gnu-longname", "GNU long-name header", 4097)]
+    {
+        let env = Env::new();
+        env.keygen("ops");
+        let info = make(&env, case, "evil.tar", None);
+        let needles = [format!("{what} of {} bytes (at most {cap} are accepted)", info["size"])];
+        let (code, rss_kib, stderr) =
+            peak_rss(&env, &["create", "-k", "ops.key", "-o", "out.tar", "oci-archive:evil.tar"]);
+        assert_eq!(code, EXIT_BAD_INPUT as i64, "{stderr}");
+        assert!(stderr.contains(&needles[0]), "stderr lacks {:?}:\n{stderr}", needles[0]);
+        assert!(rss_kib < 64 * 1024, "refusing a {case} took {rss_kib} KiB");
+    }
+}
+
+#[test]
+fn a_long_hostile_entry_name_is_shown_escaped_and_cut_in_messages() {
+    let run = refuse_case("long-hostile-name", "oci-archive", EXIT_BAD_INPUT, |_| {
+        vec!["\\u{1b}[2J\\u{1b}[31mPWNED".into(), "more characters)".into()]
+    });
+    assert!(!run.stderr.contains('\x1b'), "a raw escape reached the terminal:\n{}", run.stderr);
+    assert!(run.stderr.lines().all(|l| l.len() < 600), "a line shows the whole name:\n{}", run.stderr);
+}
+
+#[test]
 fn create_refuses_an_archive_cut_in_the_middle_of_a_blob() {
     let run = refuse_case("truncated-mid-blob", "oci-archive", EXIT_BAD_INPUT, |_| vec!["evil.tar".into()]);
     assert!(run.stderr.contains("truncated"), "the message should say the archive is truncated:\n{}", run.stderr);

@@ -165,7 +165,7 @@ fn trailing_garbage_after_a_bundle_is_refused() {
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-trailing-garbage");
-    run.fails(EXIT_INTEGRITY, &["bad.tar", "trailing data", &format!("at byte {}", info["at"])]);
+    run.fails(EXIT_INTEGRITY, &["bad.tar", "trailing garbage", &format!("at byte {}", info["at"])]);
 }
 
 #[test]
