@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod docker_archive;
 pub mod oci;
+pub mod pgzip;
 pub mod registry;
 pub mod stage;
 pub mod store;

@@ -13,10 +13,6 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use gzp::deflate::Gzip;
-use gzp::par::compress::ParCompressBuilder;
-use gzp::{GzpError, ZWriter};
-
 use crate::digest::{Digest, HashingReader, HashingWriter, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
@@ -167,22 +163,8 @@ const GZIP_THREADS: usize = 2;
 fn compress(src: &mut impl Read, out: &mut (impl Write + Send), compression: Compression) -> io::Result<()> {
     match compression {
         Compression::Gzip(level) => {
-            // pigz-style: blocks compressed in parallel, each primed with the previous 32 KiB, so
-            // one big layer uses every core. The output does not depend on the thread count.
-            std::thread::scope(|scope| -> io::Result<()> {
-                let mut enc = ParCompressBuilder::<Gzip>::new()
-                    .num_threads(GZIP_THREADS)
-                    .map_err(io::Error::other)?
-                    .compression_level(flate2::Compression::new(level))
-                    .from_borrowed_writer(&mut *out, scope);
-                let copied = io::copy(src, &mut enc);
-                let finished = enc.finish().map_err(|e| match e {
-                    GzpError::Io(e) => e,
-                    other => io::Error::other(other),
-                });
-                copied?;
-                finished.map(drop)
-            })?;
+            // One big layer uses every core; the output does not depend on the thread count.
+            super::pgzip::compress(src, out, level, GZIP_THREADS)?;
             out.flush()
         }
         Compression::Zstd(level) => {
