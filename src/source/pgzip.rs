@@ -21,11 +21,14 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 /// Input bytes per block.
 pub const BLOCK: usize = 128 << 10;
 
+/// A deflated block and the CRC-32 of its input, or why it could not be made.
+type Piece = io::Result<(Vec<u8>, Crc)>;
+
 /// One block to deflate, and where its result goes.
 struct Job {
     input: Vec<u8>,
     last: bool,
-    reply: SyncSender<io::Result<(Vec<u8>, Crc)>>,
+    reply: SyncSender<Piece>,
 }
 
 /// Compresses all of `src` into `out` as gzip at `level` (0-9) on `threads` worker threads.
@@ -46,18 +49,18 @@ pub fn compress(src: &mut dyn Read, out: &mut dyn Write, level: u32, threads: us
 
 fn pipeline(src: &mut dyn Read, out: &mut dyn Write, level: u32, tx: SyncSender<Job>, depth: usize) -> io::Result<()> {
     out.write_all(&header(level))?;
-    let mut pending: VecDeque<Receiver<io::Result<(Vec<u8>, Crc)>>> = VecDeque::new();
+    let mut pending: VecDeque<Receiver<Piece>> = VecDeque::new();
     let mut crc = Crc::new();
     let mut cur = read_block(src)?;
     loop {
         let next = if cur.len() == BLOCK { read_block(src)? } else { Vec::new() };
         let last = next.is_empty();
         let (reply, result) = sync_channel(1);
-        tx.send(Job { input: cur, last, reply })
-            .map_err(|_| io::Error::other("gzip worker stopped"))?;
+        tx.send(Job { input: cur, last, reply }).map_err(|_| io::Error::other("gzip worker stopped"))?;
         pending.push_back(result);
         while pending.len() > depth || (last && !pending.is_empty()) {
-            let piece = pending.pop_front().expect("not empty").recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
+            let piece =
+                pending.pop_front().expect("not empty").recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
             let (bytes, block_crc) = piece?;
             crc.combine(&block_crc);
             out.write_all(&bytes)?;
@@ -89,7 +92,8 @@ fn worker(rx: &Mutex<Receiver<Job>>, level: u32) {
 }
 
 /// One block of raw deflate, ended by a sync flush, or by the final block if `last`.
-fn deflate_block(deflate: &mut Compress, input: &[u8], last: bool) -> io::Result<Vec<u8>> {    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+fn deflate_block(deflate: &mut Compress, input: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     let mut out = Vec::with_capacity(input.len() + input.len() / 16 + 64);
     let start = deflate.total_in();
     loop {

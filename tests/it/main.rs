@@ -2,12 +2,14 @@
 //! operator would, and checks what they would see (exit code, message, files, what real docker,
 //! podman, containerd, skopeo and minisign make of the result).
 
+mod big_save;
 mod cli;
 mod common;
 mod create;
 mod daemon_source;
 mod docker26;
 mod fuzz_corpus;
+mod full_disk;
 mod hostile;
 mod interop;
 mod odd_values;
