@@ -5,11 +5,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use crate::cleanup::{self, Registered};
 use crate::error::{Error, IoContext, Result};
 
 pub struct AtomicFile {
     tmp: tempfile::NamedTempFile,
     dest: PathBuf,
+    /// After `tmp`, so it is forgotten only once the file is gone.
+    _registered: Registered,
 }
 
 /// The directory a path lives in (`.` for a bare file name).
@@ -28,7 +31,8 @@ impl AtomicFile {
             .suffix(".tmp")
             .tempfile_in(dir)
             .at(|| dir.display().to_string())?;
-        Ok(AtomicFile { tmp, dest: dest.to_owned() })
+        let _registered = cleanup::register(tmp.path());
+        Ok(AtomicFile { tmp, dest: dest.to_owned(), _registered })
     }
 
     pub fn file(&self) -> &File {

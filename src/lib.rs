@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod atomic;
 pub mod bundle;
+pub mod cleanup;
 pub mod create;
 pub mod daemon;
 pub mod digest;

@@ -84,7 +84,12 @@ pub fn run(args: CreateArgs) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     };
+    super::interrupt::set_outcome(format!(
+        "{} was not written (a bundle appears whole or not at all)",
+        opts.output.display()
+    ));
     let created = create::create(&opts, &key, &progress)?;
+    super::interrupt::set_outcome(format!("{} was written", opts.output.display()));
     bar.finish_and_clear();
     for notice in &created.notices {
         eprintln!("note: {notice}");

@@ -42,6 +42,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let platform = super::platform_or_host(args.platform.as_deref())?;
     let key = args.trust.load()?;
     let (src, place) = super::open_bundle(&args.bundle)?;
+    super::interrupt::set_outcome(format!("{} was not written", args.output.display()));
     let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
     super::print_verified(&place, &staged.report);
     match args.format {

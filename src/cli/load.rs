@@ -33,6 +33,9 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let key = args.trust.load()?;
     let (src, place) = super::open_bundle(&args.bundle)?;
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    super::interrupt::set_outcome(
+        "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",
+    );
     let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp)?;
     super::print_verified(&place, &staged.report);
     let images = docker_archive::plan(&staged, &platform)?;

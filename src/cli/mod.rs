@@ -4,6 +4,7 @@ mod completions;
 mod create;
 mod export;
 mod inspect;
+mod interrupt;
 mod keygen;
 mod load;
 mod push;
@@ -55,6 +56,7 @@ enum Command {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    interrupt::install();
     match args.command {
         Command::Keygen(a) => keygen::run(a),
         Command::Create(a) => create::run(a),

@@ -51,6 +51,11 @@ pub fn run(args: PushArgs) -> Result<()> {
     let client = Client::new(&target.registry, &args.registry.options()?)?;
     let key = args.trust.load()?;
     let trust = super::trust::trust(&key);
+    super::interrupt::set_outcome(format!(
+        "blobs and manifests already pushed to {} stay (each was verified; tags are pushed last, so \
+         no tag points at anything incomplete); run the push again to send the rest",
+        args.to
+    ));
     let staged: Staged;
     let indexed: IndexedBundle;
     let bundle: &dyn Blobs = if args.bundle.as_os_str() == "-" {

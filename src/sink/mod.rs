@@ -21,6 +21,8 @@ use crate::error::{Error, IoContext, Result};
 pub struct Staged {
     pub dir: tempfile::TempDir,
     pub report: Report,
+    /// After `dir`, so it is forgotten only once the directory is gone or kept.
+    _registered: crate::cleanup::Registered,
 }
 
 impl Staged {
@@ -60,6 +62,7 @@ impl Staged {
 pub fn stage(src: impl Read, place: &str, trust: Trust<'_>, parent: &Path) -> Result<Staged> {
     let dir =
         tempfile::Builder::new().prefix(".airlock-export-").tempdir_in(parent).at(|| parent.display().to_string())?;
+    let _registered = crate::cleanup::register(dir.path());
     let blobs = dir.path().join("blobs").join("sha256");
     fs_err::create_dir_all(&blobs).at(|| blobs.display().to_string())?;
     let root = dir.path().to_owned();
@@ -76,7 +79,7 @@ pub fn stage(src: impl Read, place: &str, trust: Trust<'_>, parent: &Path) -> Re
     let report = reader::read(src, place, trust, &mut |_| Ok(()), &mut on_entry)?;
     sync_dir(&blobs);
     sync_dir(dir.path());
-    Ok(Staged { dir, report })
+    Ok(Staged { dir, report, _registered })
 }
 
 /// Writes `data` (read from `source`) to `path` through a temporary name in the same directory,

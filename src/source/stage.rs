@@ -48,6 +48,8 @@ pub struct Stager {
     dir: tempfile::TempDir,
     compression: Compression,
     done: Mutex<HashMap<Digest, (Descriptor, Origin)>>,
+    /// After `dir`, so it is forgotten only once the directory is gone.
+    _registered: crate::cleanup::Registered,
 }
 
 impl Stager {
@@ -58,7 +60,8 @@ impl Stager {
             .prefix(".airlock-stage-")
             .tempdir_in(parent)
             .at(|| parent.display().to_string())?;
-        Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()) })
+        let _registered = crate::cleanup::register(dir.path());
+        Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()), _registered })
     }
 
     /// Whether layers are compressed when staged (not with `--compression none`).

@@ -1,0 +1,47 @@
+//! SIGINT and SIGTERM: remove what the run was staging, say what was and was not written, and exit
+//! 130 or 143 (128 + the signal), as a shell reports a process killed by that signal.
+//!
+//! signal-hook rather than ctrlc: ctrlc runs one handler for SIGINT and (with a feature) SIGTERM
+//! without saying which arrived, and the exit code must tell them apart. The signal is handled on
+//! signal-hook's own thread, outside signal context, so it may lock, remove files and print; the
+//! temporary paths come from [`airlock::cleanup`], where every staging directory and temporary
+//! file registers itself.
+
+use std::sync::Mutex;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// What an interruption means for the command's output, set by the command.
+static OUTCOME: Mutex<String> = Mutex::new(String::new());
+
+/// Installs the handler. Failing to install it only loses the clean-up, so that is not an error.
+pub fn install() {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else { return };
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            handle(signal);
+        }
+    });
+}
+
+/// Says what an interruption from now on leaves: what was written and what was not.
+pub fn set_outcome(text: impl Into<String>) {
+    *OUTCOME.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.into();
+}
+
+fn handle(signal: i32) -> ! {
+    let removed = airlock::cleanup::remove_all();
+    let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+    let mut msg = format!("\nerror: interrupted by {name}");
+    if !removed.is_empty() {
+        let paths: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        msg.push_str(&format!("; removed the temporary {}", paths.join(", ")));
+    }
+    let outcome = OUTCOME.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if !outcome.is_empty() {
+        msg.push_str(&format!("\n  {outcome}"));
+    }
+    eprintln!("{msg}");
+    std::process::exit(128 + signal);
+}
