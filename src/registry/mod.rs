@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use ureq::http::{Method, Response};
 
 use self::auth::{Auth, Credential, CredentialSource};
-use self::transport::{Attempt, Body, Failure, Request, Transport, header, retrying, status_error};
+use self::transport::{Attempt, Body, Failure, Request, Transport, header, retrying, status_error, status_error_codes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -169,14 +169,32 @@ impl Client {
     /// `HEAD /v2/<name>/blobs/<digest>`: the blob's size, or `None` if the repository lacks it.
     pub fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>> {
         let place = self.place(repo, &format!("@{digest}"))?;
-        let scopes = scopes(repo, "pull");
-        let req = self.request(Method::HEAD, format!("/v2/{repo}/blobs/{digest}"), &scopes, &place);
+        match self.head_blob(repo, digest, &scopes(repo, "pull"), &place)? {
+            Some(size) => size.map(Some).ok_or_else(|| Error::registry(place, "HEAD answered without Content-Length")),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the repository holds the blob whole: `HEAD` answers 200 with a `Content-Length`
+    /// equal to `size`. Any other length (a partial or different blob) or none means "upload it".
+    pub fn has_blob(&self, repo: &str, digest: &Digest, size: u64) -> Result<bool> {
+        let place = self.place(repo, &format!("@{digest}"))?;
+        self.holds(repo, digest, size, &scopes(repo, "pull"), &place)
+    }
+
+    /// [`Client::has_blob`] with the caller's token scopes.
+    fn holds(&self, repo: &str, digest: &Digest, size: u64, scopes: &[String], place: &str) -> Result<bool> {
+        Ok(self.head_blob(repo, digest, scopes, place)? == Some(Some(size)))
+    }
+
+    /// `HEAD` a blob: `None` when absent, else its `Content-Length` if it sent a readable one.
+    fn head_blob(&self, repo: &str, digest: &Digest, scopes: &[String], place: &str) -> Result<Option<Option<u64>>> {
+        let req = self.request(Method::HEAD, format!("/v2/{repo}/blobs/{digest}"), scopes, place);
         let resp = self.call(&req, &[200, 404])?;
         if resp.status() == 404 {
             return Ok(None);
         }
-        let size = header(&resp, "content-length").and_then(|v| v.parse().ok());
-        size.map(Some).ok_or_else(|| Error::registry(place, "HEAD answered without Content-Length"))
+        Ok(Some(header(&resp, "content-length").and_then(|v| v.parse().ok())))
     }
 
     /// `POST /v2/<name>/blobs/uploads/?mount=<digest>&from=<other>`: links a blob the registry
@@ -200,8 +218,17 @@ impl Client {
     }
 
     /// `PUT /v2/<name>/manifests/<reference>`. Returns the manifest's digest, after checking the
-    /// registry's `Docker-Content-Digest` (when it sends one) names the same bytes.
-    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
+    /// registry's `Docker-Content-Digest` (when it sends one) names the same bytes. When the
+    /// registry answers `MANIFEST_BLOB_UNKNOWN` (or `BLOB_UNKNOWN`), `repair` is called once to put
+    /// the missing blobs in place and the `PUT` is tried once more.
+    pub fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+        repair: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Digest> {
         let (place, reference) = self.manifest_place(repo, reference)?;
         let digest = Digest::of_bytes(bytes);
         if matches!(&reference, ManifestRef::Digest(d) if *d != digest) {
@@ -211,9 +238,30 @@ impl Client {
         let mut req =
             self.request(Method::PUT, format!("/v2/{repo}/manifests/{}", url_ref(&reference)), &scopes, &place);
         req.headers.push(("content-type", media_type.to_owned()));
-        let resp = retrying(self.max_retries, || expect(self.transport.send(&req, Body::Bytes(bytes))?, &[201], &req))?;
-        check_content_digest(&resp, &digest, &place)?;
-        Ok(digest)
+        let mut repaired = false;
+        loop {
+            match retrying(self.max_retries, || self.send_manifest(&req, bytes))? {
+                Ok(resp) => {
+                    check_content_digest(&resp, &digest, &place)?;
+                    return Ok(digest);
+                }
+                Err(_) if !std::mem::replace(&mut repaired, true) => repair()?,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// One manifest `PUT`: the 201 answer, or the error of a registry missing some of its blobs.
+    fn send_manifest(&self, req: &Request, bytes: &[u8]) -> Attempt<std::result::Result<Response<ureq::Body>, Error>> {
+        let resp = self.transport.send(req, Body::Bytes(bytes))?;
+        if resp.status() == 201 {
+            return Ok(Ok(resp));
+        }
+        let (err, codes) = status_error_codes(req.place, &req.method, resp);
+        if codes.iter().any(|c| c == "MANIFEST_BLOB_UNKNOWN" || c == "BLOB_UNKNOWN") {
+            return Ok(Err(err));
+        }
+        Err(Failure::Fatal(err))
     }
 
     /// `HEAD /v2/<name>/manifests/<reference>`: the manifest's digest and media type, or `None`.
@@ -344,13 +392,22 @@ fn media_type(resp: &Response<ureq::Body>) -> Option<String> {
     (!value.is_empty()).then(|| value.to_owned())
 }
 
-/// A `Docker-Content-Digest` that is a sha256 and differs from `expected` is an integrity error.
+/// A `Docker-Content-Digest` naming another digest, or none we can read, is the registry's
+/// failure (it did not say it stored what we sent), not the content's. An absent one is fine
+/// (the spec makes it optional).
 fn check_content_digest(resp: &Response<ureq::Body>, expected: &Digest, place: &str) -> Result<()> {
-    match header(resp, "docker-content-digest").map(Digest::parse) {
-        Some(Ok(found)) if found != *expected => {
-            Err(Error::integrity(place, format!("registry reports digest {found}, expected {expected}")))
+    let Some(value) = resp.headers().get("docker-content-digest") else { return Ok(()) };
+    match value.to_str().ok().map(Digest::parse) {
+        Some(Ok(found)) if found == *expected => Ok(()),
+        Some(Ok(found)) => Err(Error::registry(place, format!("registry reports digest {found}, expected {expected}"))),
+        _ => {
+            let shown: String =
+                String::from_utf8_lossy(value.as_bytes()).chars().take(100).flat_map(char::escape_debug).collect();
+            Err(Error::registry(
+                place,
+                format!("registry reports an unreadable Docker-Content-Digest `{shown}`, expected {expected}"),
+            ))
         }
-        _ => Ok(()),
     }
 }
 

@@ -289,8 +289,15 @@ fn transport_failure(place: &str, err: ureq::Error) -> Failure {
 
 /// An error for an unexpected status: `HTTP 404 Not Found: MANIFEST_UNKNOWN: manifest unknown`.
 pub(super) fn status_error(place: &str, method: &Method, resp: Response<ureq::Body>) -> Error {
+    status_error_codes(place, method, resp).0
+}
+
+/// [`status_error`], with the registry's error codes (`MANIFEST_BLOB_UNKNOWN`) for the caller
+/// that acts on them.
+pub(super) fn status_error_codes(place: &str, method: &Method, resp: Response<ureq::Body>) -> (Error, Vec<String>) {
     let status = resp.status();
-    Error::registry(place, format!("{method} answered HTTP {status}{}", registry_message(resp)))
+    let (codes, message) = explanation(resp);
+    (Error::registry(place, format!("{method} answered HTTP {status}{message}")), codes)
 }
 
 #[derive(Deserialize)]
@@ -307,25 +314,35 @@ struct ErrorEntry {
 /// The registry's explanation (spec "Error Codes": `errors[].code/message`) as `: CODE: message`,
 /// or the start of a non-JSON body, or nothing.
 pub(super) fn registry_message(resp: Response<ureq::Body>) -> String {
+    explanation(resp).1
+}
+
+/// The error codes of a response body and its message for humans (escaped, at most 200
+/// characters per part: it comes from the registry).
+fn explanation(resp: Response<ureq::Body>) -> (Vec<String>, String) {
     let mut text = Vec::new();
     let _ = resp.into_body().into_reader().take(ERROR_BODY_MAX).read_to_end(&mut text);
+    let clean = |s: &str| -> String {
+        s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).flat_map(char::escape_debug).collect()
+    };
     if let Ok(body) = serde_json::from_slice::<ErrorBody>(&text) {
+        let codes: Vec<String> = body.errors.iter().filter_map(|e| e.code.clone()).collect();
         let parts: Vec<String> = body
             .errors
             .iter()
+            .take(10)
             .map(|e| match (&e.code, &e.message) {
-                (Some(c), Some(m)) => format!("{c}: {m}"),
-                (c, m) => c.clone().or(m.clone()).unwrap_or_default(),
+                (Some(c), Some(m)) => format!("{}: {}", clean(c), clean(m)),
+                (c, m) => clean(c.as_deref().or(m.as_deref()).unwrap_or_default()),
             })
             .filter(|s| !s.is_empty())
             .collect();
         if !parts.is_empty() {
-            return format!(": {}", parts.join("; "));
+            return (codes, format!(": {}", parts.join("; ")));
         }
     }
-    let text = String::from_utf8_lossy(&text);
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect();
-    if line.is_empty() { String::new() } else { format!(": {line}") }
+    let line = clean(&String::from_utf8_lossy(&text));
+    (Vec::new(), if line.is_empty() { String::new() } else { format!(": {line}") })
 }
 
 /// A response header as text, if present and printable.

@@ -55,7 +55,7 @@ impl Client {
         let mut first = true;
         retrying(self.max_retries, || {
             // A failure may have come after the registry committed the blob.
-            if !std::mem::take(&mut first) && self.holds(&blob)? {
+            if !std::mem::take(&mut first) && self.holds(repo, digest, size, &scopes, &place)? {
                 return Ok(());
             }
             if size > self.chunk_threshold {
@@ -148,7 +148,7 @@ impl Client {
         }
         s.location = header(&resp, "location").map_or(s.location.clone(), str::to_owned);
         // distribution says `0-0` both for nothing and for one byte; nothing is the safe reading.
-        s.offset = range_end(&resp).filter(|&end| end > 1).unwrap_or(0);
+        s.offset = range_end(&resp).filter(|&end| end > 1 && end <= blob.size).unwrap_or(0);
         Ok(true)
     }
 
@@ -165,14 +165,6 @@ impl Client {
         check_content_digest(&resp, blob.digest, blob.place).map_err(Failure::Fatal)
     }
 
-    /// `HEAD` the blob: is it there, whole?
-    fn holds(&self, blob: &Blob) -> Attempt<bool> {
-        let req =
-            self.request(Method::HEAD, format!("/v2/{}/blobs/{}", blob.repo, blob.digest), blob.scopes, blob.place);
-        let resp = self.transport.send(&req, Body::Empty)?;
-        Ok(resp.status() == 200 && header(&resp, "content-length") == Some(&blob.size.to_string()))
-    }
-
     /// `DELETE <location>`: abandons an upload session. Best effort; the registry expires it anyway.
     pub(super) fn cancel_upload(&self, location: &str, scopes: &[String], place: &str) {
         let req = self.request(Method::DELETE, location.to_owned(), scopes, place);
@@ -184,7 +176,7 @@ impl Client {
 fn range_end(resp: &Response<ureq::Body>) -> Option<u64> {
     let range = header(resp, "range")?;
     let last: u64 = range.trim().trim_start_matches("bytes=").strip_prefix("0-")?.parse().ok()?;
-    Some(last + 1)
+    last.checked_add(1)
 }
 
 fn expect_eof(source: &mut dyn Read, place: &str) -> Attempt<()> {

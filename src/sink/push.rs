@@ -230,13 +230,15 @@ fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>>
     Ok(plans)
 }
 
-/// Which (repository, blob) pairs the registry already has; asked in parallel.
+/// Which (repository, blob) pairs the registry already holds whole; asked in parallel.
 fn present(client: &Client, plans: &[Plan<'_>]) -> Result<BTreeSet<(String, Digest)>> {
     use rayon::prelude::*;
-    let pairs: BTreeSet<(String, Digest)> =
-        plans.iter().flat_map(|p| p.blobs.iter().map(|b| (p.repo.clone(), b.digest.clone()))).collect();
-    let found: Result<Vec<Option<(String, Digest)>>> =
-        pairs.into_par_iter().map(|(repo, d)| Ok(client.blob_size(&repo, &d)?.map(|_| (repo, d)))).collect();
+    let pairs: BTreeMap<(String, Digest), u64> =
+        plans.iter().flat_map(|p| p.blobs.iter().map(|b| ((p.repo.clone(), b.digest.clone()), b.size))).collect();
+    let found: Result<Vec<Option<(String, Digest)>>> = pairs
+        .into_par_iter()
+        .map(|((repo, d), size)| Ok(client.has_blob(&repo, &d, size)?.then_some((repo, d))))
+        .collect();
     Ok(found?.into_iter().flatten().collect())
 }
 
@@ -290,13 +292,7 @@ fn upload(
             let outcome = match &source {
                 Some(from) if client.mount_blob(repo, from, digest)? => Outcome::Mounted,
                 _ => {
-                    // An integrity failure here is the bundle's: name its entry, not the target.
-                    client.push_blob(repo, digest, size, &mut || bundle.open(digest)).map_err(|e| match e {
-                        Error::Integrity { msg, .. } => {
-                            Error::integrity(format!("{}: entry {}", bundle.place(), digest.blob_path()), msg)
-                        }
-                        other => other,
-                    })?;
+                    push_blob(bundle, client, repo, digest, size)?;
                     let total = done.fetch_add(size, Ordering::Relaxed) + size;
                     progress(&format!("uploaded {digest} to {repo}"), total);
                     Outcome::Uploaded
@@ -308,6 +304,28 @@ fn upload(
         Ok(())
     })?;
     Ok(outcomes.into_inner().expect("lock"))
+}
+
+/// Uploads one blob from the bundle. An integrity failure here is the bundle's: it names the
+/// bundle's entry, not the target.
+fn push_blob(bundle: &dyn Blobs, client: &Client, repo: &str, digest: &Digest, size: u64) -> Result<()> {
+    client.push_blob(repo, digest, size, &mut || bundle.open(digest)).map_err(|e| match e {
+        Error::Integrity { msg, .. } => {
+            Error::integrity(format!("{}: entry {}", bundle.place(), digest.blob_path()), msg)
+        }
+        other => other,
+    })
+}
+
+/// After a manifest `PUT` answered `MANIFEST_BLOB_UNKNOWN`: asks again for each of the image's
+/// blobs and uploads those the registry does not hold whole (it may have lied, or collected them).
+fn upload_missing(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Result<()> {
+    for b in &plan.blobs {
+        if !client.has_blob(&plan.repo, &b.digest, b.size)? {
+            push_blob(bundle, client, &plan.repo, &b.digest, b.size)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads (and so verifies) all of an image's manifests, then pushes the children by digest and
@@ -333,7 +351,8 @@ fn push_manifests(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Resul
         {
             continue;
         }
-        let got = client.put_manifest(&plan.repo, &reference, &m.media_type, bytes)?;
+        let mut repair = || upload_missing(bundle, client, plan);
+        let got = client.put_manifest(&plan.repo, &reference, &m.media_type, bytes, &mut repair)?;
         if got != m.digest {
             return Err(Error::integrity(
                 format!("{}:{reference}", plan.target.name()),

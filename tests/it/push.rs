@@ -9,6 +9,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, big_layout, skip_without, tool};
+use crate::registry::{RewritingProxy, set_header};
 
 const EXIT_REGISTRY: i32 = 7;
 
@@ -207,4 +208,51 @@ fn a_stopped_registry_is_named_and_an_interrupted_push_completes_on_rerun() {
 fn stored_blobs(dir: &Path) -> usize {
     let root = dir.join("data/docker/registry/v2/blobs/sha256");
     walkdir::WalkDir::new(root).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_name() == "data").count()
+}
+
+#[test]
+fn a_registry_claiming_blobs_of_another_length_gets_them_uploaded() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&[]);
+    // Every blob HEAD says "here, 1 byte": a truncated or different blob, not the one pushed.
+    let proxy = RewritingProxy::start(&reg.host, |req, head| {
+        if !(req.starts_with("head /v2/") && req.contains("/blobs/sha256:")) {
+            return head;
+        }
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nDocker-Content-Digest: sha256:x".to_owned()
+    });
+    let report = push_json(&env, &["--to", &format!("{}/mirror", proxy.host)]);
+    assert_eq!(sum(&report, "blobsSkipped"), 0, "{report}");
+    for (name, digest) in signed_images(&env, "b.tar") {
+        let at = target(&reg, &name);
+        assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
+    }
+}
+
+#[test]
+fn an_unreadable_docker_content_digest_fails_every_put() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    for what in ["/blobs/uploads/", "/manifests/"] {
+        let reg = Registry::start(&[]);
+        let proxy = RewritingProxy::start(&reg.host, move |req, head| {
+            let lie = req.starts_with("put /v2/") && req.split(' ').nth(1).unwrap().contains(what);
+            if lie { set_header(&head, "Docker-Content-Digest", "sha256:not-a-digest") } else { head }
+        });
+        let to = format!("{}/mirror", proxy.host);
+        env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to])
+            .fails(EXIT_REGISTRY, &[&proxy.host, "Docker-Content-Digest `sha256:not-a-digest`"]);
+        if what == "/blobs/uploads/" {
+            for (name, _) in signed_images(&env, "b.tar") {
+                assert_eq!(registry_digest(&target(&reg, &name), PLAIN), None, "{name} must not be tagged");
+            }
+        }
+    }
 }

@@ -126,7 +126,7 @@ fn pushes_an_image_that_skopeo_reads_back_and_mounts_its_blobs() {
     assert_eq!(client.blob_size("team/app", &layer_digest).unwrap(), Some(layer.len() as u64));
     assert_eq!(client.blob_size("team/app", &config_digest).unwrap(), Some(config.len() as u64));
 
-    let digest = client.put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest).unwrap();
+    let digest = client.put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest, &mut || Ok(())).unwrap();
     assert_eq!(digest, Digest::of_bytes(&manifest));
     let url = format!("docker://{}/team/app:1.0", reg.host);
     let seen = tool("skopeo", &["inspect", "--tls-verify=false", &url], &[]).ok();
@@ -286,6 +286,104 @@ fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<(Arc<AtomicBool>, u6
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// An HTTP proxy in front of `upstream` that passes each response head (status line and headers,
+/// without the blank line) through `rewrite`, with the lowercased request head: a registry that
+/// lies about what it holds or what it stored.
+pub(crate) struct RewritingProxy {
+    pub host: String,
+}
+
+type Rewrite = dyn Fn(&str, String) -> String + Send + Sync;
+
+impl RewritingProxy {
+    pub(crate) fn start(upstream: &str, rewrite: impl Fn(&str, String) -> String + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let (upstream, rewrite): (String, Arc<Rewrite>) = (upstream.to_owned(), Arc::new(rewrite));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, rewrite) = (upstream.clone(), rewrite.clone());
+                std::thread::spawn(move || while relay(&client, &upstream, &*rewrite).is_some() {});
+            }
+        });
+        RewritingProxy { host }
+    }
+}
+
+/// Carries one request upstream (on a connection of its own) and its rewritten answer back.
+fn relay(mut client: &TcpStream, upstream: &str, rewrite: &Rewrite) -> Option<()> {
+    let head = read_head(&mut client)?;
+    let lower = head.to_lowercase();
+    let len = header_value(&lower, "content-length").map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0u8; len];
+    client.read_exact(&mut body).ok()?;
+    let mut server = TcpStream::connect(upstream).ok()?;
+    let kept: Vec<&str> = head.lines().filter(|l| !l.to_lowercase().starts_with("connection:")).collect();
+    server.write_all(format!("{}\r\nConnection: close\r\n\r\n", kept.join("\r\n").trim_end()).as_bytes()).ok()?;
+    server.write_all(&body).ok()?;
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer).ok()?;
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let resp_head = rewrite(&lower, String::from_utf8_lossy(&answer[..split]).into_owned());
+    client.write_all(format!("{resp_head}\r\n\r\n").as_bytes()).ok()?;
+    client.write_all(&answer[split + 4..]).ok()?;
+    (!resp_head.to_lowercase().contains("connection: close")).then_some(())
+}
+
+fn read_head(conn: &mut impl Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        (conn.read(&mut byte).ok()? == 1).then_some(())?;
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head[..head.len() - 4]).into_owned())
+}
+
+/// A header's value in a lowercased head.
+pub(crate) fn header_value<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+}
+
+/// A response head with `name` set to `value` (replacing any such header).
+pub(crate) fn set_header(head: &str, name: &str, value: &str) -> String {
+    let mut lines: Vec<String> = head
+        .lines()
+        .filter(|l| !l.to_lowercase().starts_with(&format!("{}:", name.to_lowercase())))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{name}: {value}"));
+    lines.join("\r\n")
+}
+
+#[test]
+fn a_manifest_the_registry_finds_blobs_missing_for_is_repaired_once() {
+    let reg = Registry::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let client = reg.client(options(tmp.path()));
+    let (config, layer, manifest) = image(1000);
+    let repairs = AtomicUsize::new(0);
+    let mut give_up = || {
+        repairs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    };
+    let err = client.put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest, &mut give_up).unwrap_err();
+    assert!(chain(&err).contains("MANIFEST_BLOB_UNKNOWN"), "{}", chain(&err));
+    assert_eq!(repairs.load(Ordering::SeqCst), 1, "one repair, one retry");
+
+    let mut upload = || {
+        repairs.fetch_add(1, Ordering::SeqCst);
+        push(&client, "team/app", &config)?;
+        push(&client, "team/app", &layer).map(drop)
+    };
+    let digest = client.put_manifest("team/app", "1.0", OCI_MANIFEST, &manifest, &mut upload).unwrap();
+    assert_eq!(repairs.load(Ordering::SeqCst), 2);
+    let url = format!("docker://{}/team/app:1.0", reg.host);
+    let seen: serde_json::Value =
+        serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &url], &[]).ok().stdout).unwrap();
+    assert_eq!(seen["Digest"], digest.to_string());
 }
 
 /// distribution keeps the bytes of a broken `PATCH` and then refuses to resume the session ("upload
