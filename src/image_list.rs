@@ -31,7 +31,7 @@ pub enum Allow {
 pub const MAX_YAML_DEPTH: usize = 32;
 
 pub fn read(path: &Path, allow: Allow) -> Result<Vec<SourceSpec>> {
-    let text = fs_err::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let text = crate::local_file::read_text(path, crate::local_file::MAX_LIST_BYTES, "an image list")?;
     let place = |line: usize| format!("{}:{line}", path.display());
     if is_yaml(&text) { read_yaml(&text, &place, allow) } else { read_lines(&text, &place) }
 }

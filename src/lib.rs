@@ -18,6 +18,7 @@ pub mod fuzz;
 pub mod image;
 pub mod image_list;
 pub mod json;
+pub mod local_file;
 pub mod reference;
 pub mod registry;
 pub mod sink;

@@ -26,7 +26,7 @@ pub const DOCKER_HUB: &str = "docker.io";
 
 impl Reference {
     pub fn parse(text: &str) -> Result<Self, ReferenceError> {
-        let fail = |why: &str| ReferenceError { text: text.chars().take(300).collect(), why: why.to_owned() };
+        let fail = |why: &str| ReferenceError { text: crate::error::shown(text), why: why.to_owned() };
         if text.is_empty() || text.len() > 4096 {
             return Err(fail("empty or longer than 4096 characters"));
         }

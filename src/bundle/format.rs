@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown};
+use crate::image::Platform;
 use crate::json;
+use crate::reference::Reference;
 
 pub const INDEX_NAME: &str = "airlock.json";
 pub const SIGNATURE_NAME: &str = "airlock.json.minisig";
@@ -86,7 +88,37 @@ impl BundleIndex {
                 ),
             ));
         }
+        index.check_names().map_err(|why| Error::bad(place, why))?;
         Ok(index)
+    }
+
+    /// Every name the index gives is what airlock itself would write: an image name is a valid
+    /// reference in its normalised form, a platform is `os/arch[/variant]`, and no text the
+    /// commands print holds a control character (it could rewrite the terminal).
+    fn check_names(&self) -> std::result::Result<(), String> {
+        for img in &self.images {
+            let r = Reference::parse(&img.name).map_err(|e| format!("image name: {e}"))?;
+            if r.to_string() != img.name {
+                return Err(format!("image name `{}` is not in its normalised form `{r}`", shown(&img.name)));
+            }
+            for p in &img.platforms {
+                let parsed = Platform::parse(p).map_err(|e| format!("image {}: {}", img.name, shown(&e)))?;
+                if parsed.to_string() != *p {
+                    return Err(format!("image {}: platform `{}` is not in its normal form", img.name, shown(p)));
+                }
+            }
+        }
+        let texts = [&self.bundle_id, &self.created, &self.tool]
+            .into_iter()
+            .chain(self.images.iter().map(|i| &i.media_type))
+            .chain(self.blobs.iter().map(|b| &b.media_type))
+            .chain(self.files.iter().map(|f| &f.path));
+        for t in texts {
+            if t.chars().any(char::is_control) || t.chars().count() > 1024 {
+                return Err(format!("`{}` holds control characters or is too long", shown(t)));
+            }
+        }
+        Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

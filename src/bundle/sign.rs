@@ -14,7 +14,7 @@ use blake2::{Blake2b512, Digest as _};
 use ed25519_dalek::{Signer, SigningKey};
 use minisign::{PublicKeyBox, SecretKeyBox, SignatureBox};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown_bytes};
 
 /// Environment variable holding the secret key's password, for automation.
 pub const PASSWORD_ENV: &str = "AIRLOCK_KEY_PASSWORD";
@@ -112,6 +112,16 @@ impl SecretKey {
 
 impl PublicKey {
     pub fn from_box(place: &str, text: &str) -> Result<Self> {
+        // minisign's parser takes any two-byte algorithm; only Ed25519 ("Ed") is a key airlock signs with.
+        let encoded = text.lines().nth(1).map(str::trim).unwrap_or("");
+        match B64.decode(encoded) {
+            Ok(raw) if raw.len() == 42 && &raw[0..2] == b"Ed" => {}
+            Ok(raw) if raw.len() == 42 => {
+                let alg = shown_bytes(&raw[0..2]);
+                return Err(Error::trust(format!("{place}: key algorithm `{alg}` is not Ed25519 (`Ed`)")));
+            }
+            _ => return Err(Error::trust(format!("{place}: not a minisign public key"))),
+        }
         let inner = PublicKeyBox::from_string(text)
             .and_then(PublicKeyBox::into_public_key)
             .map_err(|e| Error::trust(format!("{place}: not a minisign public key: {e}")))?;

@@ -180,7 +180,7 @@ fn created(flag: Option<&str>) -> Result<u64> {
 
 fn load_key(path: &std::path::Path) -> Result<SecretKey> {
     let place = path.display().to_string();
-    let text = fs_err::read_to_string(path).map_err(|e| Error::io(&place, e)).context("cannot read the secret key")?;
+    let text = super::trust::read_key(path, "a minisign secret key").context("cannot read the secret key")?;
     let key = SecretKey::from_box(&place, &text, || {
         if let Ok(pw) = std::env::var(PASSWORD_ENV) {
             return Ok(pw);

@@ -20,9 +20,17 @@ impl TrustArgs {
     pub fn load(&self) -> airlock::error::Result<Option<PublicKey>> {
         let Some(p) = &self.public_key else { return Ok(None) };
         let place = p.display().to_string();
-        let text = fs_err::read_to_string(p).map_err(|e| Error::io(&place, e))?;
+        let text = read_key(p, "a minisign public key")?;
         Ok(Some(PublicKey::from_box(&place, &text)?))
     }
+}
+
+/// Reads a key file, size-capped before it is read; a key that cannot be read is a trust failure.
+pub fn read_key(path: &std::path::Path, what: &str) -> airlock::error::Result<String> {
+    airlock::local_file::read_text(path, airlock::local_file::MAX_KEY_BYTES, what).map_err(|e| match e {
+        Error::BadInput { place, msg } => Error::trust(format!("{place}: {msg}")),
+        other => other,
+    })
 }
 
 /// The trust level for a loaded key (`None`: `--insecure-no-signature`).

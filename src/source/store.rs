@@ -58,8 +58,7 @@ impl TarStore {
 
     /// Opens `file`, named `label` in messages (a temporary file holding a daemon's save).
     pub fn open_as(file: &Path, label: String) -> Result<Self> {
-        let f = fs_err::File::open(file).map_err(|e| Error::io(&label, e))?;
-        let len = f.metadata().at(|| label.clone())?.len();
+        let (f, len) = crate::local_file::open_regular(file, &label)?;
         let mut store = TarStore { file: file.to_owned(), label, nodes: HashMap::new() };
         let mut tar = archive::Reader::new(BufReader::with_capacity(1 << 16, f), store.loc()).with_len(len);
         while let Some(entry) = tar.next_entry()? {
@@ -137,42 +136,51 @@ impl Store for TarStore {
     }
 }
 
-/// A directory on disk, such as an OCI image layout. Paths are checked before they are joined.
+/// A directory on disk, such as an OCI image layout. A path is checked before it is joined, and
+/// what it resolves to (through any symlink) must be a regular file inside the directory: a blob
+/// linked to a host file, or `blobs/` linked elsewhere, is refused.
 pub struct DirStore {
+    /// The directory as the user named it, for messages.
+    label: String,
+    /// The directory with every symlink resolved.
     root: PathBuf,
 }
 
 impl DirStore {
     pub fn open(root: &Path) -> Result<Self> {
-        let meta = fs_err::metadata(root).map_err(|e| Error::io(root.display().to_string(), e))?;
+        let place = root.display().to_string();
+        let meta = fs_err::metadata(root).map_err(|e| Error::io(&place, e))?;
         if !meta.is_dir() {
-            return Err(Error::bad(root.display().to_string(), "not a directory"));
+            return Err(Error::bad(place, "not a directory"));
         }
-        Ok(DirStore { root: root.to_owned() })
+        let root = fs_err::canonicalize(root).map_err(|e| Error::io(&place, e))?;
+        Ok(DirStore { label: place, root })
     }
 
+    /// The file `path` names, resolved, once it is known to be inside the directory.
     fn full(&self, path: &str) -> Result<PathBuf> {
         let clean = normalise(path).map_err(|why| Error::bad(self.place(path), why))?;
-        Ok(self.root.join(clean))
+        let resolved = fs_err::canonicalize(self.root.join(clean)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::bad(self.place(path), "no such file in the directory"),
+            _ => Error::io(self.place(path), e),
+        })?;
+        if !resolved.starts_with(&self.root) {
+            let msg = format!("resolves to `{}`, outside the directory", shown(&resolved.display().to_string()));
+            return Err(Error::bad(self.place(path), msg));
+        }
+        Ok(resolved)
     }
 }
 
 impl Store for DirStore {
     fn location(&self) -> String {
-        self.root.display().to_string()
+        self.label.clone()
     }
 
     fn open(&self, path: &str) -> Result<(Box<dyn Read + Send + '_>, u64)> {
         let full = self.full(path)?;
-        let f = fs_err::File::open(&full).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::bad(self.place(path), "no such file in the directory"),
-            _ => Error::io(full.display().to_string(), e),
-        })?;
-        let meta = f.metadata().at(|| full.display().to_string())?;
-        if !meta.is_file() {
-            return Err(Error::bad(self.place(path), "not a regular file"));
-        }
-        Ok((Box::new(BufReader::with_capacity(1 << 16, f)), meta.len()))
+        let (f, len) = crate::local_file::open_regular(&full, &self.place(path))?;
+        Ok((Box::new(BufReader::with_capacity(1 << 16, f)), len))
     }
 
     fn contains(&self, path: &str) -> bool {

@@ -1,0 +1,128 @@
+//! Local inputs that try to lead airlock elsewhere or stall it: an `oci:` layout whose blob or
+//! `blobs/` directory is a symlink out of the layout, a FIFO given as an archive or placed in a
+//! layout, and key or list files that are huge or of the wrong algorithm. Each is refused quickly
+//! (a FIFO never blocks), with the documented exit code and a message naming the file.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Run, fixture};
+
+/// A copy of fixtures/oci-layout at `layout` in the test directory.
+fn copy_layout(env: &Env) -> std::path::PathBuf {
+    let dest = env.path("layout");
+    for e in walkdir::WalkDir::new(fixture("oci-layout")) {
+        let e = e.unwrap();
+        let to = dest.join(e.path().strip_prefix(fixture("oci-layout")).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    dest
+}
+
+/// The blob file of the first layer of the `web-1.4` image.
+fn a_layer(layout: &Path) -> std::path::PathBuf {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][1]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    layout.join("blobs/sha256").join(&manifest["layers"][0]["digest"].as_str().unwrap()[7..])
+}
+
+/// `airlock ARGS` under `timeout 30`: a hang shows as exit 124, not as a stuck test.
+fn run_bounded(env: &Env, args: &[&str]) -> Run {
+    let mut c = Command::new("timeout");
+    c.current_dir(env.path("")).arg("30").arg(env!("CARGO_BIN_EXE_airlock")).args(args);
+    c.env_remove("AIRLOCK_KEY_PASSWORD").env_remove("SOURCE_DATE_EPOCH");
+    Run::from_output(c.output().unwrap())
+}
+
+fn create(env: &Env, source: &str) -> Run {
+    if !env.path("ops.key").exists() {
+        env.keygen("ops");
+    }
+    let run = run_bounded(env, &["create", "-k", "ops.key", "-o", "out.tar", source]);
+    assert!(!env.path("out.tar").exists(), "a bundle was written");
+    run
+}
+
+fn mkfifo(path: &Path) {
+    assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
+}
+
+#[test]
+fn a_layout_blob_linked_to_a_host_file_is_refused_even_with_the_right_content() {
+    let env = Env::new();
+    let layout = copy_layout(&env);
+    let layer = a_layer(&layout);
+    let outside = env.path("host-file");
+    std::fs::rename(&layer, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &layer).unwrap();
+    let hex = layer.file_name().unwrap().to_str().unwrap().to_owned();
+    create(&env, "oci:layout:web-1.4=example.com/team/web:1.4")
+        .fails(EXIT_BAD_INPUT, &["layout", &hex, "outside the directory"]);
+}
+
+#[test]
+fn a_layout_whose_blobs_directory_links_elsewhere_is_refused() {
+    let env = Env::new();
+    let layout = copy_layout(&env);
+    std::fs::rename(layout.join("blobs"), env.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(env.path("elsewhere"), layout.join("blobs")).unwrap();
+    create(&env, "oci:layout:web-1.4=example.com/team/web:1.4")
+        .fails(EXIT_BAD_INPUT, &["layout", "blobs/sha256/", "outside the directory"]);
+}
+
+#[test]
+fn a_fifo_as_the_archive_index_or_blob_is_refused_without_blocking() {
+    let env = Env::new();
+    mkfifo(&env.path("pipe.tar"));
+    create(&env, "oci-archive:pipe.tar").fails(EXIT_BAD_INPUT, &["pipe.tar", "is a FIFO, not a regular file"]);
+    create(&env, "docker-archive:pipe.tar").fails(EXIT_BAD_INPUT, &["pipe.tar", "is a FIFO"]);
+
+    let layout = copy_layout(&env);
+    std::fs::remove_file(layout.join("index.json")).unwrap();
+    mkfifo(&layout.join("index.json"));
+    create(&env, "oci:layout:web-1.4=example.com/team/web:1.4").fails(EXIT_BAD_INPUT, &["index.json", "is a FIFO"]);
+
+    std::fs::remove_dir_all(&layout).unwrap();
+    let layout = copy_layout(&env);
+    let layer = a_layer(&layout);
+    std::fs::remove_file(&layer).unwrap();
+    mkfifo(&layer);
+    create(&env, "oci:layout:web-1.4=example.com/team/web:1.4")
+        .fails(EXIT_BAD_INPUT, &[layer.file_name().unwrap().to_str().unwrap(), "is a FIFO"]);
+}
+
+#[test]
+fn a_public_key_of_another_algorithm_is_refused() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let text = std::fs::read_to_string(env.path("ops.pub")).unwrap();
+    let out = Command::new("python3")
+        .args(["-c", "import base64,sys;l=sys.argv[1].split('\\n');r=base64.b64decode(l[1]);print(l[0]);print(base64.b64encode(b'Eb'+r[2:]).decode())", &text])
+        .output()
+        .unwrap();
+    std::fs::write(env.path("eb.pub"), out.stdout).unwrap();
+    env.run(&["verify", "-p", "eb.pub", "b.tar"]).fails(EXIT_TRUST, &["eb.pub", "algorithm `Eb` is not Ed25519"]);
+}
+
+#[test]
+fn huge_key_and_list_files_are_refused_before_they_are_read() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let big = vec![b'A'; 64 << 20];
+    for name in ["big.pub", "big.key", "big.list"] {
+        std::fs::write(env.path(name), &big).unwrap();
+    }
+    env.run(&["verify", "-p", "big.pub", "b.tar"]).fails(EXIT_TRUST, &["big.pub", "67108864 bytes is too large"]);
+    let src = format!("oci:{}:web-1.4", fixture("oci-layout").display());
+    env.run(&["create", "-k", "big.key", "-o", "out.tar", &src]).fails(EXIT_TRUST, &["big.key", "too large"]);
+    env.run(&["create", "-k", "ops.key", "-o", "out.tar", "-f", "big.list"])
+        .fails(EXIT_BAD_INPUT, &["big.list", "too large for an image list"]);
+    mkfifo(&env.path("fifo.pub"));
+    run_bounded(&env, &["verify", "-p", "fifo.pub", "b.tar"]).fails(EXIT_TRUST, &["fifo.pub", "is a FIFO"]);
+}
