@@ -15,6 +15,7 @@ pub mod digest;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hash_pool;
 pub mod image;
 pub mod image_list;
 pub mod json;

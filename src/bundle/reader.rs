@@ -4,11 +4,11 @@
 //! before a single blob is read. Then every entry must be one the index lists, once, a plain
 //! regular file whose sha256 and size match; nothing may be missing and nothing may follow the end
 //! of the archive but zero padding. Finally every image's manifests are walked to check that the
-//! blobs it needs are the blobs the index says it needs. Callers see each entry's content through a
-//! reader that fails on the read that detects a mismatch.
+//! blobs it needs are the blobs the index says it needs. Callers see each entry's content as it is
+//! read; blobs are hashed on other cores ([`crate::hash_pool`]) and a mismatch fails the read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read};
+use std::io::Read;
 
 use crate::archive::{self, Input, Stream};
 use crate::bundle::format::{
@@ -17,6 +17,7 @@ use crate::bundle::format::{
 use crate::bundle::sign::PublicKey;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result, shown};
+use crate::hash_pool::{HashPool, Queue};
 use crate::image::{self, Parsed};
 use crate::json;
 
@@ -53,7 +54,10 @@ pub fn read_index(src: impl Read, place: &str) -> Result<BundleIndex> {
     BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &bytes)
 }
 
-/// Reads and verifies a whole bundle; `on_entry` sees each entry's content as it is verified.
+/// Reads and verifies a whole bundle; `on_entry` sees each entry's content as it is read. A blob's
+/// digest is computed on another core while the stream moves on, so a mismatch may surface after
+/// `on_entry` has seen later entries: callers keep what they write in scratch space until `read`
+/// returns `Ok`.
 pub fn read<R: Read>(
     src: R,
     place: &str,
@@ -68,18 +72,23 @@ pub fn read<R: Read>(
     let mut expected = Expected::new(index);
     let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
     let mut report = signed.report();
+    let pool = HashPool::default();
+    let mut hashing = Queue::default();
     while let Some(entry) = tar.next_entry().map_err(Error::into_integrity)? {
         let (item, at) = expected.admit(&entry, place)?;
         let (digest, want) = item.digest_and_size();
-        let mut v = VerifyingReader::new(tar.body(), digest.clone(), want);
         if item.is_manifest() && want <= json::MAX_JSON_BYTES {
             let mut buf = Vec::new();
+            let mut v = VerifyingReader::new(tar.body(), digest.clone(), want);
             v.read_to_end(&mut buf).map_err(|e| Error::io(&at, e).into_integrity())?;
             on_entry(item, &mut &buf[..])?;
             manifests.insert(digest.clone(), buf);
         } else {
-            on_entry(item, &mut v).map_err(Error::into_integrity)?;
-            io::copy(&mut v, &mut io::sink()).map_err(|e| Error::io(&at, e).into_integrity())?;
+            // Hashed on another core while the next bytes are read; checked before `read` returns.
+            let mut feed = pool.feed(tar.body());
+            on_entry(item, &mut feed).map_err(Error::into_integrity)?;
+            let pending = feed.finish().map_err(|e| Error::io(&at, e).into_integrity())?;
+            hashing.push(pending, digest, want, at).map_err(|(at, e)| Error::io(at, e).into_integrity())?;
         }
         match item {
             Item::Blob(_) => report.blobs_checked += 1,
@@ -87,6 +96,7 @@ pub fn read<R: Read>(
         }
         report.bytes_checked += want;
     }
+    hashing.finish().map_err(|(at, e)| Error::io(at, e).into_integrity())?;
     tar.finish().map_err(Error::into_integrity)?;
     expected.check_complete(place)?;
     check_graph(index, &manifests, place)?;
