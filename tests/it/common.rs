@@ -94,6 +94,13 @@ impl Env {
         Run::from(child.wait_with_output().expect("run airlock"))
     }
 
+    /// Runs airlock with the file `name` on its stdin (read as a stream; nothing is left unwritten
+    /// when airlock stops reading early).
+    pub fn run_with_stdin_file(&self, args: &[&str], name: &str) -> Run {
+        let stdin = std::fs::File::open(self.path(name)).expect("stdin file");
+        Run::from(self.cmd().args(args).stdin(stdin).output().expect("run airlock"))
+    }
+
     /// Makes an unencrypted key pair `NAME.key` / `NAME.pub`.
     pub fn keygen(&self, name: &str) {
         self.run(&["keygen", "--no-password", "-o", name]).ok();

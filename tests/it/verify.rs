@@ -248,3 +248,26 @@ fn inspect_lists_every_image_with_its_platforms() {
     let want: Vec<(String, String)> = IMAGES.iter().map(|(n, p)| (n.to_string(), p.to_string())).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn a_file_read_in_parallel_and_a_pipe_read_in_order_refuse_every_tampered_bundle_alike() {
+    // A file is verified blob by blob on every core (positional reads), a pipe as one stream:
+    // both must refuse the same bundles, with the same exit code, naming the same entry.
+    let env = Env::new();
+    bundle(&env);
+    let cases = [
+        ("bundle-flip-blob", Some("entry")),
+        ("bundle-truncated-mid-blob", Some("entry")),
+        ("bundle-truncated-at-boundary", None),
+        ("bundle-duplicate-entry", None),
+        ("bundle-extra-entry", None),
+        ("bundle-trailing-garbage", None),
+    ];
+    for (case, names) in cases {
+        let info = make(&env, case, "bad.tar", Some("b.tar"));
+        let needles: Vec<&str> = names.iter().map(|k| field(&info, k)).collect();
+        env.run(&["verify", "-p", "ops.pub", "bad.tar"]).fails(EXIT_INTEGRITY, &[&["bad.tar"], &needles[..]].concat());
+        let run = env.run_with_stdin_file(&["verify", "-p", "ops.pub", "-"], "bad.tar");
+        run.fails(EXIT_INTEGRITY, &[&["<stdin>"], &needles[..]].concat());
+    }
+}
