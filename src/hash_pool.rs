@@ -94,7 +94,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, buffers: &Buffers) {
             Err(_) => return,
         };
         let mut hasher = Hasher::default();
-        for chunk in job.data.iter() {
+        for chunk in &job.data {
             hasher.update(&chunk.buf[..chunk.len]);
             buffers.give(chunk.buf);
         }
@@ -168,10 +168,10 @@ impl<R: Read> Feed<'_, R> {
         if let Some(chunk) = self.cur.take() {
             if chunk.len == 0 {
                 self.pool.buffers.give(chunk.buf);
-            } else if let Some(data) = &self.data {
-                if let Err(mpsc::SendError(chunk)) = data.send(chunk) {
-                    self.pool.buffers.give(chunk.buf);
-                }
+            } else if let Some(data) = &self.data
+                && let Err(mpsc::SendError(chunk)) = data.send(chunk)
+            {
+                self.pool.buffers.give(chunk.buf);
             }
         }
     }
