@@ -16,6 +16,7 @@ use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
+use crate::archive::read_some;
 use crate::digest::{Digest, Hasher, Mismatch};
 
 /// Size of one buffer: large enough that a read or a hand-over costs nothing next to hashing it.
@@ -151,7 +152,7 @@ impl<R: Read> Feed<'_, R> {
     fn refill(&mut self) -> io::Result<bool> {
         self.send_current();
         let mut buf = self.pool.buffers.take();
-        let len = match fill(&mut self.src, &mut buf) {
+        let len = match read_some(&mut self.src, &mut buf) {
             Ok(len) => len,
             Err(e) => {
                 self.pool.buffers.give(buf);
@@ -205,20 +206,6 @@ impl<R> Drop for Feed<'_, R> {
             self.pool.buffers.give(chunk.buf);
         }
     }
-}
-
-/// Reads until `buf` is full or `src` ends.
-fn fill(src: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match src.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The digest of a fed stream, computed by a worker.

@@ -435,7 +435,7 @@ fn until_nul(mut data: Vec<u8>) -> Vec<u8> {
 }
 
 /// Fills `buf` as far as the input allows (a short count only at the end of the input).
-fn read_some(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_some(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match input.read(&mut buf[n..]) {
