@@ -7,6 +7,8 @@
 #   - docker save of those images (reference),
 #   - skopeo copy docker-archive:multi.tar:imgK oci-archive:s-K.tar:imgK, for every K (summed),
 #   - airlock create (gzip, the default) and airlock create --compression zstd of all images at once,
+#   - airlock create (gzip) from a Docker 25+ `docker save` of the same images (dockerd 26.1 from
+#     scripts/peers.sh install-modern-dockerd, graphdriver store: OCI layout, uncompressed layers),
 #   - airlock verify of the gzip bundle (page cache warm),
 #   - create + verify of one image with a single big layer (memory check),
 #   - with a loopback registry (scripts/peers.sh start-registry) seeded with the same images:
@@ -23,6 +25,7 @@
 #   BENCH_APP_MB=50        size of each image's own layer, MiB (40% random, 60% real files)
 #   BENCH_BIG_MB=1024      size of the single-layer image for the memory check, MiB (0 skips it)
 #   BENCH_REGISTRY=1       0 skips the registry rows (create from a registry, push)
+#   BENCH_DOCKER26=1       0 skips the Docker 25+ save row (and the dockerd 26 it needs)
 #   BENCH_RUNS=3           timed runs of each skopeo/airlock command (the fastest is reported)
 #   BENCH_QUIET_WAIT=180   seconds in all that timed runs may wait for other processes on the
 #                          machine to go idle (a command whose fastest run was disturbed anyway
@@ -47,6 +50,7 @@ RUNS=${BENCH_RUNS:-3}
 KEEP=${BENCH_KEEP:-0}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
 REGISTRY=${BENCH_REGISTRY:-1}
+DOCKER26=${BENCH_DOCKER26:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -57,14 +61,17 @@ done
 [ "$IMAGES" -ge 1 ] || die "BENCH_IMAGES must be >= 1"
 [ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be >= 1"
 [[ $REGISTRY =~ ^[01]$ ]] || die "BENCH_REGISTRY must be 0 or 1, got '$REGISTRY'"
+[[ $DOCKER26 =~ ^[01]$ ]] || die "BENCH_DOCKER26 must be 0 or 1, got '$DOCKER26'"
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
 DK=$WORK/dk
+DK26=$WORK/dk26
 cleanup() {
   local rc=$?
   set +e
   if [ -f "$DK/pid" ]; then "$PEERS" stop-dockerd "$DK" >&2; fi
+  if [ -f "$DK26/pid" ]; then "$PEERS" stop-dockerd "$DK26" >&2; fi
   local reg
   for reg in "$WORK"/reg/*/; do
     if [ -f "$reg/pid" ]; then "$PEERS" stop-registry "$reg" >&2; fi
@@ -335,6 +342,21 @@ say "stop dockerd (nothing but the tools under test runs while they are timed)"
 unset DOCKER_HOST CONTAINERD_ADDRESS
 [ "$KEEP" = 1 ] || rm -rf "$DK/root"
 
+M26=$WORK/multi26.tar
+if [ "$DOCKER26" = 1 ]; then
+  say "private dockerd 26 (Docker 25+ docker save layout, graphdriver store): load multi.tar, save"
+  D26=$("$PEERS" install-modern-dockerd | sed -n 's/^export DOCKERD=//p')
+  eval "$(DOCKERD=$D26 "$PEERS" start-dockerd "$DK26")"
+  docker version --format 'dockerd {{.Server.Version}}' >&2
+  docker load -q -i "$M" >&2
+  measure d26_docker_save - docker save -o "$M26" "${NAMES[@]}"
+  M26_BYTES=$(size "$M26")
+  D26_VERSION=$(docker version --format '{{.Server.Version}}')
+  "$PEERS" stop-dockerd "$DK26" >&2
+  unset DOCKER_HOST CONTAINERD_ADDRESS
+  [ "$KEEP" = 1 ] || rm -rf "$DK26/root"
+fi
+
 O=$WORK/out
 cd "$O"
 "$AIRLOCK" keygen --no-password -o ops >/dev/null 2>&1
@@ -350,7 +372,13 @@ for ((k = 1; k <= IMAGES; k++)); do
 done
 job create_gzip "$O/a.tar" "$AIRLOCK" create -k ops.key -o "$O/a.tar" "docker-archive:$M"
 job create_zstd "$O/z.tar" "$AIRLOCK" create -k ops.key -o "$O/z.tar" --compression zstd "docker-archive:$M"
-run_jobs "${SK[@]}" create_gzip create_zstd
+CREATES=(create_gzip create_zstd)
+if [ "$DOCKER26" = 1 ]; then
+  warm "$M26"
+  job create_d26 "$O/d26.tar" "$AIRLOCK" create -k ops.key -o "$O/d26.tar" "docker-archive:$M26"
+  CREATES+=(create_d26)
+fi
+run_jobs "${SK[@]}" "${CREATES[@]}"
 SK_WALL=0 SK_CPU=0 SK_OTHER=0 SK_RSS=0 SK_BYTES=0
 for n in "${SK[@]}"; do
   SK_WALL=$(add "$SK_WALL" "${WALL[$n]}")
@@ -363,6 +391,10 @@ done
 A_BYTES=$(size "$O/a.tar")
 Z_BYTES=$(size "$O/z.tar")
 rm -f "$O/z.tar"
+if [ "$DOCKER26" = 1 ]; then
+  D26_BYTES=$(size "$O/d26.tar")
+  rm -f "$O/d26.tar" "$M26"
+fi
 
 say "airlock verify (page cache warm: one untimed run first; best of $RUNS)"
 warm "$O/a.tar"
@@ -524,6 +556,8 @@ line() { printf '%.0s-' {1..130}; echo; }
   echo "airlock: $REV; $(skopeo --version); $(dockerd --version | cut -d, -f1)"
   echo "input: $IMAGES images, shared base ${BASE_MB} MiB + ${APP_MB} MiB own layer each;" \
     "multi-image docker save $(mib "$M_BYTES") MiB (legacy layout, uncompressed layers)"
+  [ "$DOCKER26" = 0 ] || echo "Docker 25+ save: the same images loaded into dockerd $D26_VERSION (graphdriver store, vfs)" \
+    "and saved: $(mib "$M26_BYTES") MiB (OCI layout + manifest.json, uncompressed layers)"
   echo "each timed command: fastest of $RUNS+ runs (skopeo and create interleaved), peak RSS the highest of all runs; inputs in page cache"
   echo
   line
@@ -539,6 +573,12 @@ line() { printf '%.0s-' {1..130}; echo; }
     "time $R_GZ (CPU $(ratio "${CPU[create_gzip]}" "$SK_CPU")), size $(ratio "$A_BYTES" "$SK_BYTES"); time <= 0.50: $(check "$R_GZ" "<=" 0.5)"
   r "airlock create --compression zstd" create_zstd "$Z_BYTES" \
     "time $R_ZS (CPU $(ratio "${CPU[create_zstd]}" "$SK_CPU")), size $(ratio "$Z_BYTES" "$SK_BYTES")"
+  if [ "$DOCKER26" = 1 ]; then
+    R_26=$(ratio "${WALL[create_d26]}" "$SK_WALL")
+    r "docker save, $IMAGES images, dockerd $D26_VERSION (ref.)" d26_docker_save "$M26_BYTES" ""
+    r "airlock create (gzip) from that Docker 25+ save" create_d26 "$D26_BYTES" \
+      "time $R_26 (CPU $(ratio "${CPU[create_d26]}" "$SK_CPU")); size vs. from the legacy save $(ratio "$D26_BYTES" "$A_BYTES"): $(check "$(ratio "$D26_BYTES" "$A_BYTES")" "<=" 1.01)"
+  fi
   r "airlock verify (gzip bundle, page cache warm)" verify "" \
     "$V_MBPS MB/s wall, $V_CORE MB/s per CPU-s; >= 1200 per core: $(check "$V_CORE" ">=" 1200)"
   if [ "$BIG_MB" -gt 0 ]; then
