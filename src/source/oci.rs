@@ -264,8 +264,8 @@ impl Walker<'_> {
                 });
             }
         }
-        if keep.is_empty() {
-            let msg = "holds none of the manifests this index lists (an empty export?)";
+        if keep.is_empty() && !absent.is_empty() {
+            let msg = "holds none of the manifests this index lists";
             return Err(Error::bad(self.place(&root), msg));
         }
         if !absent.is_empty() {
