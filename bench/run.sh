@@ -393,7 +393,8 @@ Z_BYTES=$(size "$O/z.tar")
 rm -f "$O/z.tar"
 if [ "$DOCKER26" = 1 ]; then
   D26_BYTES=$(size "$O/d26.tar")
-  rm -f "$O/d26.tar" "$M26"
+  rm -f "$O/d26.tar"
+  [ "$KEEP" = 1 ] || rm -f "$M26"
 fi
 
 say "airlock verify (page cache warm: one untimed run first; best of $RUNS)"
