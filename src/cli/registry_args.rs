@@ -1,4 +1,4 @@
-//! The registry flags `push` and `create` share: TLS, credentials, retries.
+//! The registry flags `push` and `create` share: TLS, credentials, retries, time bounds.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ pub struct RegistryArgs {
     /// Retries after connection errors, 5xx and 429
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Give up on a registry that has not answered for this long; each connection, answer
+    /// and stalled transfer waits at most a quarter of it
+    #[arg(long, value_name = "SECS", default_value_t = airlock::registry::DEFAULT_TIMEOUT.as_secs())]
+    pub timeout: u64,
 }
 
 impl RegistryArgs {
@@ -32,6 +36,7 @@ impl RegistryArgs {
             ca_cert: self.ca_cert.clone(),
             username: self.username.clone(),
             max_retries: self.retries,
+            timeout: std::time::Duration::from_secs(self.timeout),
             ..ClientOptions::default()
         };
         if self.password_stdin {

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use std::io::Read as _;
+
 use base64::Engine as _;
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use serde::Deserialize;
 use ureq::http::Response;
 
-use super::transport::{Attempt, Failure, registry_message};
+use super::transport::{Attempt, Failure, registry_message, transport_failure};
 use super::url::SchemePolicy;
 use crate::error::{Error, IoContext as _, Result};
 
@@ -328,10 +330,7 @@ impl Auth {
                 req.call()
             }
         };
-        let resp = sent.map_err(|e| Failure::Retry {
-            err: Error::registry_caused(realm_place.clone(), "token request failed", e),
-            after: None,
-        })?;
+        let resp = sent.map_err(|e| transport_failure(&realm_place, e))?;
         let token = self.read_token(resp, &realm_place, credential.is_some())?;
         let answer = Authorization { value: format!("Bearer {}", token.value), credentialed: token.credentialed };
         lock(&self.tokens).insert(scopes.join(" "), token);
@@ -354,8 +353,12 @@ impl Auth {
         let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| {
             Failure::Fatal(Error::registry_caused(place, "unreadable token response", e))
         };
-        let text =
-            resp.into_body().with_config().limit(TOKEN_MAX_BYTES).read_to_vec().map_err(|e| unreadable(e.into()))?;
+        let mut text = Vec::new();
+        let mut body = super::pace::Watchdog::new(resp.into_body().into_reader().take(TOKEN_MAX_BYTES + 1));
+        body.read_to_end(&mut text).map_err(|e| unreadable(e.into()))?;
+        if text.len() as u64 > TOKEN_MAX_BYTES {
+            return Err(unreadable(format!("larger than {TOKEN_MAX_BYTES} bytes").into()));
+        }
         let parsed: TokenResponse = serde_json::from_slice(&text).map_err(|e| unreadable(e.into()))?;
         let value = parsed
             .token

@@ -19,6 +19,7 @@
 //! blocking retry cannot honour `Retry-After`.
 
 mod auth;
+mod pace;
 mod transport;
 mod upload;
 mod url;
@@ -28,7 +29,10 @@ use std::path::PathBuf;
 
 use ureq::http::{Method, Response};
 
+pub use self::pace::DEFAULT_TIMEOUT;
+
 use self::auth::{Auth, Credential, CredentialSource};
+use self::pace::Watchdog;
 use self::transport::{Attempt, Body, Failure, Request, Transport, header, retrying, status_error, status_error_codes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -57,6 +61,9 @@ pub struct ClientOptions {
     pub docker_config: Option<PathBuf>,
     /// Retries after a connection failure, 429 or 5xx (the first try is not counted).
     pub max_retries: u32,
+    /// How long a registry may stay silent before an operation gives up; each wait of a request
+    /// is bounded by a quarter of it. See [`DEFAULT_TIMEOUT`] and the `pace` module.
+    pub timeout: std::time::Duration,
     pub user_agent: String,
     /// Blobs larger than this are uploaded in chunks that can resume after a failure.
     pub chunk_threshold: u64,
@@ -73,6 +80,7 @@ impl Default for ClientOptions {
             password: None,
             docker_config: None,
             max_retries: 5,
+            timeout: DEFAULT_TIMEOUT,
             user_agent: concat!("airlock/", env!("CARGO_PKG_VERSION")).to_owned(),
             chunk_threshold: 256 << 20,
             chunk_size: 64 << 20,
@@ -89,6 +97,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("docker_config", &self.docker_config)
             .field("max_retries", &self.max_retries)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +107,6 @@ pub struct Client {
     /// The registry as the user named it, for messages.
     name: String,
     transport: Transport,
-    max_retries: u32,
     chunk_threshold: u64,
     chunk_size: u64,
 }
@@ -149,7 +157,6 @@ impl Client {
         Ok(Client {
             name: registry.to_owned(),
             transport,
-            max_retries: opts.max_retries,
             chunk_threshold: opts.chunk_threshold,
             chunk_size: opts.chunk_size.max(1),
         })
@@ -240,7 +247,7 @@ impl Client {
         req.headers.push(("content-type", media_type.to_owned()));
         let mut repaired = false;
         loop {
-            match retrying(self.max_retries, || self.send_manifest(&req, bytes))? {
+            match retrying(&self.transport.pace, || self.send_manifest(&req, bytes))? {
                 Ok(resp) => {
                     check_content_digest(&resp, &digest, &place)?;
                     return Ok(digest);
@@ -290,12 +297,16 @@ impl Client {
         let (place, parsed) = self.manifest_place(repo, reference)?;
         let scopes = scopes(repo, "pull");
         let req = self.manifest_request(Method::GET, repo, &parsed, &scopes, &place);
-        let (bytes, media_type) = retrying(self.max_retries, || {
+        let (bytes, media_type) = retrying(&self.transport.pace, || {
             let resp = expect(self.transport.send(&req, Body::Empty)?, &[200], &req)?;
             let media_type = media_type(&resp);
             let mut bytes = Vec::new();
-            let read = resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes);
-            read.map_err(|e| Failure::Retry { err: Error::io(&place, e), after: None })?;
+            Watchdog::new(resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1))
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::Retry {
+                    err: Error::registry_caused(&place, "reading the manifest failed", e),
+                    after: None,
+                })?;
             Ok((bytes, media_type))
         })?;
         if bytes.len() as u64 > MANIFEST_MAX_BYTES {
@@ -331,7 +342,7 @@ impl Client {
                 format!("answered a range request for bytes {offset}- with another range"),
             ));
         }
-        let mut body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
+        let mut body: Box<dyn Read + Send> = Box::new(Watchdog::new(resp.into_body().into_reader()));
         if offset > 0 && !partial {
             // The server ignored the range: skip what the caller already has.
             let skipped = std::io::copy(&mut body.by_ref().take(offset), &mut std::io::sink());
@@ -344,7 +355,7 @@ impl Client {
 
     /// Sends a request without a body, retrying, and keeps only the `ok` statuses.
     fn call(&self, req: &Request, ok: &[u16]) -> Result<Response<ureq::Body>> {
-        retrying(self.max_retries, || expect(self.transport.send(req, Body::Empty)?, ok, req))
+        retrying(&self.transport.pace, || expect(self.transport.send(req, Body::Empty)?, ok, req))
     }
 
     fn request<'a>(&self, method: Method, url: String, scopes: &'a [String], place: &'a str) -> Request<'a> {

@@ -14,7 +14,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use serde::Deserialize;
@@ -24,13 +24,10 @@ use ureq::{Agent, SendBody};
 
 use super::ClientOptions;
 use super::auth::{Auth, Authorization};
+use super::pace::{Pace, Watchdog, stalled};
 use super::url::{SchemePolicy, absolute, is_loopback, same_origin, shown};
 use crate::error::{Error, IoContext as _, Result};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection may stall. Generous: a registry may think a while before it answers the
-/// final `PUT` of a large blob.
-const STALL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_REDIRECTS: u32 = 5;
 /// A `Retry-After` longer than this is cut short: the retry budget stays bounded in time.
 pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -41,6 +38,9 @@ const ERROR_BODY_MAX: u64 = 64 * 1024;
 pub(super) enum Failure {
     /// Worth another try after a pause (the registry may have named one in `Retry-After`).
     Retry { err: Error, after: Option<Duration> },
+    /// The registry did not answer in time: worth another try while the silence lasts less than
+    /// the client's `--timeout` (see [`super::pace`]).
+    Silent(Error),
     /// Trying again would fail the same way.
     Fatal(Error),
 }
@@ -53,33 +53,57 @@ impl From<Error> for Failure {
 
 pub(super) type Attempt<T> = std::result::Result<T, Failure>;
 
-/// Runs `op` until it succeeds, fails for good, or `max_retries` retries are spent.
-pub(super) fn retrying<T>(max_retries: u32, mut op: impl FnMut() -> Attempt<T>) -> Result<T> {
+/// Runs `op` until it succeeds, fails for good, `max_retries` retries are spent, or the
+/// registry has been silent so long that another attempt could end past `pace.silence`.
+pub(super) fn retrying<T>(pace: &Pace, mut op: impl FnMut() -> Attempt<T>) -> Result<T> {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(30))
-        .with_max_times(max_retries as usize)
+        .with_max_times(pace.max_retries as usize)
         .with_jitter()
         .build();
     let mut attempts = 1;
+    // When the current run of unanswered attempts began, and the longest of them.
+    let mut silence: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
     loop {
-        match op() {
+        let started = Instant::now();
+        let (err, after) = match op() {
             Ok(v) => return Ok(v),
             Err(Failure::Fatal(err)) => return Err(err),
-            Err(Failure::Retry { err, after }) => match delays.next() {
-                Some(delay) => std::thread::sleep(after.map_or(delay, |a| a.min(MAX_RETRY_AFTER).max(delay))),
-                None => return Err(gave_up(err, attempts)),
-            },
+            Err(Failure::Retry { err, after }) => {
+                silence = None;
+                (err, after)
+            }
+            Err(Failure::Silent(err)) => {
+                silence.get_or_insert(started);
+                longest = longest.max(started.elapsed());
+                (err, None)
+            }
+        };
+        let Some(delay) = delays.next() else { return Err(gave_up(err, attempts, silence, pace)) };
+        let delay = after.map_or(delay, |a| a.min(MAX_RETRY_AFTER).max(delay));
+        if silence.is_some_and(|since| since.elapsed() + delay + longest > pace.silence) {
+            return Err(gave_up(err, attempts, silence, pace));
         }
+        std::thread::sleep(delay);
         attempts += 1;
     }
 }
 
-fn gave_up(err: Error, attempts: u32) -> Error {
+fn gave_up(err: Error, attempts: u32, silence: Option<Instant>, pace: &Pace) -> Error {
+    let why = match silence {
+        Some(since) => format!(
+            "no answer for {} s over {attempts} attempt(s); --timeout {} allows up to {} s",
+            since.elapsed().as_secs(),
+            pace.silence.as_secs(),
+            pace.silence.as_secs()
+        ),
+        None if attempts > 1 => format!("gave up after {attempts} attempts"),
+        None => return err,
+    };
     match err {
-        Error::Registry { place, msg, source } if attempts > 1 => {
-            Error::Registry { place, msg: format!("{msg} (gave up after {attempts} attempts)"), source }
-        }
+        Error::Registry { place, msg, source } => Error::Registry { place, msg: format!("{msg} ({why})"), source },
         other => other,
     }
 }
@@ -107,6 +131,7 @@ pub(super) struct Request<'a> {
 pub(super) struct Transport {
     pub host: String,
     agent: Agent,
+    pub pace: Pace,
     policy: SchemePolicy,
     origin: Mutex<Option<String>>,
     pub auth: Auth,
@@ -114,18 +139,21 @@ pub(super) struct Transport {
 
 impl Transport {
     pub fn new(host: &str, opts: &ClientOptions, auth: Auth) -> Result<Self> {
+        let pace = Pace::new(opts.timeout, opts.max_retries);
         let tls = TlsConfig::builder().root_certs(root_certs(opts.ca_cert.as_deref())?).build();
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(opts.user_agent.as_str())
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_per_read(Some(STALL_TIMEOUT))
-            .timeout_per_write(Some(STALL_TIMEOUT))
+            .timeout_connect(Some(pace.idle))
+            .timeout_send_request(Some(pace.idle))
+            .timeout_recv_response(Some(pace.idle))
+            .timeout_per_read(Some(pace.idle))
+            .timeout_per_write(Some(pace.idle))
             .tls_config(tls)
             .build();
         let policy = SchemePolicy { insecure: opts.insecure };
-        Ok(Transport { host: host.to_owned(), agent: config.into(), policy, origin: Mutex::new(None), auth })
+        Ok(Transport { host: host.to_owned(), agent: config.into(), pace, policy, origin: Mutex::new(None), auth })
     }
 
     /// Sends one request: answers a 401 challenge once, follows redirects of `GET`/`HEAD`
@@ -214,11 +242,16 @@ impl Transport {
             Body::Bytes(bytes) => self.agent.run(builder.body(*bytes).map_err(bad_request)?),
             Body::Stream(reader, len) => {
                 let mut tracked = Tracked { inner: &mut **reader, failed: None };
+                let mut watched = Watchdog::new(&mut tracked);
                 let builder = builder.header("content-length", len.to_string());
-                let sent = self.agent.run(builder.body(SendBody::from_reader(&mut tracked)).map_err(bad_request)?);
+                let sent = self.agent.run(builder.body(SendBody::from_reader(&mut watched)).map_err(bad_request)?);
+                let too_slow = watched.tripped;
                 if let Some(e) = tracked.failed {
                     // Our own source failed (a digest mismatch, a read error): not the network's fault.
                     return Err(Failure::Fatal(Error::io(req.place, e)));
+                }
+                if too_slow {
+                    return Err(Failure::Retry { err: Error::registry(req.place, stalled()), after: None });
                 }
                 sent
             }
@@ -228,14 +261,15 @@ impl Transport {
 
     /// `https://host` or, where allowed and needed, `http://host`; decided on first use.
     fn origin(&self, place: &str) -> Attempt<String> {
-        let mut origin = self.origin.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(o) = &*origin {
+        if let Some(o) = &*self.origin.lock().unwrap_or_else(PoisonError::into_inner) {
             return Ok(o.clone());
         }
+        // Probed without holding the lock: a silent registry must not queue every thread
+        // behind one probe. Concurrent probes find the same answer.
         let https = format!("https://{}", self.host);
         let try_http = self.policy.insecure || is_loopback(&self.host);
         let chosen = if try_http { self.probe(https, place)? } else { https };
-        *origin = Some(chosen.clone());
+        *self.origin.lock().unwrap_or_else(PoisonError::into_inner) = Some(chosen.clone());
         Ok(chosen)
     }
 
@@ -271,20 +305,26 @@ impl Read for Tracked<'_> {
     }
 }
 
-fn transport_failure(place: &str, err: ureq::Error) -> Failure {
+pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
     use ureq::Error as E;
     let (msg, retry) = match &err {
         E::ConnectionFailed | E::HostNotFound => ("cannot reach the registry", true),
         E::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => ("cannot reach the registry", true),
         E::Timeout(_) => ("the registry did not answer in time", true),
+        E::Io(e) if e.kind() == io::ErrorKind::TimedOut => ("the registry did not answer in time", true),
         // rustls reports a refused certificate or a broken handshake as invalid data.
         E::Io(e) if e.kind() == io::ErrorKind::InvalidData => ("TLS connection failed", false),
         E::Io(_) | E::Protocol(_) | E::BodyStalled => ("connection to the registry failed", true),
         E::Tls(_) | E::Rustls(_) | E::Pem(_) => ("TLS connection failed", false),
         _ => ("request failed", false),
     };
+    let silent = matches!(&err, E::Timeout(_)) || matches!(&err, E::Io(e) if e.kind() == io::ErrorKind::TimedOut);
     let err = Error::registry_caused(place, msg, err);
-    if retry { Failure::Retry { err, after: None } } else { Failure::Fatal(err) }
+    match (silent, retry) {
+        (true, _) => Failure::Silent(err),
+        (false, true) => Failure::Retry { err, after: None },
+        (false, false) => Failure::Fatal(err),
+    }
 }
 
 /// An error for an unexpected status: `HTTP 404 Not Found: MANIFEST_UNKNOWN: manifest unknown`.
@@ -321,7 +361,7 @@ pub(super) fn registry_message(resp: Response<ureq::Body>) -> String {
 /// characters per part: it comes from the registry).
 fn explanation(resp: Response<ureq::Body>) -> (Vec<String>, String) {
     let mut text = Vec::new();
-    let _ = resp.into_body().into_reader().take(ERROR_BODY_MAX).read_to_end(&mut text);
+    let _ = Watchdog::new(resp.into_body().into_reader().take(ERROR_BODY_MAX)).read_to_end(&mut text);
     let clean = |s: &str| -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).flat_map(char::escape_debug).collect()
     };

@@ -53,7 +53,7 @@ impl Client {
         let blob = Blob { repo, digest, size, scopes: &scopes, place: &place };
         let mut session = None;
         let mut first = true;
-        retrying(self.max_retries, || {
+        retrying(&self.transport.pace, || {
             // A failure may have come after the registry committed the blob.
             if !std::mem::take(&mut first) && self.holds(repo, digest, size, &scopes, &place)? {
                 return Ok(());

@@ -240,6 +240,66 @@ fn an_unreachable_registry_fails_fast_naming_its_host() {
     assert!(text.contains("cannot reach the registry") && text.contains("3 attempts"), "{text}");
 }
 
+/// A server that accepts connections and never answers; it holds them open while it lives.
+pub(crate) fn silent_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
+#[test]
+fn a_blob_trickling_under_the_minimum_rate_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                if conn.peek(&mut first).unwrap_or(0) == 0 || !first[0].is_ascii_uppercase() {
+                    return; // a TLS probe
+                }
+                let head = read_head(&mut conn).unwrap_or_default();
+                if head.starts_with("GET /v2/ ") {
+                    let _ = conn.write_all(reply("200 OK", "", "").as_bytes());
+                    return;
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+                // One byte a second: never silent long enough for the idle timeout.
+                while conn.write_all(b"x").is_ok() {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Client::new(&format!("127.0.0.1:{port}"), &options(tmp.path())).unwrap();
+    let start = Instant::now();
+    let mut body = client.get_blob("team/app", &Digest::of_bytes(b"x"), 0).map_err(|e| chain(&e)).unwrap();
+    let err = body.read_to_end(&mut Vec::new()).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(40), "took {:?}", start.elapsed());
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(err.to_string().contains("1 KiB/s for 30 s"), "{err}");
+}
+
+#[test]
+fn a_registry_that_never_answers_is_given_up_within_the_timeout() {
+    let port = silent_server();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { max_retries: 5, timeout: Duration::from_secs(6), ..options(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{port}"), &opts).unwrap();
+    let start = Instant::now();
+    let err = client.get_manifest("team/app", "1.0").unwrap_err();
+    let text = chain(&err);
+    assert!(start.elapsed() <= Duration::from_secs(7), "took {:?}", start.elapsed());
+    assert!(text.contains("did not answer") && text.contains("--timeout 6"), "{text}");
+}
+
 /// Forwards connections to `upstream`; cuts the first one that has carried `cut_after` request
 /// bytes, once.
 struct CuttingProxy {

@@ -233,3 +233,16 @@ fn a_hauler_image_list_with_per_image_platforms_is_honoured() {
     env.run(&["create", "-k", "ops.key", "-o", "c.tar", "-f", "bad.yaml"])
         .fails(crate::common::EXIT_BAD_INPUT, &["bad.yaml:5"]);
 }
+
+#[test]
+fn create_from_a_registry_that_never_answers_fails_within_its_timeout() {
+    let env = Env::new();
+    env.keygen("ops");
+    let port = crate::registry::silent_server();
+    let src = format!("docker://127.0.0.1:{port}/src/busybox:1.36");
+    let start = std::time::Instant::now();
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--timeout", "8", &src])
+        .fails(EXIT_REGISTRY, &[&format!("127.0.0.1:{port}"), "did not answer", "--timeout 8"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(12), "took {:?}", start.elapsed());
+    assert!(!env.path("b.tar").exists());
+}
