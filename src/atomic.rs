@@ -39,6 +39,11 @@ impl AtomicFile {
         self.tmp.as_file()
     }
 
+    /// The temporary file's path, to read back what was written before it is committed.
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     pub fn place(&self) -> String {
         self.dest.display().to_string()
     }

@@ -27,6 +27,8 @@ pub struct CreateOptions {
     pub cache: Option<PathBuf>,
     /// Blobs fetched at once into the cache.
     pub jobs: usize,
+    /// Decompress every layer and check it against its `diff_id` before the bundle is committed.
+    pub check_layers: bool,
 }
 
 /// What `create` wrote, and what the user should know about what it read.
@@ -62,6 +64,10 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
     }
     let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
     let report = |done: u64| progress(done, total);
-    let written = writer::write(&coll, &opts.output, &WriteOptions { created: opts.created, key, progress: &report })?;
+    let written = writer::write(
+        &coll,
+        &opts.output,
+        &WriteOptions { created: opts.created, key, progress: &report, check_layers: opts.check_layers },
+    )?;
     Ok(Created { written, notices: coll.notices })
 }

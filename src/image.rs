@@ -17,6 +17,7 @@ use crate::json;
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
@@ -102,6 +103,17 @@ pub struct Manifest {
     pub media_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+}
+
+impl Manifest {
+    /// A container image (an image config, no `artifactType`), as opposed to an artifact (a Helm
+    /// chart, a signature, an SBOM) whose config and layers airlock carries opaque.
+    pub fn is_image(&self) -> bool {
+        self.artifact_type.is_none()
+            && (self.config.media_type == OCI_CONFIG || self.config.media_type == DOCKER_CONFIG)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +198,14 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> 
     let parsed = typed(value)?;
     match &parsed {
         Parsed::Manifest(m) if m.schema_version != 2 => Err(format!("schemaVersion {} (want 2)", m.schema_version)),
+        Parsed::Manifest(m) if m.is_image() => match m.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
+            Some(l) => Err(format!(
+                "layer {} has media type `{}`, which is not a layer type (an image's layers must be)",
+                l.digest,
+                l.media_type.escape_debug()
+            )),
+            None => Ok(parsed),
+        },
         Parsed::Index(i) if i.schema_version != 2 => Err(format!("schemaVersion {} (want 2)", i.schema_version)),
         _ => Ok(parsed),
     }
@@ -227,6 +247,24 @@ mod tests {
         let doc = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
         assert!(parse_manifest(doc, OCI_INDEX).is_ok());
         assert!(parse_manifest(doc, OCI_MANIFEST).unwrap_err().contains("confusion"));
+    }
+
+    #[test]
+    fn an_image_layer_must_have_a_layer_media_type_but_artifacts_stay_opaque() {
+        let doc = |config: &str, layer: &str, artifact: &str| {
+            format!(
+                r#"{{"schemaVersion":2,{artifact}"config":{{"mediaType":"{config}","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0}},"layers":[{{"mediaType":"{layer}","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0}}]}}"#
+            )
+        };
+        let e = parse_manifest(doc(OCI_CONFIG, OCI_INDEX, "").as_bytes(), OCI_MANIFEST).unwrap_err();
+        assert!(e.contains("not a layer type"), "{e}");
+        assert!(parse_manifest(doc(DOCKER_CONFIG, "text/plain", "").as_bytes(), OCI_MANIFEST).is_err());
+        assert!(parse_manifest(doc(OCI_CONFIG, OCI_LAYER_GZIP, "").as_bytes(), OCI_MANIFEST).is_ok());
+        let helm =
+            doc("application/vnd.cncf.helm.config.v1+json", "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "");
+        assert!(parse_manifest(helm.as_bytes(), OCI_MANIFEST).is_ok());
+        let sbom = doc(OCI_CONFIG, "application/spdx+json", r#""artifactType":"application/spdx+json","#);
+        assert!(parse_manifest(sbom.as_bytes(), OCI_MANIFEST).is_ok());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod hash_pool;
 pub mod image;
 pub mod image_list;
 pub mod json;
+pub mod layers;
 pub mod local_file;
 pub mod reference;
 pub mod registry;

@@ -31,7 +31,11 @@ pub struct IndexedBundle {
 
 impl IndexedBundle {
     pub fn open(path: &Path, trust: Trust<'_>) -> Result<Self> {
-        let place = path.display().to_string();
+        Self::open_named(path, path.display().to_string(), trust)
+    }
+
+    /// Opens `path` with errors naming `place` (a file not yet at its final name).
+    pub fn open_named(path: &Path, place: String, trust: Trust<'_>) -> Result<Self> {
         let file = fs_err::File::open(path).at(|| place.clone())?;
         let len = file.metadata().at(|| place.clone())?.len();
         let mut tar = archive::Reader::new(BufReader::with_capacity(1 << 16, file), &place).with_len(len).plain();

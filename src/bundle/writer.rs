@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::atomic::AtomicFile;
 use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, SIGNATURE_NAME};
+use crate::bundle::indexed::IndexedBundle;
+use crate::bundle::reader::Trust;
 use crate::bundle::sign::SecretKey;
 use crate::digest::{Digest, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
@@ -21,6 +23,9 @@ pub struct WriteOptions<'a> {
     pub key: &'a SecretKey,
     /// Called with the number of blob bytes written so far.
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Decompress every layer of the written bundle and check it against its `diff_id` before
+    /// the bundle is committed ([`crate::layers`]).
+    pub check_layers: bool,
 }
 
 /// What `create` reports.
@@ -88,6 +93,10 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     }
     let buf = tar.into_inner().at(place)?;
     buf.into_inner().map_err(|e| Error::io(place(), e.into_error()))?;
+    if opts.check_layers {
+        let written = IndexedBundle::open_named(tmp.temp_path(), place(), Trust::Insecure)?;
+        crate::layers::check_bundle(&written)?;
+    }
     // A bundle is not secret: the usual file mode, not tempfile's 0600.
     let bundle_bytes = tmp.commit(0o644)?;
     let bytes_saved = bytes_saved(&index);

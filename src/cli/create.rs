@@ -55,6 +55,10 @@ pub struct CreateArgs {
     /// Creation time recorded in the bundle (RFC 3339 or seconds since the epoch); SOURCE_DATE_EPOCH also works
     #[arg(long)]
     created: Option<String>,
+    /// Decompress every layer and check it against its image config's diff_id before the bundle
+    /// is committed (a full decompression; worth it before a long trip)
+    #[arg(long)]
+    check_layers: bool,
     /// Keep registry blobs in this content-addressed cache: an interrupted create resumes, a
     /// repeated one fetches nothing again
     #[arg(long, value_name = "DIR")]
@@ -139,6 +143,7 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         registry: args.registry.options()?,
         cache: args.cache.clone(),
         jobs: args.jobs,
+        check_layers: args.check_layers,
     })
 }
 

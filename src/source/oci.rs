@@ -309,8 +309,7 @@ impl Walker<'_> {
     /// Checks a manifest's config and layers; returns the platform its config declares.
     fn manifest(&mut self, desc: &Descriptor, m: &image::Manifest) -> Result<Platform> {
         let config_bytes = self.fetch.read_small(&m.config)?;
-        let is_image = m.config.media_type == image::OCI_CONFIG
-            || m.config.media_type == "application/vnd.docker.container.image.v1+json";
+        let is_image = m.is_image();
         let mut platform = Platform::parse("unknown/unknown").expect("valid");
         let mut diff_ids = Vec::new();
         if is_image {

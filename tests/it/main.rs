@@ -3,6 +3,7 @@
 //! podman, containerd, skopeo and minisign make of the result).
 
 mod big_save;
+mod check_layers;
 mod cli;
 mod common;
 mod create;
