@@ -65,25 +65,21 @@ pub fn run(args: VerifyArgs) -> Result<()> {
 }
 
 fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
-    if args.check_layers && args.bundle.as_os_str() == "-" {
-        let msg = "needs a bundle file, not stdin: layers are read again, in parallel, after the stream verified";
-        return Err(Error::bad("--check-layers", msg).into());
-    }
     let key = args.trust.load()?;
     if args.bundle.as_os_str() != "-" && args.bundle.metadata().is_ok_and(|m| m.is_file()) {
         // A file can be read at many places at once: every blob hashes on its own core.
         let mut bundle = IndexedBundle::open(&args.bundle, super::trust::trust(&key))?;
         bundle.check_contents()?;
-        return Ok(bundle.into_report());
+        let layers = if args.check_layers { Some(layers::check_bundle(&bundle)?) } else { None };
+        return Ok((bundle.into_report(), layers));
+    }
+    if args.check_layers {
+        let msg = "needs a bundle file, not stdin or a pipe: layers are read in parallel, after every blob verified";
+        return Err(Error::bad("--check-layers", msg).into());
     }
     let (src, place) = super::open_bundle(&args.bundle)?;
     let report = reader::read(src, &place, super::trust::trust(&key), &mut |_| Ok(()), &mut |_, _| Ok(()))?;
-    if !args.check_layers {
-        return Ok((report, None));
-    }
-    let bundle = IndexedBundle::open(&args.bundle, super::trust::trust(&key))?;
-    let checked = layers::check_bundle(&bundle)?;
-    Ok((report, Some(checked)))
+    Ok((report, None))
 }
 
 fn report_json(r: &Report, layers: Option<&Checked>, args: &VerifyArgs) -> serde_json::Value {
