@@ -7,12 +7,13 @@
 //! verified when a blob is read: [`IndexedBundle::open_blob`] returns a reader that fails on the
 //! read that detects a mismatch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::archive;
 use crate::bundle::format::BundleIndex;
+use crate::bundle::graph::Graph;
 use crate::bundle::reader::{self, Expected, Item, Report, Trust};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
@@ -65,15 +66,17 @@ impl IndexedBundle {
         Ok(bundle)
     }
 
+    /// Reads each manifest once (one at a time: only its edges are kept) and checks the graph
+    /// and the views against the signed index.
     fn check_manifests(&self) -> Result<()> {
-        let mut manifests = BTreeMap::new();
+        let mut graph = Graph::new(&self.report.index);
         for b in &self.report.index.blobs {
             let is_manifest = Item::Blob(b).is_manifest();
             if is_manifest && b.size <= json::MAX_JSON_BYTES {
-                manifests.insert(b.digest.clone(), self.read_small(&b.digest)?);
+                graph.add(b, &self.read_small(&b.digest)?, &self.place)?;
             }
         }
-        reader::check_graph(&self.report.index, &manifests, &self.place)
+        reader::check_views(&self.report.index, &graph, &self.place)
     }
 
     pub fn index(&self) -> &BundleIndex {

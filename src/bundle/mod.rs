@@ -2,7 +2,9 @@
 //! ([`writer`]) and reading it back with streaming verification ([`reader`]).
 
 pub mod format;
+mod graph;
 pub mod indexed;
 pub mod reader;
 pub mod sign;
+pub mod views;
 pub mod writer;

@@ -7,18 +7,20 @@
 //! blobs it needs are the blobs the index says it needs. Callers see each entry's content as it is
 //! read; blobs are hashed on other cores ([`crate::hash_pool`]) and a mismatch fails the read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
 use crate::archive::{self, Input, Stream};
 use crate::bundle::format::{
     BlobEntry, BundleIndex, FileEntry, INDEX_NAME, MAX_INDEX_BYTES, MAX_SIGNATURE_BYTES, SIGNATURE_NAME,
 };
+use crate::bundle::graph::Graph;
 use crate::bundle::sign::PublicKey;
+use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result, shown};
 use crate::hash_pool::{HashPool, Queue};
-use crate::image::{self, Parsed};
+use crate::image;
 use crate::json;
 
 /// How the signature is treated.
@@ -70,7 +72,7 @@ pub fn read<R: Read>(
     let index = &signed.index;
     on_index(index)?;
     let mut expected = Expected::new(index);
-    let mut manifests: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
+    let mut graph = Graph::new(index);
     let mut report = signed.report();
     let pool = HashPool::default();
     let mut hashing = Queue::default();
@@ -82,7 +84,9 @@ pub fn read<R: Read>(
             let mut v = VerifyingReader::new(tar.body(), digest.clone(), want);
             v.read_to_end(&mut buf).map_err(|e| Error::io(&at, e).into_integrity())?;
             on_entry(item, &mut &buf[..])?;
-            manifests.insert(digest.clone(), buf);
+            if let Item::Blob(b) = item {
+                graph.add(b, &buf, place)?;
+            }
         } else {
             // Hashed on another core while the next bytes are read; checked before `read` returns.
             let mut feed = pool.feed(tar.body());
@@ -99,7 +103,7 @@ pub fn read<R: Read>(
     hashing.finish().map_err(|(at, e)| Error::io(at, e).into_integrity())?;
     tar.finish().map_err(Error::into_integrity)?;
     expected.check_complete(place)?;
-    check_graph(index, &manifests, place)?;
+    check_views(index, &graph, place)?;
     report.index = signed.index;
     Ok(report)
 }
@@ -239,40 +243,8 @@ fn small_entry<R: Input>(
     Ok((entry.name, bytes))
 }
 
-/// Each image's manifests must reach exactly the blobs the index says the image uses.
-pub(crate) fn check_graph(index: &BundleIndex, manifests: &BTreeMap<Digest, Vec<u8>>, place: &str) -> Result<()> {
-    let listed: HashSet<&Digest> = index.blobs.iter().map(|b| &b.digest).collect();
-    for img in &index.images {
-        let at = format!("{place}: image {}", img.name);
-        let mut reached: Vec<&Digest> = Vec::new();
-        let mut todo = vec![(img.digest.clone(), img.media_type.clone())];
-        while let Some((digest, media_type)) = todo.pop() {
-            let bytes = manifests
-                .get(&digest)
-                .ok_or_else(|| Error::integrity(&at, format!("manifest {digest} is not in the bundle")))?;
-            let parsed = image::parse_manifest(bytes, &media_type)
-                .map_err(|e| Error::integrity(&at, format!("{digest}: {e}")))?;
-            reached.push(manifests.get_key_value(&digest).expect("present").0);
-            match parsed {
-                Parsed::Index(i) => todo.extend(i.manifests.into_iter().map(|d| (d.digest, d.media_type))),
-                Parsed::Manifest(m) => {
-                    for d in std::iter::once(&m.config).chain(&m.layers) {
-                        let hit = listed
-                            .get(&d.digest)
-                            .ok_or_else(|| Error::integrity(&at, format!("blob {} is not in the bundle", d.digest)))?;
-                        reached.push(hit);
-                    }
-                }
-            }
-        }
-        let reached: HashSet<&Digest> = reached.into_iter().collect();
-        let claimed: HashSet<&Digest> = img.blobs.iter().collect();
-        if reached != claimed {
-            return Err(Error::integrity(
-                at,
-                "the blobs its manifests use differ from the blobs the signed index lists for it",
-            ));
-        }
-    }
-    Ok(())
+/// Each image's manifests reach what the index says, and the views say what the index says.
+pub(crate) fn check_views(index: &BundleIndex, graph: &Graph<'_>, place: &str) -> Result<()> {
+    graph.check(place)?;
+    views::check(index, &|d| graph.parts(d), place)
 }

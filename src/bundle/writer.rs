@@ -5,16 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufWriter, Read};
 use std::path::Path;
 
-use serde_json::{Value, json};
-
 use crate::atomic::AtomicFile;
 use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, SIGNATURE_NAME};
 use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
 use crate::bundle::sign::SecretKey;
+use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX, Parsed};
+use crate::image::{self, Parsed};
 use crate::source::{Collection, Image, Origin};
 
 pub struct WriteOptions<'a> {
@@ -38,8 +37,9 @@ pub struct Written {
 }
 
 pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<Written> {
-    let files = metadata_files(coll)?;
-    let index = build_index(coll, &files, opts.created)?;
+    let images = image_entries(coll);
+    let files = views::files(&images, &|d| parts(coll, d)).map_err(|why| Error::bad("bundle views", why))?;
+    let index = build_index(coll, images, &files, opts.created)?;
     let index_bytes = index.to_bytes();
     let comment = format!("timestamp:{}\tfile:{INDEX_NAME}\tbundle:{}", opts.created, index.bundle_id);
     let signature = opts.key.sign(&index_bytes, &comment);
@@ -124,8 +124,8 @@ fn sorted_images(coll: &Collection) -> Vec<&Image> {
     v
 }
 
-fn build_index(coll: &Collection, files: &[(String, Vec<u8>)], created: u64) -> Result<BundleIndex> {
-    let images: Vec<ImageEntry> = sorted_images(coll)
+fn image_entries(coll: &Collection) -> Vec<ImageEntry> {
+    sorted_images(coll)
         .into_iter()
         .map(|i| ImageEntry {
             name: i.name.to_string(),
@@ -134,10 +134,18 @@ fn build_index(coll: &Collection, files: &[(String, Vec<u8>)], created: u64) -> 
             size: i.root.size,
             platforms: i.platforms.iter().map(|p| p.to_string()).collect(),
             filtered_from: i.filtered_from.clone(),
-            docker_load: docker_loadable(i),
+            docker_load: views::docker_loadable(&i.root.media_type, &i.name),
             blobs: i.blobs.clone(),
         })
-        .collect();
+        .collect()
+}
+
+fn build_index(
+    coll: &Collection,
+    images: Vec<ImageEntry>,
+    files: &[(String, Vec<u8>)],
+    created: u64,
+) -> Result<BundleIndex> {
     let blobs: Vec<BlobEntry> = coll
         .blobs
         .values()
@@ -176,73 +184,12 @@ fn bytes_saved(index: &BundleIndex) -> u64 {
     naive.saturating_sub(index.total_blob_bytes())
 }
 
-/// `oci-layout`, `index.json`, `manifest.json` and `repositories`, in that order.
-fn metadata_files(coll: &Collection) -> Result<Vec<(String, Vec<u8>)>> {
-    let images = sorted_images(coll);
-    let layout = json!({"imageLayoutVersion": "1.0.0"});
-    let manifests: Vec<Value> = images
-        .iter()
-        .map(|i| {
-            let name = i.name.to_string();
-            json!({
-                "mediaType": i.root.media_type,
-                "digest": i.root.digest,
-                "size": i.root.size,
-                "annotations": {ANNOTATION_CONTAINERD_NAME: name, ANNOTATION_REF_NAME: name},
-            })
-        })
-        .collect();
-    let oci_index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
-    let (docker, repositories) = docker_load_files(coll, &images)?;
-    let to_bytes = |v: &Value| serde_json::to_vec(v).expect("serialises");
-    Ok(vec![
-        ("oci-layout".into(), to_bytes(&layout)),
-        ("index.json".into(), to_bytes(&oci_index)),
-        ("manifest.json".into(), to_bytes(&docker)),
-        ("repositories".into(), to_bytes(&repositories)),
-    ])
-}
-
-/// Docker's classic store takes single-platform images with a tag (not a bare digest pin).
-fn docker_loadable(image: &Image) -> bool {
-    image::is_manifest_type(&image.root.media_type) && image.name.tag().is_some()
-}
-
-/// `manifest.json` (one entry per single-platform manifest, with all its tags) and `repositories`.
-fn docker_load_files(coll: &Collection, images: &[&Image]) -> Result<(Value, Value)> {
-    let mut entries: Vec<(Digest, Value, Vec<String>)> = Vec::new();
-    let mut repositories = serde_json::Map::new();
-    for image in images.iter().filter(|i| docker_loadable(i)) {
-        let Some(Origin::Bytes(bytes)) = coll.blobs.get(&image.root.digest).map(|b| &b.origin) else {
-            return Err(Error::bad(format!("image {}", image.name), "manifest bytes are not at hand"));
-        };
-        let Ok(Parsed::Manifest(m)) = image::parse_manifest(bytes, &image.root.media_type) else {
-            return Err(Error::bad(format!("image {}", image.name), "manifest does not parse"));
-        };
-        let tag = image.name.familiar();
-        let top = m.layers.last().map(|l| l.digest.hex().to_owned()).unwrap_or_default();
-        let (repo, t) = tag.rsplit_once(':').unwrap_or((&tag, "latest"));
-        repositories
-            .entry(repo.to_owned())
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .expect("object")
-            .insert(t.into(), json!(top));
-        match entries.iter_mut().find(|(d, _, _)| *d == image.root.digest) {
-            Some((_, _, tags)) => tags.push(tag),
-            None => {
-                let layers: Vec<String> = m.layers.iter().map(|l| l.digest.blob_path()).collect();
-                let v = json!({"Config": m.config.digest.blob_path(), "Layers": layers});
-                entries.push((image.root.digest.clone(), v, vec![tag]));
-            }
-        }
+/// The config and layers of a single-platform manifest the collection holds as bytes.
+fn parts(coll: &Collection, digest: &Digest) -> Option<views::Parts> {
+    let blob = coll.blobs.get(digest)?;
+    let Origin::Bytes(bytes) = &blob.origin else { return None };
+    match image::parse_manifest(bytes, &blob.descriptor.media_type) {
+        Ok(Parsed::Manifest(m)) => Some((m.config.digest, m.layers.into_iter().map(|l| l.digest).collect())),
+        _ => None,
     }
-    let docker: Vec<Value> = entries
-        .into_iter()
-        .map(|(_, mut v, tags)| {
-            v["RepoTags"] = json!(tags);
-            v
-        })
-        .collect();
-    Ok((Value::Array(docker), Value::Object(repositories)))
 }

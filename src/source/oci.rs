@@ -16,6 +16,7 @@ use crate::json;
 use crate::reference::Reference;
 use crate::source::store::Store;
 use crate::source::{Blob, Collection, Image, Origin, ReadOptions, SourceSpec, needs_name};
+use crate::walk::Visited;
 
 /// Reads the images of an OCI layout held in `store`.
 pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut Collection) -> Result<()> {
@@ -96,7 +97,7 @@ pub fn add_image(
     opts: &ReadOptions,
     out: &mut Collection,
 ) -> Result<()> {
-    let mut walker = Walker { fetch, opts, out, name: &name, used: Vec::new() };
+    let mut walker = Walker { fetch, opts, out, name: &name, used: Vec::new(), visited: Visited::default() };
     let (root, platforms, filtered_from) = walker.root(root)?;
     let mut seen = std::collections::HashSet::new();
     let blobs = walker.used.into_iter().filter(|d| seen.insert(d.clone())).collect();
@@ -190,6 +191,8 @@ struct Walker<'a> {
     out: &'a mut Collection,
     name: &'a Reference,
     used: Vec<Digest>,
+    /// The walk's limits (crate::walk): an index naming a child many times reads it once.
+    visited: Visited,
 }
 
 impl Walker<'_> {
@@ -204,6 +207,7 @@ impl Walker<'_> {
 
     /// Returns the (possibly filtered) root, its platforms and the digest before filtering.
     fn root(&mut self, desc: &Descriptor) -> Result<(Descriptor, Vec<Platform>, Option<Digest>)> {
+        self.visited.enter(&desc.digest, 0).map_err(|why| Error::bad(self.place(desc), why))?;
         let bytes = self.fetch.read_small(desc)?;
         let parsed = image::parse_manifest(&bytes, &desc.media_type).map_err(|e| Error::bad(self.place(desc), e))?;
         let root = Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size);
@@ -279,7 +283,7 @@ impl Walker<'_> {
             self.out.notices.push(msg);
         }
         let mut platforms = Vec::new();
-        for child in &keep {
+        for child in self.first_visits(&root, &keep)? {
             if !image::is_manifest_type(&child.media_type) {
                 return Err(Error::bad(
                     self.place(child),
@@ -304,6 +308,17 @@ impl Walker<'_> {
         let desc = Descriptor::new(&root.media_type, Digest::of_bytes(&filtered), filtered.len() as u64);
         self.use_blob(desc.clone(), Origin::Bytes(filtered.into()));
         Ok((desc, platforms, Some(root.digest)))
+    }
+
+    /// The children of an index not visited yet, each once, within the walk's limits.
+    fn first_visits<'d>(&mut self, root: &Descriptor, children: &[&'d Descriptor]) -> Result<Vec<&'d Descriptor>> {
+        let mut first = Vec::new();
+        for child in children {
+            if self.visited.enter(&child.digest, 1).map_err(|why| Error::bad(self.place(root), why))? {
+                first.push(*child);
+            }
+        }
+        Ok(first)
     }
 
     /// Checks a manifest's config and layers; returns the platform its config declares.

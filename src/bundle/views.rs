@@ -1,0 +1,121 @@
+//! The views a bundle carries besides its blobs: `oci-layout` and `index.json` (the OCI layout
+//! that skopeo, podman and containerd read), `manifest.json` and `repositories` (what `docker
+//! load` reads). They are derived from the signed index alone (and the manifests it names), here,
+//! once: the writer writes what [`files`] derives, and every reader checks with [`check`] that the
+//! bundle's copies are exactly that, so that no tool sees another image than `verify` vouched for.
+
+use serde_json::{Value, json};
+
+use crate::bundle::format::{BundleIndex, FileEntry, ImageEntry};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, OCI_INDEX};
+use crate::reference::Reference;
+
+/// A single-platform manifest's config and layers, by digest.
+pub type Parts = (Digest, Vec<Digest>);
+
+/// Docker's classic store takes single-platform images with a tag (not a bare digest pin).
+pub fn docker_loadable(media_type: &str, name: &Reference) -> bool {
+    image::is_manifest_type(media_type) && name.tag().is_some()
+}
+
+/// `oci-layout`, `index.json`, `manifest.json` and `repositories`, in that order, for `images`
+/// (sorted by name); `parts` gives the config and layers of an image's manifest.
+pub fn files(
+    images: &[ImageEntry],
+    parts: &dyn Fn(&Digest) -> Option<Parts>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let layout = json!({"imageLayoutVersion": "1.0.0"});
+    let manifests: Vec<Value> = images
+        .iter()
+        .map(|i| {
+            json!({
+                "mediaType": i.media_type,
+                "digest": i.digest,
+                "size": i.size,
+                "annotations": {ANNOTATION_CONTAINERD_NAME: i.name, ANNOTATION_REF_NAME: i.name},
+            })
+        })
+        .collect();
+    let oci_index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+    let (docker, repositories) = docker_load(images, parts)?;
+    let to_bytes = |v: &Value| serde_json::to_vec(v).expect("serialises");
+    Ok(vec![
+        ("oci-layout".into(), to_bytes(&layout)),
+        ("index.json".into(), to_bytes(&oci_index)),
+        ("manifest.json".into(), to_bytes(&docker)),
+        ("repositories".into(), to_bytes(&repositories)),
+    ])
+}
+
+/// `manifest.json` (one entry per single-platform manifest, with all its tags) and `repositories`.
+fn docker_load(images: &[ImageEntry], parts: &dyn Fn(&Digest) -> Option<Parts>) -> Result<(Value, Value), String> {
+    let mut entries: Vec<(Digest, Value, Vec<String>)> = Vec::new();
+    let mut repositories = serde_json::Map::new();
+    for image in images.iter().filter(|i| i.docker_load) {
+        let name = Reference::parse(&image.name).map_err(|e| e.to_string())?;
+        let (config, layers) =
+            parts(&image.digest).ok_or_else(|| format!("image {}: its manifest is not at hand", image.name))?;
+        let tag = name.familiar();
+        let top = layers.last().map(|l| l.hex().to_owned()).unwrap_or_default();
+        let (repo, t) = tag.rsplit_once(':').unwrap_or((&tag, "latest"));
+        repositories
+            .entry(repo.to_owned())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("object")
+            .insert(t.into(), json!(top));
+        match entries.iter_mut().find(|(d, _, _)| *d == image.digest) {
+            Some((_, _, tags)) => tags.push(tag),
+            None => {
+                let layers: Vec<String> = layers.iter().map(Digest::blob_path).collect();
+                let v = json!({"Config": config.blob_path(), "Layers": layers});
+                entries.push((image.digest.clone(), v, vec![tag]));
+            }
+        }
+    }
+    let docker: Vec<Value> = entries
+        .into_iter()
+        .map(|(_, mut v, tags)| {
+            v["RepoTags"] = json!(tags);
+            v
+        })
+        .collect();
+    Ok((Value::Array(docker), Value::Object(repositories)))
+}
+
+/// The bundle's views must be exactly those its signed index implies (their content was checked
+/// against the listed digests as it was read), and each image's `dockerLoad` flag what it implies.
+pub fn check(index: &BundleIndex, parts: &dyn Fn(&Digest) -> Option<Parts>, place: &str) -> Result<()> {
+    for img in &index.images {
+        let name = Reference::parse(&img.name).map_err(|e| Error::integrity(place, e.to_string()))?;
+        if img.docker_load != docker_loadable(&img.media_type, &name) {
+            let msg = "its dockerLoad flag is not what its name and media type imply";
+            return Err(Error::integrity(format!("{place}: image {}", img.name), msg));
+        }
+    }
+    let mut sorted = index.images.clone();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    if sorted != index.images {
+        return Err(Error::integrity(place, "the signed index's images are not in name order"));
+    }
+    let derived = files(&index.images, parts).map_err(|why| Error::integrity(place, why))?;
+    let derived: Vec<FileEntry> = derived
+        .into_iter()
+        .map(|(path, bytes)| FileEntry { path, digest: Digest::of_bytes(&bytes), size: bytes.len() as u64 })
+        .collect();
+    for (i, want) in derived.iter().enumerate() {
+        match index.files.get(i) {
+            Some(f) if f == want => {}
+            _ => {
+                let msg = "says something other than the signed index's images (names, digests or platforms)";
+                return Err(Error::integrity(format!("{place}: {}", want.path), msg));
+            }
+        }
+    }
+    if let Some(extra) = index.files.get(derived.len()) {
+        return Err(Error::integrity(format!("{place}: {}", extra.path), "is not a file a bundle holds"));
+    }
+    Ok(())
+}
