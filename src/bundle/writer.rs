@@ -72,7 +72,7 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
                 put(&path, d.size, &mut v).map_err(|e| Error::io(if v.failed { at() } else { place() }, e))?;
             }
             Origin::Registry { client, repo } => {
-                let r = crate::source::registry::open_blob(client, repo, &d.digest)?;
+                let r = client.open_blob(repo, &d.digest, d.size, 0)?;
                 let at = || format!("{}/{repo}@{}", client.registry(), d.digest);
                 let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
                 put(&path, d.size, &mut v).map_err(|e| match v.failed {

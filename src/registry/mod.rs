@@ -19,6 +19,7 @@
 //! blocking retry cannot honour `Retry-After`.
 
 mod auth;
+mod download;
 mod pace;
 mod transport;
 mod upload;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 
 use ureq::http::{Method, Response};
 
+pub use self::download::MAX_RESUMES;
 pub use self::pace::DEFAULT_TIMEOUT;
 
 use self::auth::{Auth, Credential, CredentialSource};

@@ -2,18 +2,22 @@
 //! interrupted `create` resumes and a repeated one fetches nothing again.
 //!
 //! Blobs are fetched several at once into `<hex>.partial` files and renamed when their digest and
-//! size check out; a partial file left by an interrupted run is resumed with an HTTP Range request.
+//! size check out; a partial file left by an interrupted run is resumed with an HTTP Range request,
+//! and one that turns out corrupt is discarded and fetched again whole. Within a run, a download
+//! that breaks resumes through [`Client::open_blob`], as it does without a cache.
 //! A cached blob is re-hashed before it is reused (and again when the bundle is written); one that
 //! does not match is fetched anew.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::registry::Client;
 use crate::source::registry::read_error;
 use crate::source::{Collection, Origin};
 
@@ -64,21 +68,41 @@ impl Cache {
         }
         let Origin::Registry { client, repo } = origin else { return Ok(()) };
         let partial = path.with_extension("partial");
-        let mut have = fs_err::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-        if have > size {
-            have = 0;
+        let have = usable_partial(&partial, size)?;
+        match fetch(client, repo, digest, size, &partial, have) {
+            // What an earlier run left is the suspect, not the registry: start over from nothing.
+            Err(Error::Integrity { .. }) if have > 0 => fetch(client, repo, digest, size, &partial, 0)?,
+            other => other?,
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(have == 0)
-            .open(&partial)
-            .map_err(|e| Error::io(partial.display().to_string(), e))?;
-        if have > 0 {
-            io::Seek::seek(&mut file, io::SeekFrom::End(0)).at(|| partial.display().to_string())?;
-        }
-        let place = format!("{}/{repo}@{digest}", client.registry());
-        let mut body = client.get_blob(repo, digest, have)?.take(size - have);
+        fs_err::rename(&partial, &path).at(|| path.display().to_string())?;
+        Ok(())
+    }
+}
+
+/// How many bytes of an earlier run's `.partial` to resume from: none when it is absent or too
+/// long. A symlink is removed (a download never writes through one); a directory or other
+/// non-file is an error naming it.
+fn usable_partial(partial: &Path, size: u64) -> Result<u64> {
+    let at = || partial.display().to_string();
+    match std::fs::symlink_metadata(partial) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(Error::io(at(), e)),
+        Ok(m) if m.file_type().is_symlink() => fs_err::remove_file(partial).at(at).map(|()| 0),
+        Ok(m) if !m.is_file() => Err(Error::bad(at(), "a partial download in the cache that is not a file; remove it")),
+        Ok(m) if m.len() > size => Ok(0),
+        Ok(m) => Ok(m.len()),
+    }
+}
+
+/// Completes `partial` from byte `have` on (starting it afresh when `have` is 0), then checks the
+/// whole file. A mismatch removes it; a read failure is the registry's, a write failure the cache's.
+fn fetch(client: &Arc<Client>, repo: &str, digest: &Digest, size: u64, partial: &Path, have: u64) -> Result<()> {
+    let at = || partial.display().to_string();
+    let place = format!("{}/{repo}@{digest}", client.registry());
+    let mut file = OpenOptions::new().create(true).write(true).truncate(have == 0).open(partial).at(at)?;
+    if have < size {
+        io::Seek::seek(&mut file, io::SeekFrom::Start(have)).at(at)?;
+        let mut body = client.open_blob(repo, digest, size, have)?.take(size - have);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match body.read(&mut buf) {
@@ -87,19 +111,20 @@ impl Cache {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(read_error(&place, e)),
             };
-            file.write_all(&buf[..n]).at(|| partial.display().to_string())?;
+            file.write_all(&buf[..n]).at(at)?;
         }
-        file.flush().at(|| partial.display().to_string())?;
-        file.sync_all().at(|| partial.display().to_string())?;
-        let (found, len) = hash_file(&partial)?;
-        if (&found, len) != (digest, size) {
-            let _ = fs_err::remove_file(&partial);
-            let msg = format!("fetched {len} bytes with {found}, expected {size} bytes with {digest}");
-            return Err(Error::integrity(place, msg));
-        }
-        fs_err::rename(&partial, &path).at(|| path.display().to_string())?;
-        Ok(())
+        file.flush().at(at)?;
+        file.sync_all().at(at)?;
     }
+    let (found, len) = hash_file(partial)?;
+    if (&found, len) != (digest, size) {
+        let _ = fs_err::remove_file(partial);
+        // Resumed, the earlier run's bytes are the suspect (and the caller starts over).
+        let source = if have > 0 { at() } else { place };
+        let msg = format!("fetched {len} bytes with {found}, expected {size} bytes with {digest}");
+        return Err(Error::integrity(source, msg));
+    }
+    Ok(())
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {

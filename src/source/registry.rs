@@ -1,7 +1,7 @@
 //! Registry sources (`docker://REF`, or a bare reference such as `nginx:1.27`): manifests and
 //! indexes are fetched byte-for-byte and walked like any OCI layout; layers are not fetched here
 //! but streamed by the bundle writer straight from the registry into the bundle, hashed on the
-//! way, with an HTTP Range request to resume a download that breaks.
+//! way ([`Client::open_blob`] resumes a download that breaks).
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -100,49 +100,4 @@ pub fn read_error(place: &str, e: io::Error) -> Error {
         return Error::io(place, e);
     }
     Error::registry_caused(place, "the download broke off", e)
-}
-
-/// Opens a registry blob for the writer; a download that breaks resumes where it stopped.
-pub fn open_blob(client: &Arc<Client>, repo: &str, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-    let inner = client.get_blob(repo, digest, 0)?;
-    Ok(Box::new(Resuming {
-        client: client.clone(),
-        repo: repo.to_owned(),
-        digest: digest.clone(),
-        inner,
-        offset: 0,
-        resumes: 0,
-    }))
-}
-
-const MAX_RESUMES: u32 = 5;
-
-struct Resuming {
-    client: Arc<Client>,
-    repo: String,
-    digest: Digest,
-    inner: Box<dyn Read + Send>,
-    offset: u64,
-    resumes: u32,
-}
-
-impl Read for Resuming {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.inner.read(buf) {
-                Ok(n) => {
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.resumes < MAX_RESUMES && e.kind() != io::ErrorKind::InvalidData => {
-                    self.resumes += 1;
-                    self.inner = self.client.get_blob(&self.repo, &self.digest, self.offset).map_err(|re| {
-                        io::Error::other(format!("{e}; resuming at byte {} failed: {re}", self.offset))
-                    })?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }

@@ -301,14 +301,24 @@ fn a_registry_that_never_answers_is_given_up_within_the_timeout() {
 }
 
 /// Forwards connections to `upstream`; cuts the first one that has carried `cut_after` request
-/// bytes, once.
-struct CuttingProxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
+/// bytes (or, from [`CuttingProxy::on_answers`], answer bytes), once.
+pub(crate) struct CuttingProxy {
+    pub port: u16,
+    pub cut: Arc<AtomicBool>,
 }
 
 impl CuttingProxy {
     fn start(upstream: String, cut_after: u64) -> CuttingProxy {
+        Self::cutting(upstream, cut_after, false)
+    }
+
+    /// Cuts the first connection whose answers have carried `cut_after` bytes: a download reset
+    /// midway.
+    pub(crate) fn on_answers(upstream: String, cut_after: u64) -> CuttingProxy {
+        Self::cutting(upstream, cut_after, true)
+    }
+
+    fn cutting(upstream: String, cut_after: u64, answers: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -317,9 +327,10 @@ impl CuttingProxy {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else { return };
                 let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || pump(server2, client2, None));
-                let c = c.clone();
-                std::thread::spawn(move || pump(client, server, Some((c, cut_after))));
+                let (up, down) =
+                    if answers { (None, Some((c.clone(), cut_after))) } else { (Some((c.clone(), cut_after)), None) };
+                std::thread::spawn(move || pump(server2, client2, down));
+                std::thread::spawn(move || pump(client, server, up));
             }
         });
         CuttingProxy { port, cut }
@@ -444,6 +455,34 @@ fn a_manifest_the_registry_finds_blobs_missing_for_is_repaired_once() {
     let seen: serde_json::Value =
         serde_json::from_str(&tool("skopeo", &["inspect", "--tls-verify=false", &url], &[]).ok().stdout).unwrap();
     assert_eq!(seen["Digest"], digest.to_string());
+}
+
+#[test]
+fn a_close_delimited_blob_that_ends_early_is_resumed_with_a_range() {
+    let data: String = (0..50_000u32).map(|i| char::from_digit(i % 36, 36).unwrap()).collect();
+    let digest = Digest::of_bytes(data.as_bytes());
+    let served = data.clone();
+    let (port, seen) = fake_server(move |head| {
+        if head.starts_with("get /v2/ ") {
+            return reply("200 OK", "", "");
+        }
+        // No Content-Length: the body ends when the connection closes, here at half the blob.
+        match header_value(head, "range").and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')) {
+            None => format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}", &served[..20_000]),
+            Some(from) => {
+                let from: usize = from.parse().unwrap();
+                let range = format!("Content-Range: bytes {from}-{}/{}", served.len() - 1, served.len());
+                format!("HTTP/1.1 206 Partial Content\r\n{range}\r\nConnection: close\r\n\r\n{}", &served[from..])
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Arc::new(Client::new(&format!("127.0.0.1:{port}"), &options(tmp.path())).unwrap());
+    let mut got = String::new();
+    let opened = client.open_blob("team/app", &digest, data.len() as u64, 0).map_err(|e| chain(&e));
+    opened.unwrap().read_to_string(&mut got).unwrap();
+    assert!(got == data, "got {} of {} bytes", got.len(), data.len());
+    assert!(seen.lock().unwrap().iter().any(|h| h.contains("range: bytes=20000-")), "no range request");
 }
 
 /// distribution keeps the bytes of a broken `PATCH` and then refuses to resume the session ("upload

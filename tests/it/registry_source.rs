@@ -246,3 +246,57 @@ fn create_from_a_registry_that_never_answers_fails_within_its_timeout() {
     assert!(start.elapsed() < std::time::Duration::from_secs(12), "took {:?}", start.elapsed());
     assert!(!env.path("b.tar").exists());
 }
+
+/// A registry holding one image of two 4 MiB incompressible layers; returns the `docker://`
+/// source and the raw manifest.
+fn big_image(env: &Env, reg: &Registry) -> (String, Value) {
+    crate::common::big_layout(&env.path("big"), 2, 4 << 20);
+    let layout = format!("oci:{}:example.com/big/image:1", env.path("big").display());
+    let dest = format!("docker://{}/src/big:1", reg.host);
+    tool("skopeo", &["copy", "--dest-tls-verify=false", &layout, &dest], &[]).ok();
+    let raw = tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &dest], &[]).ok().stdout;
+    (dest, serde_json::from_str(&raw).unwrap())
+}
+
+#[test]
+fn a_download_reset_midway_is_resumed_in_the_same_run_with_and_without_a_cache() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    big_image(&env, &reg);
+    for cache in [None, Some("cache")] {
+        let proxy = crate::registry::CuttingProxy::on_answers(reg.host.clone(), 3 << 20);
+        let src = format!("docker://127.0.0.1:{}/src/big:1", proxy.port);
+        let mut args = vec!["create", "-k", "ops.key", "-o", "b.tar", "--jobs", "1", "--retries", "0", &src];
+        args.extend(cache.map(|c| ["--cache", c]).iter().flatten());
+        env.run(&args).ok();
+        assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy never cut a download");
+        env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+        std::fs::remove_file(env.path("b.tar")).unwrap();
+    }
+}
+
+#[test]
+fn a_corrupt_partial_download_in_the_cache_is_fetched_again() {
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let (src, manifest) = big_image(&env, &reg);
+    let layer = &manifest["layers"][0];
+    let hex = layer["digest"].as_str().unwrap().strip_prefix("sha256:").unwrap();
+    let blobs = env.path("cache/blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    // Half a blob's worth of bytes that are not its first half.
+    std::fs::write(blobs.join(format!("{hex}.partial")), vec![0x5a; 2 << 20]).unwrap();
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--cache", "cache", &src]).ok();
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+    assert!(blobs.join(hex).exists() && !blobs.join(format!("{hex}.partial")).exists());
+
+    // A partial download that is a directory is the cache's problem, and says so.
+    std::fs::remove_file(blobs.join(hex)).unwrap();
+    std::fs::create_dir(blobs.join(format!("{hex}.partial"))).unwrap();
+    let partial = format!("{hex}.partial");
+    let run = env.run(&["create", "-k", "ops.key", "-o", "c.tar", "--cache", "cache", &src]);
+    let run = run.fails(crate::common::EXIT_BAD_INPUT, &[&partial, "cache"]);
+    assert!(!run.stderr.contains(&reg.host), "{}", run.stderr);
+}
