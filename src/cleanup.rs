@@ -40,6 +40,11 @@ impl Drop for Registered {
     }
 }
 
+/// Whether [`remove_all`] has run: the process is being interrupted.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// Removes every registered path and returns those that existed. Meant to be called once, by a
 /// signal handler, just before the process exits.
 pub fn remove_all() -> Vec<PathBuf> {

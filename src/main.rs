@@ -9,7 +9,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    match cli::run(args) {
+    let result = cli::run(args);
+    // An interruption may make the run fail (its staging vanished): the handler reports and exits.
+    cli::wait_if_interrupted();
+    match result {
         Ok(code) => code,
         Err(err) => {
             cli::print_error(&err);

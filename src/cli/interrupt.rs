@@ -30,6 +30,16 @@ pub fn set_outcome(text: impl Into<String>) {
     *OUTCOME.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = text.into();
 }
 
+/// Once a signal is being handled, the handler ends the process: a run that fails meanwhile (its
+/// staging directory removed under it) waits for that instead of reporting its own error.
+pub fn wait_if_interrupted() {
+    if airlock::cleanup::interrupted() {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 fn handle(signal: i32) -> ! {
     let removed = airlock::cleanup::remove_all();
     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };

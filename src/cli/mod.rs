@@ -70,6 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .map(|()| ExitCode::SUCCESS)
 }
 
+pub use interrupt::wait_if_interrupted;
+
 pub fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {

@@ -86,7 +86,16 @@ fn an_interrupted_create_removes_its_staging_and_exits_130_or_143() {
 /// the run to stage into `stage_dir`.
 fn interrupt_while_reading_stdin(env: &Env, args: &[&str], stage_dir: &std::path::Path, sig: &str) -> Run {
     let bundle = std::fs::read(env.path("b.tar")).unwrap();
-    let mut child = spawn(env, args);
+    // The Docker Engine is never reached: `load` is interrupted while it verifies.
+    let mut child = env
+        .cmd()
+        .args(args)
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(&bundle[..bundle.len() / 2]).unwrap();
     wait_for_staging(stage_dir, ".airlock-export-", &mut child);
@@ -125,5 +134,17 @@ fn an_interrupted_push_removes_its_staging_and_says_what_stays() {
         "{}",
         run.stderr
     );
+    assert_eq!(std::fs::read_dir(env.path("tmp")).unwrap().count(), 0, "staging left in --tmp-dir");
+}
+
+#[test]
+fn an_interrupted_load_removes_its_staging() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    std::fs::create_dir(env.path("tmp")).unwrap();
+    let args = ["load", "-p", "ops.pub", "-", "--tmp-dir", "tmp"];
+    let run = interrupt_while_reading_stdin(&env, &args, &env.path("tmp"), "TERM");
+    assert_eq!(run.code, 143, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("interrupted by SIGTERM") && run.stderr.contains("Docker Engine"), "{}", run.stderr);
     assert_eq!(std::fs::read_dir(env.path("tmp")).unwrap().count(), 0, "staging left in --tmp-dir");
 }
