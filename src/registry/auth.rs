@@ -196,7 +196,9 @@ pub(super) struct Authorization {
 struct TokenResponse {
     token: Option<String>,
     access_token: Option<String>,
-    expires_in: Option<u64>,
+    /// Any JSON value: one that is not a whole number of seconds (negative, fractional, beyond
+    /// u64) means the default lifetime rather than an unusable token.
+    expires_in: Option<serde_json::Value>,
 }
 
 /// Credentials, the registry's scheme and the bearer tokens obtained so far, shared by all threads.
@@ -364,7 +366,8 @@ impl Auth {
             .token
             .or(parsed.access_token)
             .ok_or_else(|| Failure::Fatal(Error::registry(place, "token response without a token")))?;
-        Ok(Token { value, expires: expiry(Instant::now(), parsed.expires_in), credentialed })
+        let expires_in = parsed.expires_in.as_ref().and_then(serde_json::Value::as_u64);
+        Ok(Token { value, expires: expiry(Instant::now(), expires_in), credentialed })
     }
 }
 

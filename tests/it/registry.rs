@@ -661,6 +661,8 @@ fn short_lived_and_endless_tokens_are_used_as_given() {
         r#"{"token":"t0k3n","expires_in":3}"#,
         r#"{"token":"t0k3n","expires_in":0}"#,
         r#"{"token":"t0k3n","expires_in":18446744073709551615}"#,
+        r#"{"token":"t0k3n","expires_in":12.5}"#,
+        r#"{"token":"t0k3n","expires_in":-5}"#,
     ] {
         let (registry, _, tokens) = bearer_registry(token);
         let client = Client::new(&format!("127.0.0.1:{registry}"), &with_credentials(tmp.path())).unwrap();
