@@ -444,6 +444,44 @@ def c_index_called_manifest():
     return t.bytes(), {"digest": desc["digest"]}
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def index_of_children(t, children):
+    """Points index.json at an image index listing `children` (descriptors) and stores it."""
+    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    hexd = t.put_blob(body)
+    t.set(TOOLS_INDEX, json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": OCI_INDEX, "digest": "sha256:" + hexd, "size": len(body)}]}).encode())
+    return hexd
+
+
+def c_index_same_child_20000():
+    # One child named 20,000 times: read once, its platform listed once.
+    t = tools()
+    desc, _ = tools_manifest(t)
+    child = {"mediaType": desc["mediaType"], "digest": desc["digest"], "size": desc["size"],
+             "platform": {"os": "linux", "architecture": "amd64"}}
+    hexd = index_of_children(t, [child] * 20000)
+    return t.bytes(), {"index": "sha256:" + hexd}
+
+
+def c_index_too_many_manifests():
+    t = tools()
+    desc, raw = tools_manifest(t)
+    children = []
+    for i in range(1100):
+        m = json.loads(raw)
+        m["annotations"] = {"n": str(i)}
+        body = json.dumps(m).encode()
+        hexd = t.put_blob(body)
+        children.append({"mediaType": desc["mediaType"], "digest": "sha256:" + hexd, "size": len(body),
+                         "platform": {"os": "linux", "architecture": "amd64"}})
+    hexd = index_of_children(t, children)
+    return t.bytes(), {"index": "sha256:" + hexd}
+
+
 def c_duplicate_keys():
     t = tools()
     _, raw = tools_manifest(t)

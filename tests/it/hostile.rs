@@ -264,6 +264,25 @@ fn create_refuses_media_type_confusion() {
 }
 
 #[test]
+fn an_index_naming_one_child_20000_times_reads_it_once_and_lists_its_platform_once() {
+    let env = Env::new();
+    env.keygen("ops");
+    make(&env, "index-same-child-20000", "fan.tar", None);
+    env.run(&["create", "-k", "ops.key", "-o", "out.tar", "oci-archive:fan.tar=example.com/fan:1"]).ok();
+    let index = crate::common::signed_index(&env, "out.tar");
+    assert_eq!(index["images"][0]["platforms"], serde_json::json!(["linux/amd64"]), "{index}");
+    env.run(&["verify", "-p", "ops.pub", "out.tar"]).ok();
+}
+
+#[test]
+fn an_image_of_more_than_1024_manifests_is_refused_naming_the_limit() {
+    let env = Env::new();
+    let info = make(&env, "index-too-many-manifests", "evil.tar", None);
+    let needles = [hex(field(&info, "index")), "more than 1024 distinct manifests in one image"];
+    refused(&env, "oci-archive:evil.tar=example.com/x:1", EXIT_BAD_INPUT, &needles);
+}
+
+#[test]
 fn create_refuses_json_with_duplicate_keys() {
     refuse_case("duplicate-keys", "oci-archive", EXIT_BAD_INPUT, |i| {
         vec!["evil.tar".into(), hex(field(i, "manifest")).into(), "duplicate key `layers`".into()]
@@ -421,7 +440,7 @@ fn create_on_a_full_disk_while_staging_legacy_layers_leaves_nothing() {
 }
 
 /// Runs airlock under tests/hostile.py `maxrss`: (exit code, peak RSS in KiB, stderr).
-fn peak_rss(env: &Env, args: &[&str]) -> (i64, u64, String) {
+pub fn peak_rss(env: &Env, args: &[&str]) -> (i64, u64, String) {
     let o = Command::new("python3")
         .current_dir(env.dir.path())
         .env_remove("AIRLOCK_KEY_PASSWORD")
