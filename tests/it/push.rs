@@ -256,3 +256,35 @@ fn an_unreadable_docker_content_digest_fails_every_put() {
         }
     }
 }
+
+#[test]
+fn a_registry_that_claimed_blobs_it_lacks_gets_them_when_the_manifest_is_refused() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let mut bundle = tar::Archive::new(std::fs::File::open(env.path("b.tar")).unwrap());
+    let index: Value = serde_json::from_reader(bundle.entries().unwrap().next().unwrap().unwrap()).unwrap();
+    let sizes: std::collections::HashMap<String, u64> =
+        index["blobs"].as_array().unwrap().iter().map(|b| (s(&b["digest"]), b["size"].as_u64().unwrap())).collect();
+    let reg = Registry::start(&[]);
+    // The first HEAD of each blob claims it whole (right size), as a registry whose garbage
+    // collector runs during the push would; the manifest PUT then says MANIFEST_BLOB_UNKNOWN.
+    let lied = std::sync::Mutex::new(std::collections::HashSet::new());
+    let proxy = RewritingProxy::start(&reg.host, move |req, head| {
+        let path = req.split(' ').nth(1).unwrap_or("").to_owned();
+        let digest = path.rsplit('/').next().unwrap_or("").to_owned();
+        match sizes.get(&digest) {
+            Some(size) if req.starts_with("head ") && path.contains("/blobs/") && lied.lock().unwrap().insert(path) => {
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nDocker-Content-Digest: {digest}")
+            }
+            _ => head,
+        }
+    });
+    push_json(&env, &["--to", &format!("{}/mirror", proxy.host)]);
+    for (name, digest) in signed_images(&env, "b.tar") {
+        let at = target(&reg, &name);
+        assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
+    }
+}
