@@ -102,6 +102,13 @@ fn platforms_a_layout_does_not_hold_are_left_out_with_a_notice_and_the_index_dig
         &["registry.example/team/multi:2.0", "linux/arm64 manifest", "not in this source", "--platform"],
     );
     assert!(!env.path("arm.tar").exists());
+
+    // With --skip-missing-platforms the platforms held are taken, as for those an index lacks.
+    let both = ["--platform", "linux/arm64", "--platform", "linux/amd64", "--skip-missing-platforms"];
+    let run = env.run(&[&["create", "-k", "ops.key", "-o", "skip.tar"][..], &both, &[&src]].concat()).ok();
+    assert!(run.stderr.contains("left out linux/arm64"), "{}", run.stderr);
+    let skip = signed_index(&env, "skip.tar");
+    assert_eq!(image(&skip, "registry.example/team/multi:2.0")["digest"], multi["digest"]);
 }
 
 /// The platform a daemon here pulls, and the other one of `multiarch.oci.tar`.
