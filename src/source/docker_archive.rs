@@ -235,7 +235,8 @@ fn matching_root<'a>(store: &dyn Store, roots: &'a [Descriptor], entry: &SaveEnt
                     entry.config, desc.digest
                 )));
             }
-            let uncompressed = desc == root && m.layers.iter().all(|l| image::is_uncompressed_layer(&l.media_type));
+            let plain = |l: &Descriptor| image::is_uncompressed_layer(&l.media_type);
+            let uncompressed = desc == root && !m.layers.is_empty() && m.layers.iter().all(plain);
             return Ok(Match { root, uncompressed });
         }
     }
