@@ -8,10 +8,10 @@
 //! 1.2% smaller but compression 25% slower, and would change the bytes of every bundle made from a
 //! legacy `docker save` since the first release.
 //!
-//! Every read and write error comes back as an `io::Error`; memory is bounded by the blocks in
-//! flight (two per worker).
+//! One thread reads, the workers deflate, one thread writes, so reading and hashing the input
+//! overlap with writing and hashing the output. Every read and write error comes back as an
+//! `io::Error`; memory is bounded by the blocks in flight (about three per worker).
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -33,42 +33,67 @@ struct Job {
 
 /// Compresses all of `src` into `out` as gzip at `level` (0-9) on `threads` worker threads.
 /// Does not flush `out`.
-pub fn compress(src: &mut dyn Read, out: &mut dyn Write, level: u32, threads: usize) -> io::Result<()> {
+pub fn compress(src: &mut dyn Read, out: &mut (dyn Write + Send), level: u32, threads: usize) -> io::Result<()> {
     let threads = threads.max(1);
-    let (tx, rx) = sync_channel::<Job>(threads);
+    let (jobs, rx) = sync_channel::<Job>(threads);
     let rx = Arc::new(Mutex::new(rx));
+    // Results in input order; `None` says the input ended (a closed channel means it failed).
+    let (order, in_order) = sync_channel::<Option<Receiver<Piece>>>(2 * threads);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let rx = Arc::clone(&rx);
             scope.spawn(move || worker(&rx, level));
         }
-        // `tx` moves in, so it is dropped (and the workers stop) however the pipeline ends.
-        pipeline(src, out, level, tx, 2 * threads)
+        let writer = scope.spawn(move || write_in_order(&in_order, out, level));
+        // The senders move in, so the workers and the writer stop however reading ends.
+        let read = feed(src, jobs, order);
+        let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("gzip writer failed")));
+        // A failure on one side stops the other; report the cause, not the consequence.
+        match (read, written) {
+            (_, Err(e)) if !is_stopped(&e) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), written) => written,
+        }
     })
 }
 
-fn pipeline(src: &mut dyn Read, out: &mut dyn Write, level: u32, tx: SyncSender<Job>, depth: usize) -> io::Result<()> {
-    out.write_all(&header(level))?;
-    let mut pending: VecDeque<Receiver<Piece>> = VecDeque::new();
-    let mut crc = Crc::new();
+/// The other side of the pipeline has stopped (because it failed).
+#[derive(Debug, thiserror::Error)]
+#[error("gzip pipeline stopped")]
+struct Stopped;
+
+fn stopped() -> io::Error {
+    io::Error::other(Stopped)
+}
+
+fn is_stopped(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<Stopped>())
+}
+
+/// Reads `src` block by block and hands each block to the workers and its result to the writer.
+fn feed(src: &mut dyn Read, jobs: SyncSender<Job>, order: SyncSender<Option<Receiver<Piece>>>) -> io::Result<()> {
     let mut cur = read_block(src)?;
     loop {
         let next = if cur.len() == BLOCK { read_block(src)? } else { Vec::new() };
         let last = next.is_empty();
         let (reply, result) = sync_channel(1);
-        tx.send(Job { input: cur, last, reply }).map_err(|_| io::Error::other("gzip worker stopped"))?;
-        pending.push_back(result);
-        while pending.len() > depth || (last && !pending.is_empty()) {
-            let piece =
-                pending.pop_front().expect("not empty").recv().map_err(|_| io::Error::other("gzip worker stopped"))?;
-            let (bytes, block_crc) = piece?;
-            crc.combine(&block_crc);
-            out.write_all(&bytes)?;
-        }
+        order.send(Some(result)).map_err(|_| stopped())?;
+        jobs.send(Job { input: cur, last, reply }).map_err(|_| stopped())?;
         if last {
-            break;
+            return order.send(None).map_err(|_| stopped());
         }
         cur = next;
+    }
+}
+
+/// Writes the header, each block as it is ready in input order, and the trailer.
+fn write_in_order(in_order: &Receiver<Option<Receiver<Piece>>>, out: &mut dyn Write, level: u32) -> io::Result<()> {
+    out.write_all(&header(level))?;
+    let mut crc = Crc::new();
+    while let Some(piece) = in_order.recv().map_err(|_| stopped())? {
+        let (bytes, block_crc) = piece.recv().map_err(|_| stopped())??;
+        crc.combine(&block_crc);
+        out.write_all(&bytes)?;
     }
     out.write_all(&crc.sum().to_le_bytes())?;
     out.write_all(&crc.amount().to_le_bytes())
@@ -179,6 +204,21 @@ mod tests {
         let data = sample(20 * BLOCK);
         let e = compress(&mut &data[..], &mut Full(100_000), 5, 2).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    }
+
+    #[test]
+    fn a_failed_read_is_reported_as_itself() {
+        let data = sample(3 * BLOCK);
+        let mut src = (&data[..]).chain(FailingRead);
+        let e = compress(&mut src, &mut Vec::new(), 5, 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}");
+    }
+
+    struct FailingRead;
+    impl Read for FailingRead {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "source went away"))
+        }
     }
 
     #[test]
