@@ -11,6 +11,8 @@
 #     scripts/peers.sh install-modern-dockerd, graphdriver store: OCI layout, uncompressed layers),
 #   - airlock verify of the gzip bundle (page cache warm),
 #   - create + verify of one image with a single big layer (memory check),
+#   - verify against `openssl speed -evp sha256` in the same run (bench/verify-speed.sh, which
+#     also runs alone: one big layer and 8 equal layers, from the file and from a pipe),
 #   - with a loopback registry (scripts/peers.sh start-registry) seeded with the same images:
 #     airlock create from docker://127.0.0.1:PORT/... (plain, and --cache DIR --jobs 4 cold)
 #     against skopeo copy docker://... oci:DIR:..., one image per copy into one OCI layout;
@@ -623,3 +625,8 @@ line() { printf '%.0s-' {1..130}; echo; }
     echo "WARNING: other processes kept up to $BUSY_MAX cores busy during a timed run; times are pessimistic."
   fi
 }
+
+# verify against the machine's own sha256 speed, measured in this run (runs alone as
+# bench/verify-speed.sh, without root or docker).
+say "verify against openssl speed -evp sha256 (bench/verify-speed.sh)"
+BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/verify-speed.sh"
