@@ -7,6 +7,7 @@ use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
 use crate::image::Platform;
+use crate::progress::Observer;
 use crate::registry::ClientOptions;
 use crate::source::cache::Cache;
 use crate::source::registry::Registries;
@@ -38,7 +39,9 @@ pub struct Created {
     pub notices: Vec<String>,
 }
 
-pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Created> {
+/// Creates the bundle; `observer` is told about every layer compressed and the bundle's bytes as
+/// they are written.
+pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>) -> Result<Created> {
     if opts.sources.is_empty() {
         return Err(Error::bad("create", "no sources given"));
     }
@@ -46,7 +49,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let stager = Stager::new(dir, opts.compression)?;
+    let stager = Stager::new(dir, opts.compression)?.observed(Arc::clone(&observer));
     let read_opts = ReadOptions {
         platforms: opts.platforms.clone(),
         skip_missing_platforms: opts.skip_missing_platforms,
@@ -62,12 +65,10 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, progress: &(dyn Fn(u64, u64
     if let Some(dir) = &opts.cache {
         Cache::open(dir)?.fill(&mut coll, opts.jobs)?;
     }
-    let total: u64 = coll.blobs.values().map(|b| b.descriptor.size).sum();
-    let report = |done: u64| progress(done, total);
     let written = writer::write(
         &coll,
         &opts.output,
-        &WriteOptions { created: opts.created, key, progress: &report, check_layers: opts.check_layers },
+        &WriteOptions { created: opts.created, key, observer: &*observer, check_layers: opts.check_layers },
     )?;
     Ok(Created { written, notices: coll.notices })
 }

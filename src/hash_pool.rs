@@ -309,12 +309,13 @@ pub struct Range<T> {
 }
 
 /// Checks every range of `file` with positional reads, largest first, as many at once as the pool
-/// has workers, so a bundle takes little more than the time of its largest blob. Returns the
-/// first failure found.
+/// has workers, so a bundle takes little more than the time of its largest blob; `moved` hears of
+/// every read. Returns the first failure found.
 pub fn check_ranges<'r, T: Sync>(
     pool: &HashPool,
     file: &std::fs::File,
     ranges: &'r [Range<T>],
+    moved: &(dyn Fn(u64) + Sync),
 ) -> Result<(), (&'r T, io::Error)> {
     let mut order: Vec<&Range<T>> = ranges.iter().collect();
     order.sort_by_key(|r| r.size);
@@ -332,7 +333,7 @@ pub fn check_ranges<'r, T: Sync>(
             s.spawn(|| {
                 let mut pending = VecDeque::new();
                 while let Some(r) = next() {
-                    let at = At { file, pos: r.offset, end: r.offset.saturating_add(r.size) };
+                    let at = At { file, pos: r.offset, end: r.offset.saturating_add(r.size), moved };
                     match pool.feed(at).finish() {
                         Ok(p) => pending.push_back((r, p)),
                         Err(e) => fail(r, e),
@@ -357,6 +358,7 @@ struct At<'f> {
     file: &'f std::fs::File,
     pos: u64,
     end: u64,
+    moved: &'f (dyn Fn(u64) + Sync),
 }
 
 impl Read for At<'_> {
@@ -368,6 +370,7 @@ impl Read for At<'_> {
         }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
         self.pos += n as u64;
+        (self.moved)(n as u64);
         Ok(n)
     }
 }
@@ -421,14 +424,14 @@ mod tests {
             offset += b.len() as u64;
         }
         let pool = HashPool::new(2);
-        check_ranges(&pool, &file, &ranges).unwrap();
+        check_ranges(&pool, &file, &ranges, &|_| {}).unwrap();
         ranges[4].digest = Digest::of_bytes(b"other");
-        let (tag, e) = check_ranges(&pool, &file, &ranges).unwrap_err();
+        let (tag, e) = check_ranges(&pool, &file, &ranges, &|_| {}).unwrap_err();
         assert_eq!(*tag, 4);
         assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
         ranges[4].digest = Digest::of_bytes(&blobs[4]);
         ranges[6].size += 1;
-        let (tag, e) = check_ranges(&pool, &file, &ranges).unwrap_err();
+        let (tag, e) = check_ranges(&pool, &file, &ranges, &|_| {}).unwrap_err();
         assert_eq!(*tag, 6);
         assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Size { .. })));
     }

@@ -21,6 +21,7 @@ pub mod image_list;
 pub mod json;
 pub mod layers;
 pub mod local_file;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod sink;

@@ -19,6 +19,7 @@ use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::hash_pool::{self, HashPool, Range};
 use crate::json;
+use crate::progress::{Moving, Observer, Phase};
 
 pub struct IndexedBundle {
     path: PathBuf,
@@ -94,7 +95,7 @@ impl IndexedBundle {
 
     /// Checks the content of every blob and file, on every core (positional reads, largest
     /// first); afterwards the report counts what was checked.
-    pub fn check_contents(&mut self) -> Result<&Report> {
+    pub fn check_contents(&mut self, observer: &dyn Observer) -> Result<&Report> {
         let listed =
             self.report.index.blobs.iter().map(|b| (b.digest.blob_path(), &b.digest, self.offsets.get(&b.digest)));
         let files = self.report.index.files.iter().map(|f| (f.path.clone(), &f.digest, self.file_offsets.get(&f.path)));
@@ -105,7 +106,9 @@ impl IndexedBundle {
             ranges.push(Range { offset, size, digest: digest.clone(), tag: name });
         }
         let file = fs_err::File::open(&self.path).at(|| self.place.clone())?;
-        hash_pool::check_ranges(&HashPool::default(), file.file(), &ranges)
+        let total = ranges.iter().map(|r| r.size).sum();
+        let task = Moving::begin((), observer, Phase::Verify, &self.place, total);
+        hash_pool::check_ranges(&HashPool::default(), file.file(), &ranges, &|n| task.observer_moved(n))
             .map_err(|(name, e)| Error::io(format!("{}: entry {name}", self.place), e).into_integrity())?;
         let r = &mut self.report;
         r.blobs_checked = r.index.blobs.len();

@@ -14,14 +14,15 @@ use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, Parsed};
+use crate::progress::{Moving, Observer, Phase};
 use crate::source::{Collection, Image, Origin};
 
 pub struct WriteOptions<'a> {
     /// Seconds since the epoch, recorded as the creation time and every entry's mtime.
     pub created: u64,
     pub key: &'a SecretKey,
-    /// Called with the number of blob bytes written so far.
-    pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Told how many blob bytes have been written, as they are.
+    pub observer: &'a dyn Observer,
     /// Decompress every layer of the written bundle and check it against its `diff_id` before
     /// the bundle is committed ([`crate::layers`]).
     pub check_layers: bool,
@@ -47,15 +48,16 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let place = || out.display().to_string();
     let tmp = AtomicFile::create(out)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.file()));
+    let total = coll.blobs.values().map(|b| b.descriptor.size).sum();
+    let mut moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
     let mut put = |path: &str, size: u64, data: &mut dyn Read| -> std::io::Result<()> {
-        tar.append(&header(path, size, opts.created), data)
+        tar.append(&header(path, size, opts.created), moving.through(data))
     };
     put(INDEX_NAME, index_bytes.len() as u64, &mut &index_bytes[..]).at(place)?;
     put(SIGNATURE_NAME, signature.len() as u64, &mut signature.as_bytes()).at(place)?;
     for (path, bytes) in &files {
         put(path, bytes.len() as u64, &mut &bytes[..]).at(place)?;
     }
-    let mut done = 0u64;
     for blob in coll.blobs.values() {
         let d = &blob.descriptor;
         let path = d.digest.blob_path();
@@ -88,8 +90,6 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
                     .map_err(|e| Error::io(if v.failed { store.place(src) } else { place() }, e))?;
             }
         }
-        done += d.size;
-        (opts.progress)(done);
     }
     let buf = tar.into_inner().at(place)?;
     buf.into_inner().map_err(|e| Error::io(place(), e.into_error()))?;

@@ -83,18 +83,13 @@ enum Algo {
 pub fn run(args: CreateArgs) -> Result<()> {
     let opts = resolve(&args)?;
     let key = load_key(&args.key)?;
-    let bar = progress_bar();
-    let progress = |done: u64, total: u64| {
-        bar.set_length(total);
-        bar.set_position(done);
-    };
+    let shown = super::progress::observer();
     super::interrupt::set_outcome(format!(
         "{} was not written (a bundle appears whole or not at all)",
         opts.output.display()
     ));
-    let created = create::create(&opts, &key, &progress)?;
+    let created = create::create(&opts, &key, shown.clone())?;
     super::interrupt::set_outcome(format!("{} was written", opts.output.display()));
-    bar.finish_and_clear();
     for notice in &created.notices {
         eprintln!("note: {notice}");
     }
@@ -198,13 +193,4 @@ fn load_key(path: &std::path::Path) -> Result<SecretKey> {
         rpassword::prompt_password(format!("Password for {place}: ")).map_err(|e| Error::io("terminal", e))
     })?;
     Ok(key)
-}
-
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("writing bundle {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .expect("valid template"),
-    );
-    bar
 }

@@ -41,7 +41,8 @@ enum Format {
 pub fn run(args: ExportArgs) -> Result<()> {
     let platform = super::platform_or_host(args.platform.as_deref())?;
     let key = args.trust.load()?;
-    let (src, place) = super::open_bundle(&args.bundle)?;
+    let shown = super::progress::observer();
+    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
     super::interrupt::set_outcome(format!("{} was not written", args.output.display()));
     let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
     super::print_verified(&place, &staged.report);

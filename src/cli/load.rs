@@ -31,7 +31,8 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let platform = super::platform_or_host(args.platform.as_deref())?;
     let host = DockerHost::from_env()?;
     let key = args.trust.load()?;
-    let (src, place) = super::open_bundle(&args.bundle)?;
+    let shown = super::progress::observer();
+    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     super::interrupt::set_outcome(
         "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",

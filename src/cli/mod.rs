@@ -7,6 +7,7 @@ mod inspect;
 mod interrupt;
 mod keygen;
 mod load;
+mod progress;
 mod push;
 mod registry_args;
 mod trust;
@@ -110,6 +111,17 @@ pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn st
     }
     let f = fs_err::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), path.display().to_string()))
+}
+
+/// Opens a bundle like [`open_bundle`], showing the bytes read (and so verified) as they move.
+pub fn open_bundle_shown<'o>(
+    path: &std::path::Path,
+    observer: &'o dyn airlock::progress::Observer,
+) -> airlock::error::Result<(Box<dyn std::io::Read + 'o>, String)> {
+    let (src, place) = open_bundle(path)?;
+    let total = if path.as_os_str() == "-" { 0 } else { path.metadata().map_or(0, |m| m.len()) };
+    let moving = airlock::progress::Moving::begin(src, observer, airlock::progress::Phase::Verify, &place, total);
+    Ok((Box::new(moving), place))
 }
 
 /// `--platform` for sinks, or the host's platform.

@@ -1,6 +1,5 @@
 //! `airlock push`: verify a bundle, then replay it into a registry under `--to`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use airlock::bundle::indexed::IndexedBundle;
@@ -72,31 +71,12 @@ pub fn run(args: PushArgs) -> Result<()> {
         indexed = IndexedBundle::open(&args.bundle, trust)?;
         &indexed
     };
-    let opts = PushOptions { target, keep_host: args.keep_registry_host, jobs: args.jobs, dry_run: args.dry_run };
-    let bar = progress_bar(bundle.index().total_blob_bytes());
-    let log = |event: &str, done: u64| match &bar {
-        Some(b) => {
-            b.set_position(done);
-            b.set_message(event.to_owned());
-        }
-        None => eprintln!("{event}"),
-    };
-    let report = push::push(bundle, &client, &opts, &log)?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let shown = super::progress::observer();
+    let observer = shown.clone();
+    let opts =
+        PushOptions { target, keep_host: args.keep_registry_host, jobs: args.jobs, dry_run: args.dry_run, observer };
+    let report = push::push(bundle, &client, &opts, &|event, _| shown.println(event))?;
     print_report(&report, args.json)
-}
-
-fn progress_bar(total: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {wide_msg}")
-        .expect("valid template");
-    bar.set_style(style);
-    Some(bar)
 }
 
 fn print_report(report: &PushReport, json: bool) -> Result<()> {

@@ -69,7 +69,7 @@ fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
     if args.bundle.as_os_str() != "-" && args.bundle.metadata().is_ok_and(|m| m.is_file()) {
         // A file can be read at many places at once: every blob hashes on its own core.
         let mut bundle = IndexedBundle::open(&args.bundle, super::trust::trust(&key))?;
-        bundle.check_contents()?;
+        bundle.check_contents(&*super::progress::observer())?;
         let layers = if args.check_layers { Some(layers::check_bundle(&bundle)?) } else { None };
         return Ok((bundle.into_report(), layers));
     }
@@ -77,7 +77,8 @@ fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
         let msg = "needs a bundle file, not stdin or a pipe: layers are read in parallel, after every blob verified";
         return Err(Error::bad("--check-layers", msg).into());
     }
-    let (src, place) = super::open_bundle(&args.bundle)?;
+    let shown = super::progress::observer();
+    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
     let report = reader::read(src, &place, super::trust::trust(&key), &mut |_| Ok(()), &mut |_, _| Ok(()))?;
     Ok((report, None))
 }

@@ -9,8 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -19,6 +18,7 @@ use crate::bundle::indexed::IndexedBundle;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image;
+use crate::progress::{Observer, Phase, Ticking};
 use crate::reference::Reference;
 use crate::registry::Client;
 use crate::sink::Staged;
@@ -105,6 +105,8 @@ impl Blobs for Staged {
 }
 
 pub struct PushOptions {
+    /// Told the bytes of every blob as it is uploaded.
+    pub observer: Arc<dyn Observer>,
     pub target: Target,
     pub keep_host: bool,
     pub jobs: usize,
@@ -135,7 +137,7 @@ pub struct PushReport {
     pub bytes_uploaded: u64,
 }
 
-/// Called with (event, bytes) as blobs complete: for progress bars and log lines.
+/// Called with (event, bytes) as images complete: for log lines.
 pub type Progress<'a> = &'a (dyn Fn(&str, u64) + Sync);
 
 struct Plan<'a> {
@@ -171,7 +173,7 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
             bytes_uploaded: bytes,
         });
     }
-    let outcomes = pool.install(|| upload(bundle, client, &plans, &have, progress))?;
+    let outcomes = pool.install(|| upload(bundle, client, &plans, &have, &opts.observer))?;
     for (plan, result) in plans.iter().zip(&mut results) {
         (result.blobs_uploaded, result.bytes_uploaded) = (0, 0);
         for b in &plan.blobs {
@@ -271,7 +273,7 @@ fn upload(
     client: &Client,
     plans: &[Plan<'_>],
     have: &BTreeSet<(String, Digest)>,
-    progress: Progress<'_>,
+    observer: &Arc<dyn Observer>,
 ) -> Result<HashMap<(String, Digest), Outcome>> {
     use rayon::prelude::*;
     let mut wanted: BTreeMap<&Digest, (u64, Vec<&str>)> = BTreeMap::new();
@@ -284,7 +286,6 @@ fn upload(
         }
     }
     let outcomes = Mutex::new(HashMap::new());
-    let done = AtomicU64::new(0);
     wanted.into_par_iter().try_for_each(|(digest, (size, repos))| -> Result<()> {
         let holder = repos.iter().find(|r| have.contains(&(r.to_string(), digest.clone()))).map(|r| r.to_string());
         let mut source: Option<String> = holder;
@@ -292,9 +293,7 @@ fn upload(
             let outcome = match &source {
                 Some(from) if client.mount_blob(repo, from, digest)? => Outcome::Mounted,
                 _ => {
-                    push_blob(bundle, client, repo, digest, size)?;
-                    let total = done.fetch_add(size, Ordering::Relaxed) + size;
-                    progress(&format!("uploaded {digest} to {repo}"), total);
+                    push_blob(bundle, client, repo, digest, size, observer)?;
                     Outcome::Uploaded
                 }
             };
@@ -308,8 +307,21 @@ fn upload(
 
 /// Uploads one blob from the bundle. An integrity failure here is the bundle's: it names the
 /// bundle's entry, not the target.
-fn push_blob(bundle: &dyn Blobs, client: &Client, repo: &str, digest: &Digest, size: u64) -> Result<()> {
-    client.push_blob(repo, digest, size, &mut || bundle.open(digest)).map_err(|e| match e {
+fn push_blob(
+    bundle: &dyn Blobs,
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    observer: &Arc<dyn Observer>,
+) -> Result<()> {
+    let task = observer.begin(Phase::Upload, &format!("{} to {repo}", digest.short()), size);
+    let mut open = || -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(Ticking::new(bundle.open(digest)?, Arc::clone(observer), task)))
+    };
+    let pushed = client.push_blob(repo, digest, size, &mut open);
+    observer.end(task);
+    pushed.map_err(|e| match e {
         Error::Integrity { msg, .. } => {
             Error::integrity(format!("{}: entry {}", bundle.place(), digest.blob_path()), msg)
         }
@@ -322,7 +334,8 @@ fn push_blob(bundle: &dyn Blobs, client: &Client, repo: &str, digest: &Digest, s
 fn upload_missing(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Result<()> {
     for b in &plan.blobs {
         if !client.has_blob(&plan.repo, &b.digest, b.size)? {
-            push_blob(bundle, client, &plan.repo, &b.digest, b.size)?;
+            // A rare repair: shown as part of the manifests' step, not as an upload of its own.
+            push_blob(bundle, client, &plan.repo, &b.digest, b.size, &crate::progress::silent())?;
         }
     }
     Ok(())

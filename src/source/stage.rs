@@ -11,11 +11,12 @@
 use std::collections::HashMap;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::digest::{Digest, HashingReader, HashingWriter, VerifyingReader, Watched};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD};
+use crate::progress::{self, Moving, Observer, Phase};
 use crate::source::store::Store;
 use crate::source::{Blob, Origin};
 
@@ -48,6 +49,8 @@ pub struct Stager {
     dir: tempfile::TempDir,
     compression: Compression,
     done: Mutex<HashMap<Digest, (Descriptor, Origin)>>,
+    /// Told how far each layer's compression has come.
+    observer: Arc<dyn Observer>,
     /// After `dir`, so it is forgotten only once the directory is gone.
     _registered: crate::cleanup::Registered,
 }
@@ -61,7 +64,13 @@ impl Stager {
             .tempdir_in(parent)
             .at(|| parent.display().to_string())?;
         let _registered = crate::cleanup::register(dir.path());
-        Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()), _registered })
+        Ok(Stager { dir, compression, done: Mutex::new(HashMap::new()), observer: progress::silent(), _registered })
+    }
+
+    /// Reports the bytes of every layer compressed to `observer`.
+    pub fn observed(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// Whether layers are compressed when staged (not with `--compression none`).
@@ -123,7 +132,8 @@ impl Stager {
 
     fn stage_one(&self, job: &LayerJob<'_>) -> Result<(Descriptor, PathBuf)> {
         let place = job.store.place(&job.path);
-        let (reader, _) = job.store.open(&job.path)?;
+        let (reader, size) = job.store.open(&job.path)?;
+        let reader = Moving::begin(reader, &*self.observer, Phase::Compress, &place, size);
         let mut src = Watched { inner: HashingReader::new(reader), failed: false };
         let target = self.dir.path().join(job.diff_id.hex());
         let file = fs_err::File::create(&target).at(|| target.display().to_string())?;

@@ -16,6 +16,7 @@ mod inputs;
 mod interop;
 mod interrupt;
 mod odd_values;
+mod progress;
 mod push;
 mod registry;
 mod registry_source;
