@@ -361,7 +361,7 @@ impl Client {
     }
 
     fn request<'a>(&self, method: Method, url: String, scopes: &'a [String], place: &'a str) -> Request<'a> {
-        Request { method, url, headers: Vec::new(), scopes, place }
+        Request { method, url, headers: Vec::new(), scopes, place, completes_upload: false }
     }
 
     fn manifest_request<'a>(

@@ -7,7 +7,10 @@
 //!   per byte), and each read or write of a body.
 //! - **Silence**: an operation whose attempts get no answer at all stops retrying once another
 //!   attempt could end past the whole `--timeout` since the silence began (it counts the longest
-//!   silent attempt so far), and says so.
+//!   silent attempt so far), and says so. The answer to the `PUT` that completes a blob upload
+//!   may take the whole `--timeout` (the registry may check and move a large blob first); an
+//!   attempt that lasted longer than its silent waits could (it sent a body) is retried like any
+//!   other failure.
 //! - **Throughput**: the [`Watchdog`] around every body, sent or received, aborts a transfer that
 //!   moves under [`MIN_RATE`] bytes a second over a [`WINDOW`]; the request is retried (a download
 //!   resumes with `Range`).
@@ -40,6 +43,12 @@ impl Pace {
     pub fn new(timeout: Duration, max_retries: u32) -> Self {
         let silence = timeout.max(Duration::from_secs(1));
         Pace { idle: (silence / 4).max(Duration::from_millis(250)), silence, max_retries }
+    }
+
+    /// The longest an attempt can wait without an answer: two idle waits (a loopback registry's
+    /// https and http probes) or the answer to an upload's last `PUT`; plus a little slack.
+    pub fn longest_silence(&self) -> Duration {
+        (2 * self.idle).max(self.silence) + Duration::from_secs(1)
     }
 }
 

@@ -75,6 +75,12 @@ pub(super) fn retrying<T>(pace: &Pace, mut op: impl FnMut() -> Attempt<T>) -> Re
                 silence = None;
                 (err, after)
             }
+            // An attempt that lasted longer than its waits could (an upload that went out, then
+            // got no answer) was not silent throughout: retried like any other.
+            Err(Failure::Silent(err)) if started.elapsed() > pace.longest_silence() => {
+                silence = None;
+                (err, None)
+            }
             Err(Failure::Silent(err)) => {
                 silence.get_or_insert(started);
                 longest = longest.max(started.elapsed());
@@ -124,6 +130,9 @@ pub(super) struct Request<'a> {
     pub scopes: &'a [String],
     /// `host/repository@digest` or similar, for error messages.
     pub place: &'a str,
+    /// The `PUT` that completes a blob upload: the registry may check and move the whole blob
+    /// before it answers, so the answer may take the whole `--timeout`, not a quarter of it.
+    pub completes_upload: bool,
 }
 
 /// The HTTP side of a client: one agent (connection pool, TLS roots), the registry's origin once
@@ -236,15 +245,15 @@ impl Transport {
         let bad_request = |e: http::Error| Failure::Fatal(Error::registry_caused(req.place, "cannot build request", e));
         let sent = match body {
             Body::Empty if [Method::GET, Method::HEAD].contains(&req.method) => {
-                self.agent.run(builder.body(()).map_err(bad_request)?)
+                self.run(req, builder.body(()).map_err(bad_request)?)
             }
-            Body::Empty => self.agent.run(builder.header("content-length", "0").body(&[][..]).map_err(bad_request)?),
-            Body::Bytes(bytes) => self.agent.run(builder.body(*bytes).map_err(bad_request)?),
+            Body::Empty => self.run(req, builder.header("content-length", "0").body(&[][..]).map_err(bad_request)?),
+            Body::Bytes(bytes) => self.run(req, builder.body(*bytes).map_err(bad_request)?),
             Body::Stream(reader, len) => {
                 let mut tracked = Tracked { inner: &mut **reader, failed: None };
                 let mut watched = Watchdog::new(&mut tracked);
                 let builder = builder.header("content-length", len.to_string());
-                let sent = self.agent.run(builder.body(SendBody::from_reader(&mut watched)).map_err(bad_request)?);
+                let sent = self.run(req, builder.body(SendBody::from_reader(&mut watched)).map_err(bad_request)?);
                 let too_slow = watched.tripped;
                 if let Some(e) = tracked.failed {
                     // Our own source failed (a digest mismatch, a read error): not the network's fault.
@@ -257,6 +266,18 @@ impl Transport {
             }
         };
         sent.map_err(|e| transport_failure(req.place, e))
+    }
+
+    fn run<S: ureq::AsSendBody>(
+        &self,
+        req: &Request,
+        request: http::Request<S>,
+    ) -> Result<Response<ureq::Body>, ureq::Error> {
+        if !req.completes_upload {
+            return self.agent.run(request);
+        }
+        let wait = Some(self.pace.silence);
+        self.agent.run(self.agent.configure_request(request).timeout_recv_response(wait).timeout_per_read(wait).build())
     }
 
     /// `https://host` or, where allowed and needed, `http://host`; decided on first use.

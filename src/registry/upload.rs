@@ -158,6 +158,7 @@ impl Client {
         let url = format!("{location}{sep}digest={}", blob.digest);
         let mut req = self.request(Method::PUT, url, blob.scopes, blob.place);
         req.headers.push(("content-type", "application/octet-stream".to_owned()));
+        req.completes_upload = true;
         let resp = self.transport.send(&req, body)?;
         if resp.status() != 201 {
             return Err(Failure::Fatal(status_error(blob.place, &req.method, resp)));

@@ -300,6 +300,24 @@ fn a_registry_that_never_answers_is_given_up_within_the_timeout() {
     assert!(text.contains("did not answer") && text.contains("--timeout 6"), "{text}");
 }
 
+#[test]
+fn the_put_completing_an_upload_may_take_the_whole_timeout_to_answer() {
+    let (port, _) = fake_server(|head| match head.split(' ').next() {
+        Some("get") if head.starts_with("get /v2/ ") => reply("200 OK", "", ""),
+        Some("post") => reply("202 Accepted", "Location: /v2/team/app/blobs/uploads/u1\r\n", ""),
+        Some("put") => {
+            // Checking and moving a large blob: longer than a quarter of --timeout.
+            std::thread::sleep(Duration::from_millis(2500));
+            reply("201 Created", "", "")
+        }
+        _ => reply("404 Not Found", "", ""),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = ClientOptions { max_retries: 0, timeout: Duration::from_secs(4), ..options(tmp.path()) };
+    let client = Client::new(&format!("127.0.0.1:{port}"), &opts).unwrap();
+    push(&client, "team/app", b"a blob the registry takes a while to commit").map_err(|e| chain(&e)).unwrap();
+}
+
 /// Forwards connections to `upstream`; cuts the first one that has carried `cut_after` request
 /// bytes (or, from [`CuttingProxy::on_answers`], answer bytes), once.
 pub(crate) struct CuttingProxy {
@@ -568,6 +586,9 @@ fn answer(mut conn: impl Read + Write, respond: &impl Fn(&str) -> String, log: &
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     if head.ends_with("\r\n\r\n") {
+        // Read the request's body, so closing the connection does not reset it.
+        let len = header_value(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let _ = std::io::copy(&mut (&mut conn).take(len), &mut std::io::sink());
         let response = respond(&head);
         // Logged before answering, so a test that has its answer sees the request logged.
         log.lock().unwrap().push(head);
