@@ -564,6 +564,32 @@ def c_docker25_layers_disagree():
     return t.bytes(), {"config": web["Config"]}
 
 
+def c_docker25_names_disagree():
+    # docker load reads RepoTags, containerd reads index.json: one archive, two names.
+    t = Tar("docker25-save.tar")
+    entries = t.json("manifest.json")
+    entries[0]["RepoTags"] = ["example.com/team/evil:1.0"]
+    t.set("manifest.json", json.dumps(entries).encode())
+    return t.bytes(), {"config": entries[0]["Config"], "tag": "example.com/team/evil:1.0"}
+
+
+def c_repotags_wrong_digest_pin():
+    t = Tar("legacy-save.tar")
+    entries = t.json("manifest.json")
+    pin = "example.com/team/base@sha256:" + "0" * 64
+    entries[0]["RepoTags"] = [pin]
+    t.set("manifest.json", json.dumps(entries).encode())
+    return t.bytes(), {"pin": "sha256:" + "0" * 64}
+
+
+def c_ref_name_with_escapes():
+    t = tools()
+    index = t.json(TOOLS_INDEX)
+    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "registry.example/x:1\x1b[2J\x1b[31m"}
+    t.set(TOOLS_INDEX, json.dumps(index).encode())
+    return t.bytes(), {}
+
+
 def c_docker25_config_disagrees():
     t = Tar("docker25-save.tar")
     entries = t.json("manifest.json")

@@ -74,6 +74,9 @@ pub fn plan(staged: &Staged, platform: &Platform) -> Result<Vec<DockerImage>> {
             Parsed::Index(_) => return Err(Error::bad(&at, "nested indexes are not supported")),
         };
         let platform = manifest_desc.platform.as_ref().map_or_else(|| entry.platforms.join(","), |p| p.to_string());
+        // A name pinned only by digest has no tag to load it under: it is loaded untagged, never
+        // as `:latest`.
+        let tags = name.tag().map(|_| name.familiar()).into_iter();
         by_manifest
             .entry(manifest_desc.digest.clone())
             .or_insert_with(|| DockerImage {
@@ -85,7 +88,7 @@ pub fn plan(staged: &Staged, platform: &Platform) -> Result<Vec<DockerImage>> {
                 chosen_from,
             })
             .tags
-            .push(name.familiar());
+            .extend(tags);
     }
     Ok(by_manifest.into_values().collect())
 }

@@ -15,6 +15,7 @@
 //!
 //! In both Docker 25+ forms `manifest.json` must agree with `index.json`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -189,6 +190,7 @@ fn read_docker25(
     let mut recompress = Vec::new();
     for (entry, names) in chosen {
         let found = matching_root(store.as_ref(), &index.manifests, entry)?;
+        check_names(store.as_ref(), &index.manifests, found.root, entry)?;
         if found.uncompressed && stager.compresses() {
             recompress.push((*entry, names.clone()));
             continue;
@@ -241,6 +243,34 @@ fn matching_root<'a>(store: &dyn Store, roots: &'a [Descriptor], entry: &SaveEnt
         }
     }
     Err(disagree(format!("no manifest in index.json, or in an index it names, has config {}", entry.config)))
+}
+
+/// The names index.json gives an image must be the RepoTags manifest.json gives it: `docker load`
+/// reads one file and containerd the other, and both must load the same image under the same
+/// names. (An index.json that names nothing, as for an untagged save, leaves RepoTags alone.)
+fn check_names(store: &dyn Store, roots: &[Descriptor], root: &Descriptor, entry: &SaveEntry) -> Result<()> {
+    let place = || store.place("manifest.json");
+    let mut named = BTreeSet::new();
+    for d in roots.iter().filter(|d| d.digest == root.digest) {
+        if let Some(n) = oci::name_of(d) {
+            named.insert(n.map_err(|e| Error::bad(store.place("index.json"), e.to_string()))?);
+        }
+    }
+    let mut tags = BTreeSet::new();
+    for t in entry.repo_tags.iter().flatten() {
+        tags.insert(Reference::parse(t).map_err(|e| Error::bad(place(), e.to_string()))?);
+    }
+    if !named.is_empty() && named != tags {
+        let list = |s: &BTreeSet<Reference>| s.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let msg = format!(
+            "disagrees with index.json: image {} has RepoTags [{}], index.json names it [{}]",
+            entry.config,
+            list(&tags),
+            list(&named)
+        );
+        return Err(Error::bad(place(), msg));
+    }
+    Ok(())
 }
 
 /// Reads and parses a manifest or index of the archive.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown};
 use crate::image::{Descriptor, Platform};
 use crate::reference::Reference;
 use stage::Stager;
@@ -67,11 +67,8 @@ pub struct SourceSpec {
 
 impl SourceSpec {
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = |msg: String| Error::bad(format!("source `{text}`"), msg);
-        let (body, name) = match text.rsplit_once('=') {
-            Some((b, n)) => (b, Some(Reference::parse(n).map_err(|e| bad(e.to_string()))?)),
-            None => (text, None),
-        };
+        let bad = |msg: String| Error::bad(format!("source `{}`", shown(text)), msg);
+        let (body, name) = split_name(text);
         let (transport, rest) = match body.split_once(':') {
             Some(("docker-archive", rest)) => (Some(Transport::DockerArchive), rest),
             Some(("oci", rest)) => (Some(Transport::Oci), rest),
@@ -120,6 +117,21 @@ impl SourceSpec {
     }
 }
 
+/// Splits off an `=NAME` suffix: only when NAME is a valid reference, and not when the whole text
+/// names a file that exists (`docker-archive:a=b.tar`).
+fn split_name(text: &str) -> (&str, Option<Reference>) {
+    let Some((body, name)) = text.rsplit_once('=') else { return (text, None) };
+    let Ok(name) = Reference::parse(name) else { return (text, None) };
+    let path_of = |t: &str| {
+        let rest = ["docker-archive:", "oci-archive:", "oci:"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
+        PathBuf::from(rest.split(':').next().unwrap_or(rest))
+    };
+    if path_of(text).exists() && !path_of(body).exists() {
+        return (text, None);
+    }
+    (body, Some(name))
+}
+
 /// A bare source that is no file is a registry reference, unless it looks like a file name.
 fn looks_like_reference(text: &str) -> bool {
     let file_like = [".tar", ".tgz", ".tar.gz", ".json"].iter().any(|ext| text.ends_with(ext));
@@ -152,9 +164,9 @@ impl fmt::Display for SourceSpec {
                 _ => write!(f, "docker://{r}"),
             };
         }
-        write!(f, "{}:{}", self.transport.prefix(), self.path.display())?;
+        write!(f, "{}:{}", self.transport.prefix(), shown(&self.path.display().to_string()))?;
         if let Some(s) = &self.selector {
-            write!(f, ":{s}")?;
+            write!(f, ":{}", shown(s))?;
         }
         Ok(())
     }
@@ -228,6 +240,15 @@ impl Collection {
     }
 
     pub fn add_image(&mut self, image: Image) -> Result<()> {
+        // A digest pin is a promise about content: it must be the image's digest (or, for an index
+        // that --platform filtered, the original index's).
+        if let Some(pin) = image.name.digest()
+            && *pin != image.root.digest
+            && image.filtered_from.as_ref() != Some(pin)
+        {
+            let msg = format!("is pinned to {pin}, but the image's digest is {}", image.root.digest);
+            return Err(Error::bad(format!("image {}", image.name), msg));
+        }
         if let Some(prev) = self.images.iter().find(|i| i.name == image.name) {
             if prev.root.digest != image.root.digest {
                 return Err(Error::bad(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::digest::{Digest, VerifyingReader};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, shown};
 use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Parsed, Platform};
 use crate::json;
 use crate::reference::Reference;
@@ -35,7 +35,7 @@ pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &
             (None, Some(n)) => n.map_err(|e| Error::bad(spec.to_string(), e.to_string()))?,
             (None, None) => {
                 let what = match desc.annotation(ANNOTATION_REF_NAME) {
-                    Some(r) => format!("image `{r}` ({})", desc.digest),
+                    Some(r) => format!("image `{}` ({})", shown(r), desc.digest),
                     None => format!("image {}", desc.digest),
                 };
                 return Err(needs_name(spec, &what));
@@ -145,8 +145,9 @@ fn select<'a>(spec: &SourceSpec, all: &'a [Descriptor]) -> Result<Vec<&'a Descri
         })
         .collect();
     if hits.is_empty() {
-        let names: Vec<&str> = all.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).collect();
-        return Err(Error::bad(spec.to_string(), format!("no image named `{sel}` (it has: {})", names.join(", "))));
+        let names: Vec<String> = all.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).map(shown).collect();
+        let msg = format!("no image named `{}` (it has: {})", shown(sel), names.join(", "));
+        return Err(Error::bad(spec.to_string(), msg));
     }
     // One ref.name may appear twice in a broken index; keep the first of each digest.
     let mut seen = std::collections::HashSet::new();

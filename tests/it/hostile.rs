@@ -339,6 +339,65 @@ fn create_refuses_a_docker25_manifest_json_that_disagrees_with_index_json() {
 }
 
 #[test]
+fn a_docker25_archive_whose_repotags_and_index_json_names_disagree_is_refused() {
+    refuse_case("docker25-names-disagree", "docker-archive", EXIT_BAD_INPUT, |i| {
+        vec!["evil.tar: manifest.json".into(), "disagrees with index.json".into(), field(i, "tag").into()]
+    });
+}
+
+#[test]
+fn a_digest_pin_must_be_the_images_digest() {
+    refuse_case("repotags-wrong-digest-pin", "docker-archive", EXIT_BAD_INPUT, |i| {
+        vec![format!("is pinned to {}", field(i, "pin")), "but the image's digest is".into()]
+    });
+    let env = Env::new();
+    let wrong = format!("oci:{}:web-1.4=example.com/team/web@sha256:{}", fixture_str("oci-layout"), "1".repeat(64));
+    refused(&env, &wrong, EXIT_BAD_INPUT, &["is pinned to sha256:1111", "but the image's digest is"]);
+}
+
+#[test]
+fn a_name_pinned_only_by_digest_is_never_exported_as_latest() {
+    let env = Env::new();
+    env.keygen("ops");
+    let web = "sha256:18963305bca706145e4465c8b82cf671f1b6ef60476cafd13176c14b5d482385";
+    let src = format!("oci:{}:web-1.4=example.com/team/web@{web}", fixture_str("oci-layout"));
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    env.run(&["export", "-p", "ops.pub", "--format", "docker-archive", "-o", "img.tar", "b.tar"]).ok();
+    let mut ar = tar::Archive::new(std::fs::File::open(env.path("img.tar")).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name == "manifest.json" || name == "repositories" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+            assert!(!text.contains("latest"), "{name} tags the digest-pinned image as latest: {text}");
+        }
+    }
+}
+
+#[test]
+fn a_name_with_terminal_escapes_is_refused_and_shown_escaped() {
+    let run = refuse_case("ref-name-with-escapes", "oci-archive", EXIT_BAD_INPUT, |_| {
+        vec!["evil.tar".into(), "\\u{1b}[2J\\u{1b}[31m".into(), "not a valid image reference".into()]
+    });
+    assert!(!run.stderr.contains('\x1b'), "a raw escape reached the terminal:\n{}", run.stderr);
+    let env = Env::new();
+    let src = format!("oci:{}:web\x1b[2J", fixture_str("oci-layout"));
+    let run = refused(&env, &src, EXIT_BAD_INPUT, &["web\\u{1b}[2J"]);
+    assert!(!run.stderr.contains('\x1b'), "a raw escape reached the terminal:\n{}", run.stderr);
+}
+
+#[test]
+fn a_file_whose_name_has_an_equals_sign_is_a_file_not_a_name() {
+    let env = Env::new();
+    env.keygen("ops");
+    std::fs::copy(crate::common::fixture("tools.oci.tar"), env.path("a=b.tar")).unwrap();
+    env.run(&["create", "-k", "ops.key", "-o", "out.tar", "oci-archive:a=b.tar"]).ok();
+    let index = crate::common::signed_index(&env, "out.tar");
+    assert_eq!(index["images"][0]["name"], "registry.example/tools/busybox:1.36", "{index}");
+}
+
+#[test]
 fn a_nameless_image_is_refused_with_the_syntax_to_name_it_and_accepted_once_named() {
     let env = Env::new();
     let layout = format!("oci:{}:web-1.4", fixture_str("oci-layout"));
