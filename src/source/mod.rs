@@ -22,7 +22,7 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
 use crate::image::{Descriptor, Platform};
-use crate::reference::Reference;
+use crate::reference::{Reference, ReferenceError};
 use stage::Stager;
 use store::{DirStore, Store, TarStore};
 
@@ -68,7 +68,7 @@ pub struct SourceSpec {
 impl SourceSpec {
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |msg: String| Error::bad(format!("source `{}`", shown(text)), msg);
-        let (body, name) = split_name(text);
+        let (body, name) = split_name(text).map_err(|e| bad(e.to_string()))?;
         let (transport, rest) = match body.split_once(':') {
             Some(("docker-archive", rest)) => (Some(Transport::DockerArchive), rest),
             Some(("oci", rest)) => (Some(Transport::Oci), rest),
@@ -117,19 +117,18 @@ impl SourceSpec {
     }
 }
 
-/// Splits off an `=NAME` suffix: only when NAME is a valid reference, and not when the whole text
-/// names a file that exists (`docker-archive:a=b.tar`).
-fn split_name(text: &str) -> (&str, Option<Reference>) {
-    let Some((body, name)) = text.rsplit_once('=') else { return (text, None) };
-    let Ok(name) = Reference::parse(name) else { return (text, None) };
+/// Splits off an `=NAME` suffix, unless the whole text names a file that exists and the text
+/// before `=` does not (`docker-archive:a=b.tar` is a file).
+fn split_name(text: &str) -> std::result::Result<(&str, Option<Reference>), ReferenceError> {
+    let Some((body, name)) = text.rsplit_once('=') else { return Ok((text, None)) };
     let path_of = |t: &str| {
         let rest = ["docker-archive:", "oci-archive:", "oci:"].iter().find_map(|p| t.strip_prefix(p)).unwrap_or(t);
         PathBuf::from(rest.split(':').next().unwrap_or(rest))
     };
     if path_of(text).exists() && !path_of(body).exists() {
-        return (text, None);
+        return Ok((text, None));
     }
-    (body, Some(name))
+    Ok((body, Some(Reference::parse(name)?)))
 }
 
 /// A bare source that is no file is a registry reference, unless it looks like a file name.
