@@ -51,18 +51,23 @@ impl Shown {
     }
 
     fn bar(m: &MultiProgress, phase: Phase, what: &str, total: u64) -> ProgressBar {
-        let template = if total > 0 {
-            "{msg} [{bar:28}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}"
-        } else {
-            "{spinner} {msg} {binary_bytes} {binary_bytes_per_sec}"
-        };
-        let style = ProgressStyle::with_template(template).expect("valid template").progress_chars("=> ");
-        let bar = m.add(ProgressBar::new(total).with_style(style));
+        let bar = m.add(ProgressBar::new(total).with_style(style(total, false)));
         bar.set_message(format!("{} {}", phase.verb(), short(what)));
         // Redraws keep the rate and ETA current while bytes move between updates.
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     }
+}
+
+/// Rate and ETA appear once bytes have moved: before that they would read 0 B/s and 0 s.
+fn style(total: u64, moving: bool) -> ProgressStyle {
+    let template = match (total > 0, moving) {
+        (true, true) => "{msg} [{bar:28}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        (true, false) => "{msg} [{bar:28}] {binary_bytes}/{binary_total_bytes}",
+        (false, true) => "{spinner} {msg} {binary_bytes} {binary_bytes_per_sec}",
+        (false, false) => "{spinner} {msg} {binary_bytes}",
+    };
+    ProgressStyle::with_template(template).expect("valid template").progress_chars("=> ")
 }
 
 impl Observer for Shown {
@@ -83,6 +88,9 @@ impl Observer for Shown {
         if let Some(t) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&task.0) {
             t.moved += bytes;
             if let Some(bar) = &t.bar {
+                if bar.position() == 0 && bytes > 0 {
+                    bar.set_style(style(bar.length().unwrap_or(0), true));
+                }
                 bar.inc(bytes);
             }
         }
