@@ -53,8 +53,8 @@ pub fn remove_all() -> Vec<PathBuf> {
     paths.into_iter().filter_map(|(_, p)| remove(&p).then_some(p)).collect()
 }
 
-/// Removes a file or a directory tree; true if it existed. Other threads may still be writing
-/// into a directory being removed, so a removal that fails is tried again a few times.
+/// Removes a file or a directory tree; true if it existed and is gone. Other threads may still be
+/// writing into a directory being removed, so a removal that fails is tried again a few times.
 fn remove(path: &Path) -> bool {
     let Ok(meta) = fs_err::symlink_metadata(path) else { return false };
     for _ in 0..50 {
@@ -68,7 +68,7 @@ fn remove(path: &Path) -> bool {
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     }
-    true
+    fs_err::symlink_metadata(path).is_err()
 }
 
 fn lock() -> MutexGuard<'static, Vec<(u64, PathBuf)>> {

@@ -50,12 +50,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Format::Oci => {
             let n = staged.index().images.len();
             staged.persist_layout(&args.output)?;
+            super::interrupt::set_outcome(format!("{} was written", args.output.display()));
             println!("{}: OCI image layout with {n} images", args.output.display());
         }
         Format::DockerArchive => {
             let images = docker_archive::plan(&staged, &platform)?;
             let mtime = super::created_epoch(staged.index());
             docker_archive::write_file(&staged, &images, &args.output, mtime)?;
+            super::interrupt::set_outcome(format!("{} was written", args.output.display()));
             println!("{}: docker-archive with {} images", args.output.display(), images.len());
             print_plan(&images);
         }
