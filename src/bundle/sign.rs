@@ -136,6 +136,12 @@ impl PublicKey {
     pub fn verify(&self, data: &[u8], signature: &str) -> Result<String> {
         let sig = SignatureBox::from_string(signature)
             .map_err(|e| Error::trust(format!("signature is not a minisign signature: {e}")))?;
+        // The minisign crate slices the global signature (4th line) as 64 bytes without checking
+        // its length: a shorter one panics inside `minisign::verify` (found by cargo fuzz).
+        let global = signature.lines().nth(3).map(str::trim).unwrap_or_default();
+        if B64.decode(global).map_or(true, |g| g.len() != 64) {
+            return Err(Error::trust("signature is not a minisign signature: its global signature is not 64 bytes"));
+        }
         let sig_id = key_id(sig.keynum());
         if sig_id != self.key_id() {
             return Err(Error::trust(format!(

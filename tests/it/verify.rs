@@ -271,3 +271,36 @@ fn a_file_read_in_parallel_and_a_pipe_read_in_order_refuse_every_tampered_bundle
         run.fails(EXIT_INTEGRITY, &[&["<stdin>"], &needles[..]].concat());
     }
 }
+
+/// Copies bundle `from` to `to` with the text of its signature entry changed by `edit`.
+fn with_signature(env: &Env, from: &str, to: &str, edit: impl Fn(&str) -> String) {
+    let mut src = tar::Archive::new(std::fs::File::open(env.path(from)).unwrap());
+    let mut out = tar::Builder::new(std::fs::File::create(env.path(to)).unwrap());
+    for entry in src.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if entry.path().unwrap().to_str() == Some("airlock.json.minisig") {
+            data = edit(std::str::from_utf8(&data).unwrap()).into_bytes();
+        }
+        let mut header = entry.header().clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.append(&header, &data[..]).unwrap();
+    }
+    out.finish().unwrap();
+}
+
+/// Found by `cargo fuzz run minisign` (fuzz/regressions/minisign): the minisign crate panicked on
+/// a global signature (the last line) shorter than 64 bytes.
+#[test]
+fn a_signature_whose_last_line_is_cut_fails_trust_without_a_panic() {
+    let env = Env::new();
+    bundle(&env);
+    with_signature(&env, "b.tar", "cut.tar", |sig| {
+        let lines: Vec<&str> = sig.lines().collect();
+        format!("{}\n{}\n{}\n{}\n", lines[0], lines[1], lines[2], &lines[3][..72])
+    });
+    env.run(&["verify", "-p", "ops.pub", "cut.tar"])
+        .fails(EXIT_TRUST, &["cut.tar", "global signature is not 64 bytes"]);
+}
