@@ -46,7 +46,7 @@ impl Reference {
             return Err(fail("a tag is 1-128 of [A-Za-z0-9_.-] and cannot start with '.' or '-'"));
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest.to_owned()),
+            Some((first, rest)) if names_registry(first) => (first, rest.to_owned()),
             _ => (DOCKER_HUB, name.to_owned()),
         };
         if !valid_registry(registry) {
@@ -87,18 +87,27 @@ impl Reference {
     }
 
     /// The short form docker shows in `docker images` and writes in RepoTags
-    /// (`busybox:1.36` for Docker Hub official images).
+    /// (`busybox:1.36` for Docker Hub official images). It always reads back as the same
+    /// repository: `docker.io/library/a/b` keeps `library/`, and `docker.io/example.com/app`
+    /// keeps its host, which `example.com/app` would lose to a registry of that name.
     pub fn familiar(&self) -> String {
-        let name = if self.registry == DOCKER_HUB {
-            self.repository.strip_prefix("library/").unwrap_or(&self.repository).to_owned()
-        } else {
-            self.name()
+        let official = self.repository.strip_prefix("library/").filter(|rest| !rest.contains('/'));
+        let first = self.repository.split('/').next().unwrap_or_default();
+        let name = match official {
+            _ if self.registry != DOCKER_HUB || names_registry(first) => self.name(),
+            Some(rest) => rest.to_owned(),
+            None => self.repository.clone(),
         };
         match &self.tag {
             Some(t) => format!("{name}:{t}"),
             None => name,
         }
     }
+}
+
+/// Whether the first component of a name is a registry host rather than a Docker Hub namespace.
+fn names_registry(first: &str) -> bool {
+    first.contains(['.', ':']) || first == "localhost"
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -182,6 +191,17 @@ mod tests {
         assert_eq!(Reference::parse("nginx:1.27").unwrap().familiar(), "nginx:1.27");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(norm(&format!("app@{d}")), format!("docker.io/library/app@{d}"));
+    }
+
+    /// Found by `cargo fuzz run reference` (fuzz/regressions/reference).
+    #[test]
+    fn a_familiar_name_reads_back_as_the_same_repository() {
+        let familiar = |s: &str| Reference::parse(s).unwrap().familiar();
+        assert_eq!(familiar("team/app:1"), "team/app:1");
+        assert_eq!(familiar("docker.io/example.com/app:1"), "docker.io/example.com/app:1");
+        assert_eq!(familiar("docker.io/localhost/app:1"), "docker.io/localhost/app:1");
+        assert_eq!(familiar("docker.io/library/a/b:1"), "library/a/b:1");
+        assert_eq!(familiar("example.com/app:1"), "example.com/app:1");
     }
 
     #[test]
