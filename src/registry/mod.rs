@@ -2,9 +2,11 @@
 //! push` (upload). Each public method of [`Client`] is one endpoint of the distribution spec
 //! (<https://github.com/opencontainers/distribution-spec/blob/main/spec.md>) and names it:
 //! `GET /v2/`, `HEAD`/`GET /v2/<name>/blobs/<digest>`, `POST`/`PATCH`/`PUT` blob uploads (in
-//! `upload`), cross-repository mounts, and `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`.
-//! `transport` holds the rules every request obeys (scheme, redirects, retries, TLS), `auth`
-//! the `WWW-Authenticate` dance and the credential lookup.
+//! `upload`), cross-repository mounts, and `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`
+//! (in `manifest`); `download` resumes blob bodies that break. `transport` holds the rules every
+//! request obeys (redirects, retries, TLS), `url` which URLs may be contacted and where
+//! credentials may go, `pace` the time bounds, `auth` the `WWW-Authenticate` dance and the
+//! credential lookup.
 //!
 //! I/O is blocking, like the rest of airlock: a [`Client`] is `Send + Sync` and rayon workers
 //! share one. Blob bodies stream both ways; nothing here checks blob content, callers wrap what
@@ -20,6 +22,7 @@
 
 mod auth;
 mod download;
+mod manifest;
 mod pace;
 mod transport;
 mod upload;
@@ -35,7 +38,7 @@ pub use self::pace::DEFAULT_TIMEOUT;
 
 use self::auth::{Auth, Credential, CredentialSource};
 use self::pace::Watchdog;
-use self::transport::{Attempt, Body, Failure, Request, Transport, header, retrying, status_error, status_error_codes};
+use self::transport::{Attempt, Body, Failure, Request, Transport, header, retrying, status_error};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -111,35 +114,6 @@ pub struct Client {
     transport: Transport,
     chunk_threshold: u64,
     chunk_size: u64,
-}
-
-/// A manifest reference: a tag or a digest.
-enum ManifestRef {
-    Tag(String),
-    Digest(Digest),
-}
-
-impl ManifestRef {
-    fn parse(reference: &str, place: &str) -> Result<Self> {
-        if reference.contains(':') {
-            return Digest::parse(reference).map(ManifestRef::Digest).map_err(|e| Error::bad(place, e.to_string()));
-        }
-        let b = reference.as_bytes();
-        let ok = !b.is_empty()
-            && b.len() <= 128
-            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-        if ok { Ok(ManifestRef::Tag(reference.to_owned())) } else { Err(Error::bad(place, "not a valid tag")) }
-    }
-}
-
-impl std::fmt::Display for ManifestRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ManifestRef::Tag(t) => write!(f, ":{t}"),
-            ManifestRef::Digest(d) => write!(f, "@{d}"),
-        }
-    }
 }
 
 impl Client {
@@ -226,106 +200,6 @@ impl Client {
         Ok(false)
     }
 
-    /// `PUT /v2/<name>/manifests/<reference>`. Returns the manifest's digest, after checking the
-    /// registry's `Docker-Content-Digest` (when it sends one) names the same bytes. When the
-    /// registry answers `MANIFEST_BLOB_UNKNOWN` (or `BLOB_UNKNOWN`), `repair` is called once to put
-    /// the missing blobs in place and the `PUT` is tried once more.
-    pub fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-        repair: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Digest> {
-        let (place, reference) = self.manifest_place(repo, reference)?;
-        let digest = Digest::of_bytes(bytes);
-        if matches!(&reference, ManifestRef::Digest(d) if *d != digest) {
-            return Err(Error::integrity(place, format!("manifest bytes have digest {digest}")));
-        }
-        let scopes = scopes(repo, "pull,push");
-        let mut req =
-            self.request(Method::PUT, format!("/v2/{repo}/manifests/{}", url_ref(&reference)), &scopes, &place);
-        req.headers.push(("content-type", media_type.to_owned()));
-        let mut repaired = false;
-        loop {
-            match retrying(&self.transport.pace, || self.send_manifest(&req, bytes))? {
-                Ok(resp) => {
-                    check_content_digest(&resp, &digest, &place)?;
-                    return Ok(digest);
-                }
-                Err(_) if !std::mem::replace(&mut repaired, true) => repair()?,
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// One manifest `PUT`: the 201 answer, or the error of a registry missing some of its blobs.
-    fn send_manifest(&self, req: &Request, bytes: &[u8]) -> Attempt<std::result::Result<Response<ureq::Body>, Error>> {
-        let resp = self.transport.send(req, Body::Bytes(bytes))?;
-        if resp.status() == 201 {
-            return Ok(Ok(resp));
-        }
-        let (err, codes) = status_error_codes(req.place, &req.method, resp);
-        if codes.iter().any(|c| c == "MANIFEST_BLOB_UNKNOWN" || c == "BLOB_UNKNOWN") {
-            return Ok(Err(err));
-        }
-        Err(Failure::Fatal(err))
-    }
-
-    /// `HEAD /v2/<name>/manifests/<reference>`: the manifest's digest and media type, or `None`.
-    pub fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<(Digest, String)>> {
-        let (place, parsed) = self.manifest_place(repo, reference)?;
-        let scopes = scopes(repo, "pull");
-        let req = self.manifest_request(Method::HEAD, repo, &parsed, &scopes, &place);
-        let resp = self.call(&req, &[200, 404])?;
-        if resp.status() == 404 {
-            return Ok(None);
-        }
-        let digest = header(&resp, "docker-content-digest").and_then(|d| Digest::parse(d).ok());
-        match (digest, media_type(&resp)) {
-            (Some(digest), Some(media_type)) => Ok(Some((digest, media_type))),
-            // Not every registry names the digest on HEAD; the bytes always do.
-            _ => {
-                let (bytes, media_type) = self.get_manifest(repo, reference)?;
-                Ok(Some((Digest::of_bytes(&bytes), media_type)))
-            }
-        }
-    }
-
-    /// `GET /v2/<name>/manifests/<reference>`: the manifest bytes (at most
-    /// [`MANIFEST_MAX_BYTES`]) and media type. A manifest fetched by digest is checked against it.
-    pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String)> {
-        let (place, parsed) = self.manifest_place(repo, reference)?;
-        let scopes = scopes(repo, "pull");
-        let req = self.manifest_request(Method::GET, repo, &parsed, &scopes, &place);
-        let (bytes, media_type) = retrying(&self.transport.pace, || {
-            let resp = expect(self.transport.send(&req, Body::Empty)?, &[200], &req)?;
-            let media_type = media_type(&resp);
-            let mut bytes = Vec::new();
-            Watchdog::new(resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1))
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::Retry {
-                    err: Error::registry_caused(&place, "reading the manifest failed", e),
-                    after: None,
-                })?;
-            Ok((bytes, media_type))
-        })?;
-        if bytes.len() as u64 > MANIFEST_MAX_BYTES {
-            return Err(Error::bad(place, format!("manifest larger than {MANIFEST_MAX_BYTES} bytes")));
-        }
-        if let ManifestRef::Digest(expected) = &parsed {
-            let found = Digest::of_bytes(&bytes);
-            if found != *expected {
-                return Err(Error::integrity(place, format!("manifest digest mismatch: found {found}")));
-            }
-        }
-        let media_type = media_type
-            .or_else(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["mediaType"].as_str().map(Into::into))
-            .ok_or_else(|| Error::bad(&place, "manifest without Content-Type or mediaType"))?;
-        Ok((bytes, media_type))
-    }
-
     /// `GET /v2/<name>/blobs/<digest>`, from byte `offset` on (`Range: bytes=<offset>-`). The
     /// request is retried; a failure while reading the body is the caller's to resume with a new
     /// offset. Redirects to storage are followed without our credentials.
@@ -364,29 +238,10 @@ impl Client {
         Request { method, url, headers: Vec::new(), scopes, place, completes_upload: false }
     }
 
-    fn manifest_request<'a>(
-        &self,
-        method: Method,
-        repo: &str,
-        reference: &ManifestRef,
-        scopes: &'a [String],
-        place: &'a str,
-    ) -> Request<'a> {
-        let mut req = self.request(method, format!("/v2/{repo}/manifests/{}", url_ref(reference)), scopes, place);
-        req.headers.push(("accept", MANIFEST_MEDIA_TYPES.join(", ")));
-        req
-    }
-
     /// `host/repo` followed by `suffix` (`@digest`, `:tag`), once `repo` is known to be valid.
     fn place(&self, repo: &str, suffix: &str) -> Result<String> {
         check_repo(repo, &self.name)?;
         Ok(format!("{}/{repo}{suffix}", self.name))
-    }
-
-    fn manifest_place(&self, repo: &str, reference: &str) -> Result<(String, ManifestRef)> {
-        let shown: String = reference.chars().take(140).collect();
-        let parsed = ManifestRef::parse(reference, &format!("{}/{repo}: reference `{shown}`", self.name))?;
-        Ok((self.place(repo, &parsed.to_string())?, parsed))
     }
 }
 
@@ -397,12 +252,6 @@ fn expect(resp: Response<ureq::Body>, ok: &[u16], req: &Request) -> Attempt<Resp
     } else {
         Err(Failure::Fatal(status_error(req.place, &req.method, resp)))
     }
-}
-
-/// The response's media type, without parameters.
-fn media_type(resp: &Response<ureq::Body>) -> Option<String> {
-    let value = header(resp, "content-type")?.split(';').next()?.trim();
-    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// A `Docker-Content-Digest` naming another digest, or none we can read, is the registry's
@@ -421,13 +270,6 @@ fn check_content_digest(resp: &Response<ureq::Body>, expected: &Digest, place: &
                 format!("registry reports an unreadable Docker-Content-Digest `{shown}`, expected {expected}"),
             ))
         }
-    }
-}
-
-fn url_ref(reference: &ManifestRef) -> String {
-    match reference {
-        ManifestRef::Tag(t) => t.clone(),
-        ManifestRef::Digest(d) => d.to_string(),
     }
 }
 
@@ -507,16 +349,6 @@ mod tests {
         assert_eq!(api_host("127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
         for bad in ["", "https://r.example", "r.example/v2", "r.example?x", "user@r.example"] {
             assert!(api_host(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn manifest_references_are_tags_or_digests() {
-        assert!(matches!(ManifestRef::parse("v1.2_3-x", "p"), Ok(ManifestRef::Tag(_))));
-        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert!(matches!(ManifestRef::parse(d, "p"), Ok(ManifestRef::Digest(_))));
-        for bad in ["", "-x", ".x", "a/b", "a?b", "sha256:abc", &"x".repeat(129)] {
-            assert!(ManifestRef::parse(bad, "p").is_err(), "{bad}");
         }
     }
 

@@ -80,7 +80,7 @@ impl Fetch for RegistryFetch {
             let (bytes, _) = self.client.get_manifest(&self.repo, desc.digest.as_str())?;
             return Ok(bytes);
         }
-        let r = self.client.get_blob(&self.repo, &desc.digest, 0)?;
+        let r = self.client.open_blob(&self.repo, &desc.digest, desc.size, 0)?;
         let mut buf = Vec::new();
         VerifyingReader::new(r, desc.digest.clone(), desc.size)
             .read_to_end(&mut buf)

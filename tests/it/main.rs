@@ -9,6 +9,7 @@ mod common;
 mod create;
 mod daemon_source;
 mod docker26;
+mod fakes;
 mod full_disk;
 mod fuzz_corpus;
 mod hostile;

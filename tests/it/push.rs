@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, big_layout, skip_without, tool};
-use crate::registry::{RewritingProxy, set_header};
+use crate::fakes::{RewritingProxy, set_header};
 
 const EXIT_REGISTRY: i32 = 7;
 

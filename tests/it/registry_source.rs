@@ -238,7 +238,7 @@ fn a_hauler_image_list_with_per_image_platforms_is_honoured() {
 fn create_from_a_registry_that_never_answers_fails_within_its_timeout() {
     let env = Env::new();
     env.keygen("ops");
-    let port = crate::registry::silent_server();
+    let port = crate::fakes::silent_server();
     let src = format!("docker://127.0.0.1:{port}/src/busybox:1.36");
     let start = std::time::Instant::now();
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--timeout", "8", &src])
@@ -265,7 +265,7 @@ fn a_download_reset_midway_is_resumed_in_the_same_run_with_and_without_a_cache()
     let reg = Registry::start(&[]);
     big_image(&env, &reg);
     for cache in [None, Some("cache")] {
-        let proxy = crate::registry::CuttingProxy::on_answers(reg.host.clone(), 3 << 20);
+        let proxy = crate::fakes::CuttingProxy::on_answers(reg.host.clone(), 3 << 20);
         let src = format!("docker://127.0.0.1:{}/src/big:1", proxy.port);
         let mut args = vec!["create", "-k", "ops.key", "-o", "b.tar", "--jobs", "1", "--retries", "0", &src];
         args.extend(cache.map(|c| ["--cache", c]).iter().flatten());
