@@ -19,8 +19,10 @@ use std::thread::{self, JoinHandle};
 use crate::archive::read_some;
 use crate::digest::{Digest, Hasher, Mismatch};
 
-/// Size of one buffer: large enough that a read or a hand-over costs nothing next to hashing it.
-const BUF_SIZE: usize = 1 << 20;
+/// Size of one buffer: large enough that a read or a hand-over costs nothing next to hashing it,
+/// small enough that the few in flight stay in the CPU's cache until they are hashed (with 14
+/// buffers of 1 MiB, sha256 itself ran 50 % slower, reading its input back from memory).
+const BUF_SIZE: usize = 256 << 10;
 
 /// Worker threads that hash, one per core.
 pub struct HashPool {
@@ -54,7 +56,7 @@ impl HashPool {
         let threads = threads.max(1);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        let buffers = Arc::new(Buffers::new(6 + 4 * threads));
+        let buffers = Arc::new(Buffers::new(4 + 2 * threads));
         let workers = (0..threads)
             .map(|_| {
                 let (rx, buffers) = (Arc::clone(&rx), Arc::clone(&buffers));
