@@ -12,7 +12,8 @@ use crate::registry::ClientOptions;
 use crate::source::cache::Cache;
 use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
-use crate::source::{self, Collection, ReadOptions, SourceSpec, Transport};
+use crate::source::{self, ReadOptions, SourceSpec};
+use crate::transfer::Pool;
 
 pub struct CreateOptions {
     pub sources: Vec<SourceSpec>,
@@ -26,8 +27,6 @@ pub struct CreateOptions {
     pub registry: ClientOptions,
     /// Content-addressed cache of registry blobs (`--cache`).
     pub cache: Option<PathBuf>,
-    /// Blobs fetched at once into the cache.
-    pub jobs: usize,
     /// Decompress every layer and check it against its `diff_id` before the bundle is committed.
     pub check_layers: bool,
 }
@@ -50,25 +49,19 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         _ => Path::new("."),
     };
     let stager = Stager::new(dir, opts.compression)?.observed(Arc::clone(&observer));
+    // One pool for all registry traffic and blob copies, as large as the client's connections.
+    let pool = Pool::new(opts.registry.connections)?;
     let read_opts = ReadOptions {
         platforms: opts.platforms.clone(),
         skip_missing_platforms: opts.skip_missing_platforms,
         registries: Arc::new(Registries::new(opts.registry.clone())),
     };
-    let mut coll = Collection::default();
-    // Sources that carry compressed layers first, so a legacy docker save can reuse them.
-    let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
-        opts.sources.iter().partition(|s| s.transport == Transport::DockerArchive);
-    for spec in compressed.into_iter().chain(legacy) {
-        source::read(spec, &read_opts, &stager, &mut coll)?;
-    }
+    let mut coll = source::read_all(&opts.sources, &read_opts, &stager, &pool)?;
     if let Some(dir) = &opts.cache {
-        Cache::open(dir)?.fill(&mut coll, opts.jobs)?;
+        Cache::open(dir)?.fill(&mut coll, &pool)?;
     }
-    let written = writer::write(
-        &coll,
-        &opts.output,
-        &WriteOptions { created: opts.created, key, observer: &*observer, check_layers: opts.check_layers },
-    )?;
+    let write_opts =
+        WriteOptions { created: opts.created, key, observer: &*observer, check_layers: opts.check_layers, pool: &pool };
+    let written = writer::write(&coll, &opts.output, &write_opts)?;
     Ok(Created { written, notices: coll.notices })
 }

@@ -27,3 +27,4 @@ pub mod registry;
 pub mod sink;
 pub mod source;
 pub mod walk;
+pub mod transfer;

@@ -1,8 +1,16 @@
 //! Writes a bundle: the signed index first, then the OCI layout and `docker load` metadata, then
 //! every blob once, as one reproducible ustar archive committed atomically at the output path.
+//!
+//! Every digest and size is known before the first blob byte arrives, so the archive is planned
+//! first ([`Layout`]: the offset of every entry) and the blobs are then copied into their slots
+//! at once, each on a worker of the transfer pool, hashed on the way; the index and its signature
+//! are written when every slot is verified. The output is byte for byte the sequential ustar
+//! archive of the same entries (sorted blobs, fixed headers), whatever order blobs arrive in.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufWriter, Read};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::atomic::AtomicFile;
@@ -11,11 +19,12 @@ use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
 use crate::bundle::sign::SecretKey;
 use crate::bundle::views;
-use crate::digest::{Digest, VerifyingReader, Watched};
+use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, Parsed};
 use crate::progress::{Moving, Observer, Phase};
-use crate::source::{Collection, Image, Origin};
+use crate::source::{Blob, Collection, Image, Opened, Origin};
+use crate::transfer::Pool;
 
 pub struct WriteOptions<'a> {
     /// Seconds since the epoch, recorded as the creation time and every entry's mtime.
@@ -26,6 +35,8 @@ pub struct WriteOptions<'a> {
     /// Decompress every layer of the written bundle and check it against its `diff_id` before
     /// the bundle is committed ([`crate::layers`]).
     pub check_layers: bool,
+    /// Copies blobs into the bundle, several at once.
+    pub pool: &'a Pool,
 }
 
 /// What `create` reports.
@@ -45,54 +56,31 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let comment = format!("timestamp:{}\tfile:{INDEX_NAME}\tbundle:{}", opts.created, index.bundle_id);
     let signature = opts.key.sign(&index_bytes, &comment);
 
+    let mut small: Vec<(&str, &[u8])> = vec![(INDEX_NAME, &index_bytes), (SIGNATURE_NAME, signature.as_bytes())];
+    small.extend(files.iter().map(|(path, bytes)| (path.as_str(), &bytes[..])));
+    let mut layout = Layout::default();
+    let small: Vec<(u64, &str, &[u8])> =
+        small.into_iter().map(|(path, bytes)| (layout.place(bytes.len() as u64), path, bytes)).collect();
+    let blobs: Vec<(u64, &Blob)> = coll.blobs.values().map(|b| (layout.place(b.descriptor.size), b)).collect();
+
     let place = || out.display().to_string();
     let tmp = AtomicFile::create(out)?;
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp.file()));
+    let file = tmp.file();
+    // Every gap (padding, the end-of-archive blocks) reads as zeros, as a tar writer pads.
+    file.set_len(layout.archive_len()).at(place)?;
     let total = coll.blobs.values().map(|b| b.descriptor.size).sum();
-    let mut moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
-    let mut put = |path: &str, size: u64, data: &mut dyn Read| -> std::io::Result<()> {
-        tar.append(&header(path, size, opts.created), moving.through(data))
-    };
-    put(INDEX_NAME, index_bytes.len() as u64, &mut &index_bytes[..]).at(place)?;
-    put(SIGNATURE_NAME, signature.len() as u64, &mut signature.as_bytes()).at(place)?;
-    for (path, bytes) in &files {
-        put(path, bytes.len() as u64, &mut &bytes[..]).at(place)?;
-    }
-    for blob in coll.blobs.values() {
+    let moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
+    let moved = |n: u64| moving.observer_moved(n);
+    opts.pool.try_for_each(&blobs, |(at, blob)| {
         let d = &blob.descriptor;
-        let path = d.digest.blob_path();
-        match &blob.origin {
-            Origin::Bytes(bytes) => put(&path, d.size, &mut &bytes[..]).at(place)?,
-            Origin::Staged(file) => {
-                let mut f = fs_err::File::open(file).at(|| file.display().to_string())?;
-                put(&path, d.size, &mut f).at(place)?;
-            }
-            Origin::Cached(file) => {
-                let f = fs_err::File::open(file).at(|| file.display().to_string())?;
-                let mut v = Watched { inner: VerifyingReader::new(f, d.digest.clone(), d.size), failed: false };
-                let at = || file.display().to_string();
-                put(&path, d.size, &mut v).map_err(|e| Error::io(if v.failed { at() } else { place() }, e))?;
-            }
-            Origin::Registry { client, repo } => {
-                let r = client.open_blob(repo, &d.digest, d.size, 0)?;
-                let at = || format!("{}/{repo}@{}", client.registry(), d.digest);
-                let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
-                put(&path, d.size, &mut v).map_err(|e| match v.failed {
-                    true => crate::source::registry::read_error(&at(), e),
-                    false => Error::io(place(), e),
-                })?;
-            }
-            Origin::Store { store, path: src } => {
-                let (r, _) = store.open(src)?;
-                let mut v = Watched { inner: VerifyingReader::new(r, d.digest.clone(), d.size), failed: false };
-                // A read error (or mismatch) is the source's fault; a write error the output's.
-                put(&path, d.size, &mut v)
-                    .map_err(|e| Error::io(if v.failed { store.place(src) } else { place() }, e))?;
-            }
-        }
+        put(file, *at, &d.digest.blob_path(), d.size, opts.created).at(place)?;
+        copy_blob(file, at + BLOCK, blob, &place(), &moved)
+    })?;
+    // The signed index goes in once every blob is in its slot and verified.
+    for (at, path, bytes) in small {
+        put(file, at, path, bytes.len() as u64, opts.created).at(place)?;
+        file.write_all_at(bytes, at + BLOCK).at(place)?;
     }
-    let buf = tar.into_inner().at(place)?;
-    buf.into_inner().map_err(|e| Error::io(place(), e.into_error()))?;
     if opts.check_layers {
         let written = IndexedBundle::open_named(tmp.temp_path(), place(), Trust::Insecure)?;
         crate::layers::check_bundle(&written)?;
@@ -101,6 +89,57 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let bundle_bytes = tmp.commit(0o644)?;
     let bytes_saved = bytes_saved(&index);
     Ok(Written { index, bundle_bytes, bytes_saved })
+}
+
+const BLOCK: u64 = 512;
+
+/// Where each entry of the ustar archive starts, planned before a byte is written: a 512-byte
+/// header, the data, zeros up to the next 512-byte boundary; two zero blocks end the archive.
+#[derive(Default)]
+struct Layout {
+    next: u64,
+}
+
+impl Layout {
+    /// The offset of the header of an entry of `size` bytes.
+    fn place(&mut self, size: u64) -> u64 {
+        let at = self.next;
+        self.next = at + BLOCK + size.div_ceil(BLOCK) * BLOCK;
+        at
+    }
+
+    fn archive_len(&self) -> u64 {
+        self.next + 2 * BLOCK
+    }
+}
+
+/// Writes an entry's header at `at`.
+fn put(file: &File, at: u64, path: &str, size: u64, mtime: u64) -> std::io::Result<()> {
+    file.write_all_at(header(path, size, mtime).as_bytes(), at)
+}
+
+/// Bytes copied per read: small enough that a pool of workers keeps memory flat.
+const COPY_BUFFER: usize = 256 << 10;
+
+/// Streams one blob into its slot at `at`, verified against its digest on the way: a source that
+/// sends more than the blob's size fails before its excess is written, so a slot never overflows.
+fn copy_blob(file: &File, at: u64, blob: &Blob, out: &str, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
+    let d = &blob.descriptor;
+    let Opened { reader, blame } = blob.origin.open(&d.digest, d.size)?;
+    let mut source = VerifyingReader::new(reader, d.digest.clone(), d.size);
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut pos = at;
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(blame.error(e)),
+        };
+        file.write_all_at(&buf[..n], pos).map_err(|e| Error::io(out, e))?;
+        pos += n as u64;
+        moved(n as u64);
+    }
 }
 
 /// A plain ustar header for a regular file with airlock's fixed owner and mode.
@@ -191,5 +230,67 @@ fn parts(coll: &Collection, digest: &Digest) -> Option<views::Parts> {
     match image::parse_manifest(bytes, &blob.descriptor.media_type) {
         Ok(Parsed::Manifest(m)) => Some((m.config.digest, m.layers.into_iter().map(|l| l.digest).collect())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Descriptor;
+    use crate::source::Origin;
+
+    fn collection(sizes: &[usize]) -> Collection {
+        let mut coll = Collection::default();
+        for (i, &n) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..n).map(|j| (i * 31 + j) as u8).collect();
+            let desc = Descriptor::new("application/octet-stream", Digest::of_bytes(&bytes), n as u64);
+            coll.add_blob(desc, Origin::Bytes(bytes.into()));
+        }
+        coll
+    }
+
+    fn key() -> SecretKey {
+        let k = crate::bundle::sign::generate(None).unwrap();
+        SecretKey::from_box("k", &k.secret_box, || unreachable!()).unwrap()
+    }
+
+    #[test]
+    fn the_planned_archive_is_the_sequential_ustar_archive_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b.tar");
+        let coll = collection(&[0, 1, 511, 512, 513, 70_000, 300_000]);
+        let pool = Pool::new(4).unwrap();
+        let opts = WriteOptions { created: 1_700_000_000, key: &key(), progress: &|_| {}, pool: &pool };
+        write(&coll, &out, &opts).unwrap();
+        let planned = std::fs::read(&out).unwrap();
+
+        // The same entries, in the same order, through the tar crate's sequential writer.
+        let mut sequential = tar::Builder::new(Vec::new());
+        for entry in tar::Archive::new(&planned[..]).entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            sequential.append(&header(&path, data.len() as u64, 1_700_000_000), &data[..]).unwrap();
+        }
+        let sequential = sequential.into_inner().unwrap();
+        assert_eq!(planned.len(), sequential.len());
+        assert!(planned == sequential, "the planned archive differs from the sequential one");
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_leaves_no_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b.tar");
+        let mut coll = collection(&[1000, 2000]);
+        let victim = coll.blobs.values_mut().next().unwrap();
+        victim.origin = Origin::Bytes(vec![7u8; victim.descriptor.size as usize].into());
+        let digest = victim.descriptor.digest.clone();
+        let pool = Pool::new(2).unwrap();
+        let opts = WriteOptions { created: 0, key: &key(), progress: &|_| {}, pool: &pool };
+        let err = write(&coll, &out, &opts).unwrap_err();
+        assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");
+        assert!(err.to_string().starts_with(&format!("{digest}: digest mismatch")), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a partial bundle was left behind");
     }
 }

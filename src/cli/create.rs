@@ -63,9 +63,6 @@ pub struct CreateArgs {
     /// repeated one fetches nothing again
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Registry blobs fetched at once (with --cache)
-    #[arg(long, default_value_t = 4)]
-    jobs: usize,
     #[command(flatten)]
     registry: super::registry_args::RegistryArgs,
     /// Images: docker://REF (or a bare REF), docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
@@ -137,7 +134,6 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         created: created(args.created.as_deref())?,
         registry: args.registry.options()?,
         cache: args.cache.clone(),
-        jobs: args.jobs,
         check_layers: args.check_layers,
     })
 }

@@ -32,9 +32,6 @@ pub struct PushArgs {
     /// Say what exists already and what would be uploaded, and upload nothing
     #[arg(long)]
     dry_run: bool,
-    /// Parallel uploads
-    #[arg(long, default_value_t = 4)]
-    jobs: usize,
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
@@ -74,7 +71,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     let shown = super::progress::observer();
     let observer = shown.clone();
     let opts =
-        PushOptions { target, keep_host: args.keep_registry_host, jobs: args.jobs, dry_run: args.dry_run, observer };
+        PushOptions { target, keep_host: args.keep_registry_host, dry_run: args.dry_run, observer };
     let report = push::push(bundle, &client, &opts, &|event, _| shown.println(event))?;
     print_report(&report, args.json)
 }

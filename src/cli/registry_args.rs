@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use airlock::error::Error;
 use airlock::registry::ClientOptions;
+use clap::builder::TypedValueParser as _;
 
 #[derive(clap::Args)]
 pub struct RegistryArgs {
@@ -27,6 +28,9 @@ pub struct RegistryArgs {
     /// and stalled transfer waits at most a quarter of it
     #[arg(long, value_name = "SECS", default_value_t = airlock::registry::DEFAULT_TIMEOUT.as_secs())]
     pub timeout: u64,
+    /// Registry requests in flight at once, for all images together (a 429 lowers it for a while)
+    #[arg(long, default_value_t = airlock::transfer::DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=256).map(usize::from))]
+    pub jobs: usize,
 }
 
 impl RegistryArgs {
@@ -37,6 +41,7 @@ impl RegistryArgs {
             username: self.username.clone(),
             max_retries: self.retries,
             timeout: std::time::Duration::from_secs(self.timeout),
+            connections: self.jobs,
             ..ClientOptions::default()
         };
         if self.password_stdin {

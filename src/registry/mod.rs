@@ -24,6 +24,7 @@ mod auth;
 mod download;
 mod manifest;
 mod pace;
+mod throttle;
 mod transport;
 mod upload;
 mod url;
@@ -74,6 +75,8 @@ pub struct ClientOptions {
     pub chunk_threshold: u64,
     /// Bytes per `PATCH` of a chunked upload (raised to the registry's `OCI-Chunk-Min-Length`).
     pub chunk_size: u64,
+    /// Requests in flight at once and idle connections kept (the transfer pool's size, `--jobs`).
+    pub connections: usize,
 }
 
 impl Default for ClientOptions {
@@ -89,6 +92,7 @@ impl Default for ClientOptions {
             user_agent: concat!("airlock/", env!("CARGO_PKG_VERSION")).to_owned(),
             chunk_threshold: 256 << 20,
             chunk_size: 64 << 20,
+            connections: crate::transfer::DEFAULT_JOBS,
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct Client {
     transport: Transport,
     chunk_threshold: u64,
     chunk_size: u64,
+    connections: usize,
 }
 
 impl Client {
@@ -135,12 +140,19 @@ impl Client {
             transport,
             chunk_threshold: opts.chunk_threshold,
             chunk_size: opts.chunk_size.max(1),
+            connections: opts.connections.max(1),
         })
     }
 
     /// The registry as named to [`Client::new`].
     pub fn registry(&self) -> &str {
         &self.name
+    }
+
+    /// Requests it lets run at once ([`ClientOptions::connections`]): the size of the pool that
+    /// drives it.
+    pub fn connections(&self) -> usize {
+        self.connections
     }
 
     /// `GET /v2/`: the registry answers and accepts our credentials (if it wants any).

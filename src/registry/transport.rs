@@ -25,6 +25,7 @@ use ureq::{Agent, SendBody};
 use super::ClientOptions;
 use super::auth::{Auth, Authorization};
 use super::pace::{Pace, Watchdog, stalled};
+use super::throttle::Throttle;
 use super::url::{SchemePolicy, absolute, is_loopback, same_origin, shown};
 use crate::error::{Error, IoContext as _, Result};
 
@@ -144,6 +145,8 @@ pub(super) struct Transport {
     policy: SchemePolicy,
     origin: Mutex<Option<String>>,
     pub auth: Auth,
+    /// How many requests may be in flight; a 429 lowers it for every request (`throttle`).
+    throttle: Throttle,
 }
 
 impl Transport {
@@ -159,10 +162,15 @@ impl Transport {
             .timeout_recv_response(Some(pace.idle))
             .timeout_per_read(Some(pace.idle))
             .timeout_per_write(Some(pace.idle))
+            // One idle connection kept per worker (ureq keeps 3 per host by default): a pool of
+            // workers reuses its connections instead of paying a handshake per request.
+            .max_idle_connections(opts.connections.max(10))
+            .max_idle_connections_per_host(opts.connections.max(1))
             .tls_config(tls)
             .build();
         let policy = SchemePolicy { insecure: opts.insecure };
-        Ok(Transport { host: host.to_owned(), agent: config.into(), pace, policy, origin: Mutex::new(None), auth })
+        let throttle = Throttle::new(opts.connections);
+        Ok(Transport { host: host.to_owned(), agent: config.into(), pace, policy, origin: Mutex::new(None), auth, throttle })
     }
 
     /// Sends one request: answers a 401 challenge once, follows redirects of `GET`/`HEAD`
@@ -180,8 +188,15 @@ impl Transport {
             let ours = same_origin(&origin, &url);
             let auth = if ours { fresh.take().or_else(|| self.auth.header(req.scopes)) } else { None };
             let sent_credentials = auth.as_ref().is_some_and(|a| a.credentialed);
-            let resp = self.exchange(req, &url, auth.map(|a| a.value), &mut body)?;
+            let resp = {
+                let _slot = self.throttle.enter();
+                self.exchange(req, &url, auth.map(|a| a.value), &mut body)?
+            };
             let status = resp.status().as_u16();
+            match status {
+                429 => self.throttle.too_many(retry_after(&resp)),
+                _ => self.throttle.answered(),
+            }
             let location = header(&resp, "location").map(str::to_owned);
             match status {
                 401 if ours && !answered => {

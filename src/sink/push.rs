@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -22,6 +22,7 @@ use crate::progress::{Observer, Phase, Ticking};
 use crate::reference::Reference;
 use crate::registry::Client;
 use crate::sink::Staged;
+use crate::transfer::Pool;
 
 /// Where images land: `HOST[:PORT][/PREFIX]`.
 #[derive(Debug, Clone)]
@@ -109,7 +110,6 @@ pub struct PushOptions {
     pub observer: Arc<dyn Observer>,
     pub target: Target,
     pub keep_host: bool,
-    pub jobs: usize,
     pub dry_run: bool,
 }
 
@@ -148,23 +148,29 @@ struct Plan<'a> {
     blobs: Vec<&'a BlobEntry>,
     /// Manifests and indexes, children first, the root last.
     manifests: Vec<&'a BlobEntry>,
+    /// The target already names the bundle's root: a registry takes a manifest only once all it
+    /// names is there, so there is nothing to push for this image.
+    current: bool,
 }
 
+/// (repository, blob) pairs.
+type Held = BTreeSet<(String, Digest)>;
+
+/// Every step runs on one pool as large as the client's connections, images side by side.
 pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: Progress<'_>) -> Result<PushReport> {
-    let plans = plan(bundle.index(), opts)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .build()
-        .map_err(|e| Error::bad("--jobs", e.to_string()))?;
-    let have = pool.install(|| present(client, &plans))?;
+    let pool = Pool::new(client.connections())?;
+    let mut plans = plan(bundle.index(), opts)?;
+    let current = pool.try_map(&plans, |p| is_current(client, p))?;
+    for (plan, current) in plans.iter_mut().zip(current) {
+        plan.current = current;
+    }
+    let todo: Vec<&Plan<'_>> = plans.iter().filter(|p| !p.current).collect();
+    let have = present(client, &pool, &todo)?;
     let mut results: Vec<ImageResult> = plans.iter().map(|p| initial_result(p, &have)).collect();
     if opts.dry_run {
         // Each missing blob is uploaded once however many repositories need it.
-        let missing: BTreeMap<&Digest, u64> = plans
-            .iter()
-            .flat_map(|p| p.blobs.iter().filter(|b| !have.contains(&(p.repo.clone(), b.digest.clone()))))
-            .map(|b| (&b.digest, b.size))
-            .collect();
+        let missing: BTreeMap<&Digest, u64> =
+            missing(&todo, &have).into_iter().map(|(_, b)| (&b.digest, b.size)).collect();
         let bytes = missing.values().sum();
         return Ok(PushReport {
             registry: opts.target.registry.clone(),
@@ -173,7 +179,7 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
             bytes_uploaded: bytes,
         });
     }
-    let outcomes = pool.install(|| upload(bundle, client, &plans, &have, &opts.observer))?;
+    let outcomes = upload(bundle, client, &pool, &todo, &have, &opts.observer)?;
     for (plan, result) in plans.iter().zip(&mut results) {
         (result.blobs_uploaded, result.bytes_uploaded) = (0, 0);
         for b in &plan.blobs {
@@ -188,9 +194,11 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
         }
     }
     // Every blob is in place and every uploaded one verified: now manifests, then tags.
-    for (plan, result) in plans.iter().zip(&mut results) {
-        result.manifests_pushed = push_manifests(bundle, client, plan)?;
-        let what = if result.manifests_pushed == 0 { "up to date" } else { "pushed" };
+    let pushed =
+        pool.try_map(&plans, |plan| if plan.current { Ok(0) } else { push_manifests(bundle, client, plan) })?;
+    for ((plan, result), pushed) in plans.iter().zip(&mut results).zip(pushed) {
+        result.manifests_pushed = pushed;
+        let what = if pushed == 0 { "up to date" } else { "pushed" };
         progress(&format!("{what}: {}@{}", plan.target, plan.entry.digest), 0);
     }
     // Per image, a blob counts for every image that uses it; in all, once per upload.
@@ -227,27 +235,49 @@ fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>>
         let root =
             root.ok_or_else(|| Error::integrity(format!("image {}", entry.name), "its manifest is not listed"))?;
         children.push(root);
-        plans.push(Plan { entry, target, repo, blobs, manifests: children });
+        plans.push(Plan { entry, target, repo, blobs, manifests: children, current: false });
     }
     Ok(plans)
 }
 
-/// Which (repository, blob) pairs the registry already holds whole; asked in parallel.
-fn present(client: &Client, plans: &[Plan<'_>]) -> Result<BTreeSet<(String, Digest)>> {
-    use rayon::prelude::*;
-    let pairs: BTreeMap<(String, Digest), u64> =
-        plans.iter().flat_map(|p| p.blobs.iter().map(|b| ((p.repo.clone(), b.digest.clone()), b.size))).collect();
-    let found: Result<Vec<Option<(String, Digest)>>> = pairs
-        .into_par_iter()
-        .map(|((repo, d), size)| Ok(client.has_blob(&repo, &d, size)?.then_some((repo, d))))
-        .collect();
-    Ok(found?.into_iter().flatten().collect())
+/// The reference the root manifest is pushed as: the tag, or its digest when there is none.
+fn root_reference(plan: &Plan<'_>) -> String {
+    plan.target.tag().map_or_else(|| plan.entry.digest.to_string(), str::to_owned)
 }
 
-fn initial_result(p: &Plan<'_>, have: &BTreeSet<(String, Digest)>) -> ImageResult {
+/// One `HEAD` of the image's tag: does it name the bundle's root already?
+fn is_current(client: &Client, plan: &Plan<'_>) -> Result<bool> {
+    let found = client.manifest_digest(&plan.repo, &root_reference(plan))?;
+    Ok(found.is_some_and(|(digest, _)| digest == plan.entry.digest))
+}
+
+/// Which (repository, blob) pairs the registry already holds whole; asked in parallel.
+fn present(client: &Client, pool: &Pool, plans: &[&Plan<'_>]) -> Result<Held> {
+    let pairs: Vec<(String, Digest, u64)> = plans
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| (p.repo.clone(), b.digest.clone(), b.size)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let found = pool.try_map(&pairs, |(repo, d, size)| client.has_blob(repo, d, *size))?;
+    Ok(pairs.into_iter().zip(found).filter(|(_, held)| *held).map(|((repo, d, _), _)| (repo, d)).collect())
+}
+
+/// The (repository, blob) pairs the registry lacks, each once.
+fn missing<'a>(plans: &[&Plan<'a>], have: &Held) -> Vec<(String, &'a BlobEntry)> {
+    let mut seen = BTreeSet::new();
+    plans
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|b| (p.repo.clone(), *b)))
+        .filter(|(repo, b)| !have.contains(&(repo.clone(), b.digest.clone())))
+        .filter(|(repo, b)| seen.insert((repo.clone(), b.digest.clone())))
+        .collect()
+}
+
+fn initial_result(p: &Plan<'_>, have: &Held) -> ImageResult {
     // Before uploading, "uploaded" counts what is missing: what a dry run reports.
     let (held, missing): (Vec<&&BlobEntry>, Vec<&&BlobEntry>) =
-        p.blobs.iter().partition(|b| have.contains(&(p.repo.clone(), b.digest.clone())));
+        p.blobs.iter().partition(|b| p.current || have.contains(&(p.repo.clone(), b.digest.clone())));
     ImageResult {
         source: p.entry.name.clone(),
         reference: p.target.to_string(),
@@ -266,43 +296,44 @@ enum Outcome {
     Mounted,
 }
 
-/// Uploads each missing blob once (to the first repository that needs it, or mounted from a
-/// repository of the registry that has it) and mounts it into every other repository that needs it.
+/// Uploads each missing blob once, all at once (into the first repository that needs it, unless
+/// a repository of the registry has it), then mounts it into every other repository that needs
+/// it, all at once: two round trips of waiting however many repositories share a blob.
 fn upload(
     bundle: &dyn Blobs,
     client: &Client,
-    plans: &[Plan<'_>],
-    have: &BTreeSet<(String, Digest)>,
+    pool: &Pool,
+    plans: &[&Plan<'_>],
+    have: &Held,
     observer: &Arc<dyn Observer>,
 ) -> Result<HashMap<(String, Digest), Outcome>> {
-    use rayon::prelude::*;
-    let mut wanted: BTreeMap<&Digest, (u64, Vec<&str>)> = BTreeMap::new();
-    for p in plans {
-        for b in &p.blobs {
-            let e = wanted.entry(&b.digest).or_insert((b.size, Vec::new()));
-            if !e.1.contains(&p.repo.as_str()) {
-                e.1.push(&p.repo);
-            }
+    let missing = missing(plans, have);
+    let mut holders: HashMap<&Digest, String> = have.iter().map(|(repo, d)| (d, repo.clone())).collect();
+    let mut first: BTreeMap<&Digest, (&str, u64)> = BTreeMap::new();
+    for (repo, b) in &missing {
+        if !holders.contains_key(&b.digest) {
+            first.entry(&b.digest).or_insert((repo, b.size));
         }
     }
-    let outcomes = Mutex::new(HashMap::new());
-    wanted.into_par_iter().try_for_each(|(digest, (size, repos))| -> Result<()> {
-        let holder = repos.iter().find(|r| have.contains(&(r.to_string(), digest.clone()))).map(|r| r.to_string());
-        let mut source: Option<String> = holder;
-        for repo in repos.iter().filter(|r| !have.contains(&(r.to_string(), digest.clone()))) {
-            let outcome = match &source {
-                Some(from) if client.mount_blob(repo, from, digest)? => Outcome::Mounted,
-                _ => {
-                    push_blob(bundle, client, repo, digest, size, observer)?;
-                    Outcome::Uploaded
-                }
-            };
-            source = Some(repo.to_string());
-            outcomes.lock().expect("lock").insert((repo.to_string(), digest.clone()), outcome);
-        }
-        Ok(())
+    let first: Vec<(&Digest, (&str, u64))> = first.into_iter().collect();
+    let send = |repo: &str, digest: &Digest, size: u64| -> Result<Outcome> {
+        push_blob(bundle, client, repo, digest, size, observer)?;
+        Ok(Outcome::Uploaded)
+    };
+    pool.try_for_each(&first, |(digest, (repo, size))| send(repo, digest, *size).map(drop))?;
+    let mut outcomes: HashMap<(String, Digest), Outcome> = HashMap::new();
+    for (digest, (repo, _)) in &first {
+        holders.insert(digest, repo.to_string());
+        outcomes.insert((repo.to_string(), (*digest).clone()), Outcome::Uploaded);
+    }
+    let rest: Vec<&(String, &BlobEntry)> =
+        missing.iter().filter(|(repo, b)| !outcomes.contains_key(&(repo.clone(), b.digest.clone()))).collect();
+    let mounted = pool.try_map(&rest, |(repo, b)| match holders.get(&b.digest) {
+        Some(from) if client.mount_blob(repo, from, &b.digest)? => Ok(Outcome::Mounted),
+        _ => send(repo, &b.digest, b.size),
     })?;
-    Ok(outcomes.into_inner().expect("lock"))
+    outcomes.extend(rest.into_iter().zip(mounted).map(|((repo, b), o)| ((repo.clone(), b.digest.clone()), o)));
+    Ok(outcomes)
 }
 
 /// Uploads one blob from the bundle. An integrity failure here is the bundle's: it names the
@@ -342,7 +373,7 @@ fn upload_missing(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Resul
 }
 
 /// Reads (and so verifies) all of an image's manifests, then pushes the children by digest and
-/// the root by tag, skipping what the registry already has. Returns how many were written.
+/// the root by tag, skipping children the registry already has. Returns how many were written.
 fn push_manifests(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Result<usize> {
     let mut docs = Vec::new();
     for m in &plan.manifests {
@@ -354,12 +385,10 @@ fn push_manifests(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Resul
     let mut pushed = 0;
     let last = docs.len() - 1;
     for (i, (m, bytes)) in docs.iter().enumerate() {
-        let reference = if i == last {
-            plan.target.tag().map_or_else(|| m.digest.to_string(), str::to_owned)
-        } else {
-            m.digest.to_string()
-        };
-        if let Some((digest, _)) = client.manifest_digest(&plan.repo, &reference)?
+        let reference = if i == last { root_reference(plan) } else { m.digest.to_string() };
+        // The root's reference was asked about already (`is_current`): it needs writing.
+        if i != last
+            && let Some((digest, _)) = client.manifest_digest(&plan.repo, &reference)?
             && digest == m.digest
         {
             continue;

@@ -13,13 +13,12 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::registry::Client;
 use crate::source::registry::read_error;
 use crate::source::{Collection, Origin};
+use crate::transfer::Pool;
 
 pub struct Cache {
     dir: PathBuf,
@@ -36,20 +35,16 @@ impl Cache {
         self.dir.join(digest.blob_path())
     }
 
-    /// Fetches every registry blob of the collection into the cache, `jobs` at a time, and points
-    /// the collection at the cached copies.
-    pub fn fill(&self, coll: &mut Collection, jobs: usize) -> Result<()> {
+    /// Fetches every registry blob of the collection into the cache on the transfer pool, and
+    /// points the collection at the cached copies.
+    pub fn fill(&self, coll: &mut Collection, pool: &Pool) -> Result<()> {
         let todo: Vec<(Digest, u64, Origin)> = coll
             .blobs
             .values()
             .filter(|b| matches!(b.origin, Origin::Registry { .. }))
             .map(|b| (b.descriptor.digest.clone(), b.descriptor.size, b.origin.clone()))
             .collect();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .build()
-            .map_err(|e| Error::bad("--jobs", e.to_string()))?;
-        pool.install(|| todo.par_iter().try_for_each(|(d, size, origin)| self.ensure(d, *size, origin)))?;
+        pool.try_for_each(&todo, |(d, size, origin)| self.ensure(d, *size, origin))?;
         for (d, _, _) in todo {
             let blob = coll.blobs.get_mut(&d).expect("collected");
             blob.origin = Origin::Cached(self.path(&d));

@@ -16,6 +16,7 @@ pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
 use crate::image::{Descriptor, Platform};
 use crate::reference::{Reference, ReferenceError};
+use crate::transfer::Pool;
 use stage::Stager;
 use store::{DirStore, Store, TarStore};
 
@@ -186,6 +188,51 @@ pub enum Origin {
     Cached(PathBuf),
 }
 
+/// A blob opened for copying, and whom to blame when reading it fails.
+pub struct Opened<'a> {
+    pub reader: Box<dyn Read + Send + 'a>,
+    pub blame: Blame,
+}
+
+/// Where a blob is read from, for the error of a failed read or a mismatch.
+pub struct Blame {
+    place: String,
+    registry: bool,
+}
+
+impl Blame {
+    pub fn error(&self, e: io::Error) -> Error {
+        if self.registry { registry::read_error(&self.place, e) } else { Error::io(&self.place, e) }
+    }
+}
+
+impl Origin {
+    /// Opens the blob's bytes from their start (not verified here: wrap them in a
+    /// [`crate::digest::VerifyingReader`]).
+    pub fn open(&self, digest: &Digest, size: u64) -> Result<Opened<'_>> {
+        let local = |place: String| Blame { place, registry: false };
+        let file = |path: &PathBuf| -> Result<Opened<'_>> {
+            let f = fs_err::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+            Ok(Opened { reader: Box::new(f), blame: local(path.display().to_string()) })
+        };
+        match self {
+            Origin::Bytes(bytes) => {
+                Ok(Opened { reader: Box::new(io::Cursor::new(bytes.clone())), blame: local(digest.to_string()) })
+            }
+            Origin::Staged(path) | Origin::Cached(path) => file(path),
+            Origin::Store { store, path } => {
+                let (reader, _) = store.open(path)?;
+                Ok(Opened { reader, blame: local(store.place(path)) })
+            }
+            Origin::Registry { client, repo } => {
+                let reader = client.open_blob(repo, digest, size, 0)?;
+                let place = format!("{}/{repo}@{digest}", client.registry());
+                Ok(Opened { reader, blame: Blame { place, registry: true } })
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Blob {
     pub descriptor: Descriptor,
@@ -238,6 +285,17 @@ impl Collection {
         self.blobs.insert(descriptor.digest, Blob { descriptor: d, origin });
     }
 
+    /// Adds what another collection read; what this one holds already wins.
+    pub fn merge(&mut self, other: Collection) -> Result<()> {
+        for (_, blob) in other.blobs {
+            self.add_blob(blob.descriptor, blob.origin);
+        }
+        for (diff_id, blob) in other.by_diff_id {
+            self.by_diff_id.entry(diff_id).or_insert(blob);
+        }
+        other.images.into_iter().try_for_each(|image| self.add_image(image))
+    }
+
     pub fn add_image(&mut self, image: Image) -> Result<()> {
         // A digest pin is a promise about content: it must be the image's digest (or, for an index
         // that --platform filtered, the original index's).
@@ -263,6 +321,31 @@ impl Collection {
         self.images.push(image);
         Ok(())
     }
+}
+
+/// Reads every source into one collection. Registry sources are resolved at once on the pool
+/// (each into a collection of its own, merged in the order given, so the result does not depend
+/// on which answered first); sources that carry compressed layers come before legacy
+/// `docker save` archives, so these can reuse those layers.
+pub fn read_all(specs: &[SourceSpec], opts: &ReadOptions, stager: &Stager, pool: &Pool) -> Result<Collection> {
+    let remote: Vec<&SourceSpec> = specs.iter().filter(|s| s.transport == Transport::Registry).collect();
+    let mut resolved = pool
+        .try_map(&remote, |spec| {
+            let mut own = Collection::default();
+            read(spec, opts, stager, &mut own)?;
+            Ok(own)
+        })?
+        .into_iter();
+    let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
+        specs.iter().partition(|s| s.transport == Transport::DockerArchive);
+    let mut coll = Collection::default();
+    for spec in compressed.into_iter().chain(legacy) {
+        match spec.transport {
+            Transport::Registry => coll.merge(resolved.next().expect("one collection per registry source"))?,
+            _ => read(spec, opts, stager, &mut coll)?,
+        }
+    }
+    Ok(coll)
 }
 
 /// Reads one source into the collection.
