@@ -278,6 +278,27 @@ impl Registry {
         self.dir.path().join("ca.crt")
     }
 
+    /// Every request the registry has answered so far, from its access log: `METHOD URI STATUS`.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once("] \"")?;
+                let (request, status) = rest.split_once("\" ")?;
+                let request = request.strip_suffix(" HTTP/1.1")?;
+                Some(format!("{request} {}", status.split(' ').next()?))
+            })
+            .collect()
+    }
+
+    /// The client ports of every request answered so far: one per connection a client opened.
+    pub fn connections(&self) -> std::collections::BTreeSet<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| l.split_once("http.request.remoteaddr=\"")?.1.split('"').next().map(str::to_owned))
+            .collect()
+    }
+
     pub fn client(&self, opts: airlock::registry::ClientOptions) -> airlock::registry::Client {
         airlock::registry::Client::new(&self.host, &opts).expect("client")
     }

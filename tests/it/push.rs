@@ -288,3 +288,22 @@ fn a_registry_that_claimed_blobs_it_lacks_gets_them_when_the_manifest_is_refused
         assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
     }
 }
+
+#[test]
+fn a_repeat_push_asks_one_head_per_image_and_nothing_more() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    push_json(&env, &["--to", &to]);
+    let before = reg.requests().len();
+    let again = push_json(&env, &["--to", &to]);
+    assert_eq!(sum(&again, "manifestsPushed"), 0, "{again}");
+    let requests = reg.requests().split_off(before);
+    let is_manifest_head = |r: &&String| r.starts_with("HEAD /v2/mirror/") && r.contains("/manifests/");
+    let heads = requests.iter().filter(is_manifest_head).count();
+    assert_eq!(heads, signed_images(&env, "b.tar").len(), "{requests:#?}");
+    let others: Vec<&String> =
+        requests.iter().filter(|r| !is_manifest_head(r) && !r.starts_with("GET /v2/ ")).collect();
+    assert!(others.is_empty(), "a repeat push asks about blobs or writes: {others:#?}");
+}

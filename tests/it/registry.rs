@@ -539,3 +539,42 @@ fn a_401_from_a_redirect_target_says_it_was_sent_no_credentials() {
     assert!(!text.contains("rejected the credentials"), "{text}");
     assert!(text.contains(&format!("http://localhost:{storage}/bucket")) && text.contains("no credentials"), "{text}");
 }
+
+#[test]
+fn a_429_holds_back_every_request_to_that_registry_until_retry_after() {
+    let start = Instant::now();
+    let refused_at = Arc::new(Mutex::new(None::<Duration>));
+    let arrivals = Arc::new(Mutex::new(Vec::new()));
+    let (refused, log) = (refused_at.clone(), arrivals.clone());
+    let (port, _) = fake_server(move |head| {
+        if head.starts_with("get /v2/ ") {
+            return "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned();
+        }
+        log.lock().unwrap().push(start.elapsed());
+        let mut refused = refused.lock().unwrap();
+        if refused.is_none() {
+            *refused = Some(start.elapsed());
+            return "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_owned();
+        }
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".to_owned()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Client::new(&format!("127.0.0.1:{port}"), &options(tmp.path())).unwrap();
+    let digest = Digest::of_bytes(b"hello");
+    std::thread::scope(|s| {
+        let first = s.spawn(|| client.blob_size("team/app", &digest).unwrap());
+        while refused_at.lock().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Another request, after the 429, to another repository: it waits too.
+        assert_eq!(client.blob_size("team/other", &digest).unwrap(), Some(5));
+        assert_eq!(first.join().unwrap(), Some(5));
+    });
+    let refused = refused_at.lock().unwrap().unwrap();
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 3, "{arrivals:?}");
+    for later in &arrivals[1..] {
+        assert!(*later >= refused + Duration::from_millis(900), "a request came {:?} after the 429", *later - refused);
+    }
+}

@@ -300,3 +300,28 @@ fn a_corrupt_partial_download_in_the_cache_is_fetched_again() {
     let run = run.fails(crate::common::EXIT_BAD_INPUT, &[&partial, "cache"]);
     assert!(!run.stderr.contains(&reg.host), "{}", run.stderr);
 }
+
+#[test]
+fn create_fetches_many_images_at_once_over_as_many_connections_as_jobs() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let reg = Registry::start(&[]);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &format!("{}/src", reg.host)]).ok();
+    let doc: Value = serde_json::from_str(&env.run(&["inspect", "--json", "b.tar"]).ok().stdout).unwrap();
+    let sources: Vec<String> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| format!("docker://{}/src/{}", reg.host, i["name"].as_str().unwrap().split_once('/').unwrap().1))
+        .collect();
+    let before = reg.connections();
+    let mut args = vec!["create", "-k", "ops.key", "-o", "r.tar", "--jobs", "4"];
+    args.extend(sources.iter().map(String::as_str));
+    env.run(&args).ok();
+    env.run(&["verify", "-p", "ops.pub", "r.tar"]).ok();
+    assert_eq!(images(&env, "r.tar").len(), sources.len());
+    let opened = reg.connections().difference(&before).count();
+    let requests = reg.requests().len();
+    // Four workers keep their connections (plus the one that found out the scheme).
+    assert!(opened <= 5, "{opened} connections for {requests} requests with --jobs 4");
+}
