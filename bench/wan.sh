@@ -175,11 +175,12 @@ REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[
 # ---------------------------------------------------------------------------------------------
 RTT=$(awk -v d="$DELAY" 'BEGIN { print 2 * d / 1000 }')
 floor() { awk -v rt="$1" -v rtt="$RTT" -v n="$IMAGES" -v c="$CONC" 'BEGIN { printf "%.2f", rt * rtt * n / c }'; }
-wrow() { printf '%-46s %8s %8s %7s %8s  %s\n' "$@"; }
+wrow() { printf '%-46s %8s %8s %7s %7s %8s  %s\n' "$@"; }
 w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
-  local f
+  local f busy
   f=$(floor "$3")
-  wrow "$1" "${WALL[$2]}" "$f" "$(ratio "${WALL[$2]}" "$f")" "${4:--}" \
+  busy=$(awk -v w="${WALL[$2]}" -v o="${OTHER[$2]}" 'BEGIN { printf "%.2f", o / w }')
+  wrow "$1" "${WALL[$2]}" "$f" "$(ratio "${WALL[$2]}" "$f")" "$busy" "${4:--}" \
     "${4:+$(check "${WALL[$2]}" "<=" "$4")}${5:+; $5}"
 }
 {
@@ -190,7 +191,7 @@ w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
     "proxy adding $DELAY ms each way (RTT $RTT s, no bandwidth cap); fastest of $RUNS+ runs; defaults, no tuning flags"
   printf '%.0s-' {1..110}
   echo
-  wrow "operation" "wall s" "floor s" "ratio" "goal s" ""
+  wrow "operation" "wall s" "floor s" "ratio" "others" "goal s" ""
   printf '%.0s-' {1..110}
   echo
   w "airlock create -f LIST" wan_create 2 2.5
@@ -201,4 +202,5 @@ w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
   printf '%.0s-' {1..110}
   echo
   echo "floor: RTT x round trips per image (create 2, cold push 3, repeat push 1) x images / $CONC (airlock's default concurrency); ratio = wall / floor."
+  echo "others: mean cores kept busy by other processes during the reported run (the registries' own work excluded)."
 }
