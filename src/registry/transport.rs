@@ -170,7 +170,15 @@ impl Transport {
             .build();
         let policy = SchemePolicy { insecure: opts.insecure };
         let throttle = Throttle::new(opts.connections);
-        Ok(Transport { host: host.to_owned(), agent: config.into(), pace, policy, origin: Mutex::new(None), auth, throttle })
+        Ok(Transport {
+            host: host.to_owned(),
+            agent: config.into(),
+            pace,
+            policy,
+            origin: Mutex::new(None),
+            auth,
+            throttle,
+        })
     }
 
     /// Sends one request: answers a 401 challenge once, follows redirects of `GET`/`HEAD`

@@ -291,10 +291,12 @@ impl Registry {
             .collect()
     }
 
-    /// The client ports of every request answered so far: one per connection a client opened.
+    /// The client ports of every request answered so far but `GET /v2/` (a client's probe for
+    /// the scheme): one per connection a client opened for its work.
     pub fn connections(&self) -> std::collections::BTreeSet<String> {
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
         log.lines()
+            .filter(|l| l.contains("http.request.uri=") && !l.contains("http.request.uri=/v2/ "))
             .filter_map(|l| l.split_once("http.request.remoteaddr=\"")?.1.split('"').next().map(str::to_owned))
             .collect()
     }

@@ -325,6 +325,6 @@ fn create_fetches_many_images_at_once_over_as_many_connections_as_jobs() {
     assert_eq!(images(&env, "r.tar").len(), sources.len());
     let opened = reg.connections().difference(&before).count();
     let requests = reg.requests().len();
-    // Four workers keep their connections (plus the one that found out the scheme).
-    assert!(opened <= 5, "{opened} connections for {requests} requests with --jobs 4");
+    // Four workers keep their connections.
+    assert!(opened <= 4, "{opened} connections for {requests} requests with --jobs 4");
 }
