@@ -26,5 +26,5 @@ pub mod reference;
 pub mod registry;
 pub mod sink;
 pub mod source;
-pub mod walk;
 pub mod transfer;
+pub mod walk;

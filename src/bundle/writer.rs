@@ -260,7 +260,8 @@ mod tests {
         let out = dir.path().join("b.tar");
         let coll = collection(&[0, 1, 511, 512, 513, 70_000, 300_000]);
         let pool = Pool::new(4).unwrap();
-        let opts = WriteOptions { created: 1_700_000_000, key: &key(), progress: &|_| {}, check_layers: false, pool: &pool };
+        let opts =
+            WriteOptions { created: 1_700_000_000, key: &key(), progress: &|_| {}, check_layers: false, pool: &pool };
         write(&coll, &out, &opts).unwrap();
         let planned = std::fs::read(&out).unwrap();
 
