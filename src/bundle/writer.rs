@@ -260,8 +260,13 @@ mod tests {
         let out = dir.path().join("b.tar");
         let coll = collection(&[0, 1, 511, 512, 513, 70_000, 300_000]);
         let pool = Pool::new(4).unwrap();
-        let opts =
-            WriteOptions { created: 1_700_000_000, key: &key(), progress: &|_| {}, check_layers: false, pool: &pool };
+        let opts = WriteOptions {
+            created: 1_700_000_000,
+            key: &key(),
+            observer: &crate::progress::Silent,
+            check_layers: false,
+            pool: &pool,
+        };
         write(&coll, &out, &opts).unwrap();
         let planned = std::fs::read(&out).unwrap();
 
@@ -288,7 +293,13 @@ mod tests {
         victim.origin = Origin::Bytes(vec![7u8; victim.descriptor.size as usize].into());
         let digest = victim.descriptor.digest.clone();
         let pool = Pool::new(2).unwrap();
-        let opts = WriteOptions { created: 0, key: &key(), progress: &|_| {}, check_layers: false, pool: &pool };
+        let opts = WriteOptions {
+            created: 0,
+            key: &key(),
+            observer: &crate::progress::Silent,
+            check_layers: false,
+            pool: &pool,
+        };
         let err = write(&coll, &out, &opts).unwrap_err();
         assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");
         assert!(err.to_string().starts_with(&format!("{digest}: digest mismatch")), "{err}");

@@ -70,8 +70,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     };
     let shown = super::progress::observer();
     let observer = shown.clone();
-    let opts =
-        PushOptions { target, keep_host: args.keep_registry_host, dry_run: args.dry_run, observer };
+    let opts = PushOptions { target, keep_host: args.keep_registry_host, dry_run: args.dry_run, observer };
     let report = push::push(bundle, &client, &opts, &|event, _| shown.println(event))?;
     print_report(&report, args.json)
 }
