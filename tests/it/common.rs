@@ -291,14 +291,17 @@ impl Registry {
             .collect()
     }
 
-    /// The client ports of every request answered so far but `GET /v2/` (a client's probe for
-    /// the scheme): one per connection a client opened for its work.
+    /// The client ports of the connections opened so far for work: those whose first request was
+    /// not `GET /v2/` (a client's probe for the scheme, whose connection may be reused after).
     pub fn connections(&self) -> std::collections::BTreeSet<String> {
         let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains("http.request.uri=") && !l.contains("http.request.uri=/v2/ "))
-            .filter_map(|l| l.split_once("http.request.remoteaddr=\"")?.1.split('"').next().map(str::to_owned))
-            .collect()
+        let mut first = std::collections::BTreeMap::new();
+        for l in log.lines().filter(|l| l.contains("http.request.uri=")) {
+            let Some((_, rest)) = l.split_once("http.request.remoteaddr=\"") else { continue };
+            let addr = rest.split('"').next().unwrap_or_default().to_owned();
+            first.entry(addr).or_insert_with(|| l.contains("http.request.uri=/v2/ "));
+        }
+        first.into_iter().filter(|(_, probe)| !probe).map(|(addr, _)| addr).collect()
     }
 
     pub fn client(&self, opts: airlock::registry::ClientOptions) -> airlock::registry::Client {
