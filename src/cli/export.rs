@@ -56,7 +56,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         Format::DockerArchive => {
             let images = docker_archive::plan(&staged, &platform)?;
             let mtime = super::created_epoch(staged.index());
-            docker_archive::write_file(&staged, &images, &args.output, mtime)?;
+            docker_archive::write_file(&staged, &images, &args.output, mtime, &*shown)?;
             super::interrupt::set_outcome(format!("{} was written", args.output.display()));
             println!("{}: docker-archive with {} images", args.output.display(), images.len());
             print_plan(&images);

@@ -41,7 +41,8 @@ pub fn run(args: LoadArgs) -> Result<()> {
     super::print_verified(&place, &staged.report);
     let images = docker_archive::plan(&staged, &platform)?;
     let mtime = super::created_epoch(staged.index());
-    let loaded = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime))?;
+    let to = (&*shown as &dyn airlock::progress::Observer, "to the Docker Engine");
+    let loaded = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
     for line in loaded {
         println!("{line}");
     }

@@ -14,6 +14,7 @@ use crate::bundle::writer::header;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, Descriptor, Parsed, Platform};
+use crate::progress::{Moving, Observer, Phase};
 use crate::reference::Reference;
 use crate::sink::Staged;
 
@@ -99,8 +100,15 @@ fn read_parsed(staged: &Staged, digest: &Digest, media_type: &str, at: &str) -> 
     image::parse_manifest(&bytes, media_type).map_err(|e| Error::integrity(at, format!("{digest}: {e}")))
 }
 
-/// Writes the docker-archive tar for `images` to `out`.
-pub fn write(staged: &Staged, images: &[DockerImage], out: impl Write, mtime: u64) -> Result<()> {
+/// Writes the docker-archive tar for `images` to `out` (named `what` to `observer`, which is
+/// told the blob bytes as they are written).
+pub fn write(
+    staged: &Staged,
+    images: &[DockerImage],
+    out: impl Write,
+    mtime: u64,
+    (observer, what): (&dyn Observer, &str),
+) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     let place = "docker archive";
     let manifest: Vec<Value> = images
@@ -133,20 +141,28 @@ pub fn write(staged: &Staged, images: &[DockerImage], out: impl Write, mtime: u6
             blobs.insert(&l.digest, l.size);
         }
     }
+    let total = blobs.values().sum();
+    let mut moving = Moving::begin((), observer, Phase::Write, what, total);
     for (digest, size) in blobs {
         let path = staged.blob_path(digest);
         let f = fs_err::File::open(&path).at(|| path.display().to_string())?;
-        tar.append(&header(&digest.blob_path(), size, mtime), f).at(|| place.to_owned())?;
+        tar.append(&header(&digest.blob_path(), size, mtime), moving.through(f)).at(|| place.to_owned())?;
     }
     tar.into_inner().at(|| place.to_owned())?.flush().at(|| place.to_owned())?;
     Ok(())
 }
 
 /// Writes the archive to `dest` atomically (see [`AtomicFile`]).
-pub fn write_file(staged: &Staged, images: &[DockerImage], dest: &Path, mtime: u64) -> Result<()> {
+pub fn write_file(
+    staged: &Staged,
+    images: &[DockerImage],
+    dest: &Path,
+    mtime: u64,
+    observer: &dyn Observer,
+) -> Result<()> {
     let out = AtomicFile::create(dest)?;
     let buf = std::io::BufWriter::with_capacity(1 << 20, out.file());
-    write(staged, images, buf, mtime).map_err(|e| match e {
+    write(staged, images, buf, mtime, (observer, &dest.display().to_string())).map_err(|e| match e {
         Error::Io { source, .. } => Error::io(out.place(), source),
         other => other,
     })?;
