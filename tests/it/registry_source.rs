@@ -328,3 +328,46 @@ fn create_fetches_many_images_at_once_over_as_many_connections_as_jobs() {
     // Four workers keep their connections.
     assert!(opened <= 4, "{opened} connections for {requests} requests with --jobs 4");
 }
+
+#[test]
+fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
+    // Without a visited set this index costs 40,000 requests (each child and its config again)
+    // and lists the platform 20,000 times in the signed index.
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let child = seed(&reg, "tools.oci.tar", "src/fan:one");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = airlock::registry::ClientOptions {
+        max_retries: 1,
+        docker_config: Some(tmp.path().join("no-config.json")),
+        ..Default::default()
+    };
+    let client = reg.client(opts);
+    let (bytes, media_type) = client.get_manifest("src/fan", &child).unwrap();
+    let desc = serde_json::json!({"mediaType": media_type, "digest": child, "size": bytes.len()});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": vec![desc; 20_000],
+    });
+    let index = serde_json::to_vec(&index).unwrap();
+    let oci_index = "application/vnd.oci.image.index.v1+json";
+    client.put_manifest("src/fan", "many", oci_index, &index, &mut || Ok(())).unwrap();
+
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let proxy = crate::registry::RewritingProxy::start(&reg.host, move |_, head| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        head
+    });
+    let src = format!("docker://{}/src/fan:many", proxy.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    let n = requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n < 20, "create made {n} requests for an index of one distinct manifest");
+    let got = images(&env, "b.tar");
+    assert_eq!(got[0]["platforms"], serde_json::json!(["linux/amd64"]));
+}
