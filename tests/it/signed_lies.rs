@@ -64,6 +64,8 @@ fn standard(env: &Env) {
 fn refused_by_every_reader(env: &Env, bundle: &str, needles: &[&str]) -> Run {
     env.run(&["export", "-p", "ops.pub", "--format", "oci", "-o", "out", bundle]).fails(EXIT_INTEGRITY, needles);
     assert!(!env.path("out").exists(), "export left a layout behind");
+    // push checks the whole bundle before it contacts the registry (nothing listens here).
+    env.run(&["push", "-p", "ops.pub", "--to", "127.0.0.1:9/mirror", bundle]).fails(EXIT_INTEGRITY, needles);
     env.run(&["verify", "-p", "ops.pub", bundle]).fails(EXIT_INTEGRITY, needles)
 }
 
