@@ -360,7 +360,7 @@ fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
 
     let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = requests.clone();
-    let proxy = crate::registry::RewritingProxy::start(&reg.host, move |_, head| {
+    let proxy = crate::fakes::RewritingProxy::start(&reg.host, move |_, head| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         head
     });
