@@ -183,7 +183,7 @@ impl<'a> Expected<'a> {
     /// index: listed, with the listed size. Returns what it is and its place for messages.
     pub fn admit(&mut self, entry: &archive::Entry, place: &str) -> Result<(Item<'a>, String)> {
         let name = &entry.name;
-        let at = format!("{place}: entry {name}");
+        let at = format!("{place}: entry {}", shown(name));
         self.seen.insert(name.clone());
         let item = match (self.blobs.get(name), self.files.get(name.as_str())) {
             (Some(b), _) => Item::Blob(b),
