@@ -101,7 +101,7 @@ pub(super) fn retrying<T>(pace: &Pace, mut op: impl FnMut() -> Attempt<T>) -> Re
 fn gave_up(err: Error, attempts: u32, silence: Option<Instant>, pace: &Pace) -> Error {
     let why = match silence {
         Some(since) => format!(
-            "no answer for {} s over {attempts} attempt(s); --timeout {} allows up to {} s",
+            "no progress for {} s over {attempts} attempt(s); --timeout {} allows up to {} s",
             since.elapsed().as_secs(),
             pace.silence.as_secs(),
             pace.silence.as_secs()
@@ -354,6 +354,9 @@ pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
     let (msg, retry) = match &err {
         E::ConnectionFailed | E::HostNotFound => ("cannot reach the registry", true),
         E::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => ("cannot reach the registry", true),
+        E::Timeout(ureq::Timeout::PerWrite | ureq::Timeout::SendBody | ureq::Timeout::SendRequest) => {
+            ("the registry stopped taking what was sent", true)
+        }
         E::Timeout(_) => ("the registry did not answer in time", true),
         E::Io(e) if e.kind() == io::ErrorKind::TimedOut => ("the registry did not answer in time", true),
         // rustls reports a refused certificate or a broken handshake as invalid data.
