@@ -5,7 +5,7 @@
 //! speed. A [`HashPool`] moves the hashing onto worker threads: the reader fills large owned
 //! buffers, drawn from a fixed set so memory stays bounded whatever the blob size, hands each to
 //! the worker hashing that blob, and reads on while it hashes. Different blobs go to different
-//! workers, so blobs read from different places of one file ([`Ranges`], positional reads) hash
+//! workers, so blobs read from different places of one file ([`check_ranges`], positional reads) hash
 //! on every core at once. A [`Pending`] result turns a size or digest mismatch into the same
 //! [`Mismatch`] error a [`crate::digest::VerifyingReader`] gives.
 
