@@ -58,7 +58,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
     };
     let mut coll = source::read_all(&opts.sources, &read_opts, &stager, &pool)?;
     if let Some(dir) = &opts.cache {
-        Cache::open(dir)?.fill(&mut coll, &pool)?;
+        Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool)?;
     }
     let write_opts =
         WriteOptions { created: opts.created, key, observer: &*observer, check_layers: opts.check_layers, pool: &pool };

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::progress::{self, Moving, Observer, Phase};
 use crate::registry::Client;
 use crate::source::registry::read_error;
 use crate::source::{Collection, Origin};
@@ -22,13 +23,21 @@ use crate::transfer::Pool;
 
 pub struct Cache {
     dir: PathBuf,
+    /// Told the bytes of every blob as it is fetched.
+    observer: Arc<dyn Observer>,
 }
 
 impl Cache {
     pub fn open(dir: &Path) -> Result<Self> {
         let blobs = dir.join("blobs").join("sha256");
         fs_err::create_dir_all(&blobs).at(|| blobs.display().to_string())?;
-        Ok(Cache { dir: dir.to_owned() })
+        Ok(Cache { dir: dir.to_owned(), observer: progress::silent() })
+    }
+
+    /// Reports the bytes of every blob fetched to `observer`.
+    pub fn observed(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -64,9 +73,10 @@ impl Cache {
         let Origin::Registry { client, repo } = origin else { return Ok(()) };
         let partial = path.with_extension("partial");
         let have = usable_partial(&partial, size)?;
-        match fetch(client, repo, digest, size, &partial, have) {
+        let observer = &*self.observer;
+        match fetch(client, repo, digest, size, &partial, have, observer) {
             // What an earlier run left is the suspect, not the registry: start over from nothing.
-            Err(Error::Integrity { .. }) if have > 0 => fetch(client, repo, digest, size, &partial, 0)?,
+            Err(Error::Integrity { .. }) if have > 0 => fetch(client, repo, digest, size, &partial, 0, observer)?,
             other => other?,
         }
         fs_err::rename(&partial, &path).at(|| path.display().to_string())?;
@@ -91,13 +101,22 @@ fn usable_partial(partial: &Path, size: u64) -> Result<u64> {
 
 /// Completes `partial` from byte `have` on (starting it afresh when `have` is 0), then checks the
 /// whole file. A mismatch removes it; a read failure is the registry's, a write failure the cache's.
-fn fetch(client: &Arc<Client>, repo: &str, digest: &Digest, size: u64, partial: &Path, have: u64) -> Result<()> {
+fn fetch(
+    client: &Arc<Client>,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    partial: &Path,
+    have: u64,
+    observer: &dyn Observer,
+) -> Result<()> {
     let at = || partial.display().to_string();
     let place = format!("{}/{repo}@{digest}", client.registry());
     let mut file = OpenOptions::new().create(true).write(true).truncate(have == 0).open(partial).at(at)?;
     if have < size {
         io::Seek::seek(&mut file, io::SeekFrom::Start(have)).at(at)?;
-        let mut body = client.open_blob(repo, digest, size, have)?.take(size - have);
+        let body = client.open_blob(repo, digest, size, have)?.take(size - have);
+        let mut body = Moving::begin(body, observer, Phase::Fetch, &place, size - have);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = match body.read(&mut buf) {
