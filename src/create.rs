@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::bundle::format::Position;
 use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
@@ -23,6 +24,8 @@ pub struct CreateOptions {
     pub compression: Compression,
     /// Seconds since the epoch.
     pub created: u64,
+    /// Series, sequence number and expiry recorded in the signed index.
+    pub position: Position,
     /// How to reach registry sources.
     pub registry: ClientOptions,
     /// Content-addressed cache of registry blobs (`--cache`).
@@ -60,8 +63,14 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
     if let Some(dir) = &opts.cache {
         Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool)?;
     }
-    let write_opts =
-        WriteOptions { created: opts.created, key, observer: &*observer, check_layers: opts.check_layers, pool: &pool };
+    let write_opts = WriteOptions {
+        created: opts.created,
+        position: opts.position.clone(),
+        key,
+        observer: &*observer,
+        check_layers: opts.check_layers,
+        pool: &pool,
+    };
     let written = writer::write(&coll, &opts.output, &write_opts)?;
     Ok(Created { written, notices: coll.notices })
 }

@@ -26,5 +26,6 @@ pub mod reference;
 pub mod registry;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod transfer;
 pub mod walk;

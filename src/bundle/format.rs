@@ -1,5 +1,7 @@
 //! The signed bundle index, `airlock.json`: every image and blob in the bundle, every other file
-//! with its digest, the creation time and a bundle id. See docs/bundle-format.md.
+//! with its digest, the creation time and a bundle id, and (schema version 2) the series, sequence
+//! number and expiry that let an importer refuse replays and stale bundles. See
+//! docs/bundle-format.md.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +13,12 @@ use crate::reference::Reference;
 
 pub const INDEX_NAME: &str = "airlock.json";
 pub const SIGNATURE_NAME: &str = "airlock.json.minisig";
+/// The index's media type. It names the kind of document; `schemaVersion` says which fields it has.
 pub const MEDIA_TYPE: &str = "application/vnd.airlock.bundle.index.v1+json";
+/// The schema version airlock writes: 2 adds `series`, `sequence` and `expires`.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The series a bundle belongs to unless `--series` says otherwise.
+pub const DEFAULT_SERIES: &str = "default";
 /// An index or signature larger than this is refused before it is parsed.
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 pub const MAX_SIGNATURE_BYTES: u64 = 4096;
@@ -39,6 +46,66 @@ pub struct BundleIndex {
     pub images: Vec<ImageEntry>,
     pub blobs: Vec<BlobEntry>,
     pub files: Vec<FileEntry>,
+    /// Schema version 2: the series this bundle belongs to (absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Series>,
+    /// Schema version 2: its place in the series; a later bundle has a larger number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
+    /// Schema version 2, optional: RFC 3339 time after which an importer refuses the bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// A series name: 1 to 128 of `A-Z a-z 0-9 . _ -`, so it reads the same in a message, a state
+/// file and a shell.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Series(String);
+
+impl Series {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Series {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if s.is_empty() || s.len() > 128 || !s.chars().all(ok) {
+            return Err(format!("series `{}` is not 1 to 128 of A-Z a-z 0-9 . _ -", shown(&s)));
+        }
+        Ok(Series(s))
+    }
+}
+
+impl From<Series> for String {
+    fn from(s: Series) -> String {
+        s.0
+    }
+}
+
+impl std::fmt::Display for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a bundle stands in its series: what an importer compares with what it applied before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub series: Series,
+    pub sequence: u64,
+    /// Seconds since the epoch.
+    pub expires: Option<u64>,
+}
+
+/// Seconds since the epoch of an RFC 3339 time the index records.
+pub fn epoch_seconds(rfc3339: &str) -> Option<u64> {
+    let t = humantime::parse_rfc3339(rfc3339).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,7 +146,7 @@ pub struct FileEntry {
 impl BundleIndex {
     pub fn parse(place: &str, bytes: &[u8]) -> Result<Self> {
         let index: BundleIndex = json::parse_as(bytes).map_err(|e| Error::bad(place, e))?;
-        if index.schema_version != 1 || index.media_type != MEDIA_TYPE {
+        if !(1..=SCHEMA_VERSION).contains(&index.schema_version) || index.media_type != MEDIA_TYPE {
             return Err(Error::bad(
                 place,
                 format!(
@@ -89,7 +156,35 @@ impl BundleIndex {
             ));
         }
         index.check_names().map_err(|why| Error::bad(place, why))?;
+        index.check_position().map_err(|why| Error::bad(place, why))?;
         Ok(index)
+    }
+
+    /// Version 1 has no series fields; version 2 has a series and a sequence, and an expiry
+    /// only as a valid time.
+    fn check_position(&self) -> std::result::Result<(), String> {
+        let fields = [self.series.is_some(), self.sequence.is_some()];
+        if self.schema_version >= 2 && fields != [true, true] {
+            return Err("schemaVersion 2 index lacks `series` or `sequence`".into());
+        }
+        if self.schema_version == 1 && (fields.contains(&true) || self.expires.is_some()) {
+            return Err("schemaVersion 1 index carries `series`, `sequence` or `expires`".into());
+        }
+        match &self.expires {
+            Some(e) if epoch_seconds(e).is_none_or(|s| s > MAX_CREATED) => {
+                Err(format!("`expires` is not an RFC 3339 time: `{}`", shown(e)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The bundle's series, sequence and expiry; `None` for a schema version 1 bundle.
+    pub fn position(&self) -> Option<Position> {
+        Some(Position {
+            series: self.series.clone()?,
+            sequence: self.sequence?,
+            expires: self.expires.as_deref().and_then(epoch_seconds),
+        })
     }
 
     /// Every name the index gives is what airlock itself would write: an image name is a valid
@@ -110,6 +205,7 @@ impl BundleIndex {
         }
         let texts = [&self.bundle_id, &self.created, &self.tool]
             .into_iter()
+            .chain(&self.expires)
             .chain(self.images.iter().map(|i| &i.media_type))
             .chain(self.blobs.iter().map(|b| &b.media_type))
             .chain(self.files.iter().map(|f| &f.path));

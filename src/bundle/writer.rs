@@ -14,7 +14,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::atomic::AtomicFile;
-use crate::bundle::format::{BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, SIGNATURE_NAME};
+use crate::bundle::format::{
+    BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, Position, SCHEMA_VERSION, SIGNATURE_NAME,
+    created_rfc3339,
+};
 use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
 use crate::bundle::sign::SecretKey;
@@ -29,6 +32,8 @@ use crate::transfer::Pool;
 pub struct WriteOptions<'a> {
     /// Seconds since the epoch, recorded as the creation time and every entry's mtime.
     pub created: u64,
+    /// The bundle's series, sequence number and expiry (seconds since the epoch).
+    pub position: Position,
     pub key: &'a SecretKey,
     /// Told how many blob bytes have been written, as they are.
     pub observer: &'a dyn Observer,
@@ -51,7 +56,7 @@ pub struct Written {
 pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<Written> {
     let images = image_entries(coll);
     let files = views::files(&images, &|d| parts(coll, d)).map_err(|why| Error::bad("bundle views", why))?;
-    let index = build_index(coll, images, &files, opts.created)?;
+    let index = build_index(coll, images, &files, opts.created, &opts.position)?;
     let index_bytes = index.to_bytes();
     let comment = format!("timestamp:{}\tfile:{INDEX_NAME}\tbundle:{}", opts.created, index.bundle_id);
     let signature = opts.key.sign(&index_bytes, &comment);
@@ -184,6 +189,7 @@ fn build_index(
     images: Vec<ImageEntry>,
     files: &[(String, Vec<u8>)],
     created: u64,
+    position: &Position,
 ) -> Result<BundleIndex> {
     let blobs: Vec<BlobEntry> = coll
         .blobs
@@ -202,11 +208,24 @@ fn build_index(
             size: bytes.len() as u64,
         })
         .collect();
-    let created = crate::bundle::format::created_rfc3339(created)?;
-    let id_source = serde_json::to_vec(&(&created, &images, &blobs, &files)).expect("serialises");
+    let created = created_rfc3339(created)?;
+    let expires = position.expires.map(created_rfc3339).transpose()?;
+    let series = (&position.series, position.sequence, &expires);
+    let id_source = serde_json::to_vec(&(&created, &images, &blobs, &files, series)).expect("serialises");
     let bundle_id = Digest::of_bytes(&id_source).hex()[..32].to_owned();
-    let tool = format!("airlock {}", env!("CARGO_PKG_VERSION"));
-    Ok(BundleIndex { schema_version: 1, media_type: MEDIA_TYPE.into(), bundle_id, created, tool, images, blobs, files })
+    Ok(BundleIndex {
+        schema_version: SCHEMA_VERSION,
+        media_type: MEDIA_TYPE.into(),
+        bundle_id,
+        created,
+        tool: format!("airlock {}", env!("CARGO_PKG_VERSION")),
+        images,
+        blobs,
+        files,
+        series: Some(position.series.clone()),
+        sequence: Some(position.sequence),
+        expires,
+    })
 }
 
 /// Blob bytes that one archive per distinct image would have stored beyond the bundle's own.

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use airlock::bundle::format::MAX_CREATED;
+use airlock::bundle::format::{DEFAULT_SERIES, MAX_CREATED, Position, Series};
 use airlock::bundle::sign::{PASSWORD_ENV, SecretKey};
 use airlock::create::{self, CreateOptions};
 use airlock::error::Error;
@@ -55,6 +55,15 @@ pub struct CreateArgs {
     /// Creation time recorded in the bundle (RFC 3339 or seconds since the epoch); SOURCE_DATE_EPOCH also works
     #[arg(long)]
     created: Option<String>,
+    /// The series this bundle belongs to; importers refuse an older bundle of the same series
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_SERIES)]
+    series: String,
+    /// Its place in the series (default: the creation time in seconds since the epoch)
+    #[arg(long, value_name = "N")]
+    sequence: Option<u64>,
+    /// Importers refuse the bundle this long after its creation time (e.g. 30d, 12h)
+    #[arg(long, value_name = "DURATION")]
+    expires: Option<String>,
     /// Decompress every layer and check it against its image config's diff_id before the bundle
     /// is committed (a full decompression; worth it before a long trip)
     #[arg(long)]
@@ -101,6 +110,7 @@ pub fn run(args: CreateArgs) -> Result<()> {
         super::bytes(written.bytes_saved)
     );
     println!("signed by key {}, bundle id {}, created {}", key.key_id(), idx.bundle_id, idx.created);
+    println!("{}", super::position_line(idx));
     Ok(())
 }
 
@@ -125,13 +135,15 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         (Algo::Zstd, l) => Compression::Zstd(level(l.unwrap_or(3), 1, 19)? as i32),
         (Algo::None, _) => Compression::None,
     };
+    let created = created(args.created.as_deref())?;
     Ok(CreateOptions {
         sources,
         output: args.output.clone(),
         platforms,
         skip_missing_platforms: args.skip_missing_platforms,
         compression,
-        created: created(args.created.as_deref())?,
+        position: position(args, created)?,
+        created,
         registry: args.registry.options()?,
         cache: args.cache.clone(),
         check_layers: args.check_layers,
@@ -172,6 +184,24 @@ fn created(flag: Option<&str>) -> Result<u64> {
         return parse("SOURCE_DATE_EPOCH", &s);
     }
     Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+}
+
+/// `--series`, `--sequence` (default: the creation time, so a nightly job needs no counter and a
+/// reproducible build stays reproducible) and `--expires`, counted from the creation time.
+fn position(args: &CreateArgs, created: u64) -> Result<Position> {
+    let series = Series::try_from(args.series.clone()).map_err(|e| Error::bad("--series", e))?;
+    let expires = match &args.expires {
+        None => None,
+        Some(d) => {
+            let after = humantime::parse_duration(d)
+                .map_err(|e| Error::bad("--expires", format!("`{}`: {e}", d.escape_debug())))?;
+            let at = created.checked_add(after.as_secs()).filter(|&t| t <= MAX_CREATED);
+            Some(
+                at.ok_or_else(|| Error::bad("--expires", format!("`{d}` after the creation time is after year 9999")))?,
+            )
+        }
+    };
+    Ok(Position { series, sequence: args.sequence.unwrap_or(created), expires })
 }
 
 fn load_key(path: &std::path::Path) -> Result<SecretKey> {

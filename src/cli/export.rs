@@ -30,6 +30,8 @@ pub struct ExportArgs {
     /// Platform to take from multi-platform images for docker-archive (default: this host's)
     #[arg(long)]
     platform: Option<String>,
+    #[command(flatten)]
+    state: super::state_args::StateArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,11 +43,13 @@ enum Format {
 pub fn run(args: ExportArgs) -> Result<()> {
     let platform = super::platform_or_host(args.platform.as_deref())?;
     let key = args.trust.load()?;
+    let state = args.state.open()?;
     let shown = super::progress::observer();
     let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
     super::interrupt::set_outcome(format!("{} was not written", args.output.display()));
     let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
     super::print_verified(&place, &staged.report);
+    let admitted = args.state.admit(state, &staged.report, &place)?;
     match args.format {
         Format::Oci => {
             let n = staged.index().images.len();
@@ -62,6 +66,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             print_plan(&images);
         }
     }
+    admitted.record()?;
     Ok(())
 }
 

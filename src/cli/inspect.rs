@@ -36,6 +36,8 @@ pub fn run(args: InspectArgs) -> Result<()> {
             .collect();
         let doc = json!({
             "bundle": place, "bundleId": index.bundle_id, "created": index.created, "tool": index.tool,
+            "schemaVersion": index.schema_version, "series": index.series, "sequence": index.sequence,
+            "expires": index.expires, "expired": super::expired(&index),
             "verified": false, "images": images, "blobs": index.blobs.len(), "blobBytes": index.total_blob_bytes(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -45,6 +47,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "bundle {} created {} by {} (not verified: use `airlock verify`)",
         index.bundle_id, index.created, index.tool
     );
+    println!("{}", super::position_line(&index));
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
     println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");

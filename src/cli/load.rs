@@ -25,12 +25,15 @@ pub struct LoadArgs {
     /// Where to unpack the bundle while it is verified (default: the system's temporary directory)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
+    #[command(flatten)]
+    state: super::state_args::StateArgs,
 }
 
 pub fn run(args: LoadArgs) -> Result<()> {
     let platform = super::platform_or_host(args.platform.as_deref())?;
     let host = DockerHost::from_env()?;
     let key = args.trust.load()?;
+    let state = args.state.open()?;
     let shown = super::progress::observer();
     let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -39,10 +42,12 @@ pub fn run(args: LoadArgs) -> Result<()> {
     );
     let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp)?;
     super::print_verified(&place, &staged.report);
+    let admitted = args.state.admit(state, &staged.report, &place)?;
     let images = docker_archive::plan(&staged, &platform)?;
     let mtime = super::created_epoch(staged.index());
     let to = (&*shown as &dyn airlock::progress::Observer, "to the Docker Engine");
     let loaded = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
+    admitted.record()?;
     for line in loaded {
         println!("{line}");
     }

@@ -10,6 +10,7 @@ mod load;
 mod progress;
 mod push;
 mod registry_args;
+mod state_args;
 mod trust;
 mod verify;
 
@@ -147,4 +148,23 @@ pub fn created_epoch(index: &airlock::bundle::format::BundleIndex) -> u64 {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs())
+}
+
+/// The bundle's series, sequence and expiry in one line, saying whether it has expired.
+pub fn position_line(index: &airlock::bundle::format::BundleIndex) -> String {
+    let Some(p) = index.position() else {
+        return "no series or sequence number (schema version 1 bundle)".into();
+    };
+    let expires = match &index.expires {
+        Some(at) if expired(index) => format!(", EXPIRED at {at}"),
+        Some(at) => format!(", expires {at}"),
+        None => ", no expiry".into(),
+    };
+    format!("series {}, sequence {}{expires}", p.series, p.sequence)
+}
+
+/// Whether the bundle's signed expiry has passed.
+pub fn expired(index: &airlock::bundle::format::BundleIndex) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    index.position().and_then(|p| p.expires).is_some_and(|e| now > e)
 }

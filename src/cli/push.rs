@@ -37,6 +37,8 @@ pub struct PushArgs {
     json: bool,
     #[command(flatten)]
     registry: super::registry_args::RegistryArgs,
+    #[command(flatten)]
+    state: super::state_args::StateArgs,
     /// Where to unpack a bundle read from stdin while it is verified (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -47,6 +49,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     let client = Client::new(&target.registry, &args.registry.options()?)?;
     let key = args.trust.load()?;
     let trust = super::trust::trust(&key);
+    let state = args.state.open()?;
     super::interrupt::set_outcome(format!(
         "blobs and manifests already pushed to {} stay (each was verified; tags are pushed last, so \
          no tag points at anything incomplete); run the push again to send the rest",
@@ -54,7 +57,7 @@ pub fn run(args: PushArgs) -> Result<()> {
     ));
     let staged: Staged;
     let indexed: IndexedBundle;
-    let bundle: &dyn Blobs = if args.bundle.as_os_str() == "-" {
+    let (bundle, report): (&dyn Blobs, _) = if args.bundle.as_os_str() == "-" {
         if args.registry.password_stdin {
             return Err(
                 Error::bad("--password-stdin", "stdin carries the bundle; give the password another way").into()
@@ -63,15 +66,19 @@ pub fn run(args: PushArgs) -> Result<()> {
         let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
         staged = sink::stage(std::io::stdin().lock(), "<stdin>", trust, &tmp)?;
         super::print_verified("<stdin>", &staged.report);
-        &staged
+        (&staged, &staged.report)
     } else {
         indexed = IndexedBundle::open(&args.bundle, trust)?;
-        &indexed
+        (&indexed, indexed.report())
     };
+    let admitted = args.state.admit(state, report, &args.bundle.display().to_string())?;
     let shown = super::progress::observer();
     let observer = shown.clone();
     let opts = PushOptions { target, keep_host: args.keep_registry_host, dry_run: args.dry_run, observer };
     let report = push::push(bundle, &client, &opts, &|event, _| shown.println(event))?;
+    if !args.dry_run {
+        admitted.record()?;
+    }
     print_report(&report, args.json)
 }
 

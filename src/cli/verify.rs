@@ -54,6 +54,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             r.files_checked,
             super::bytes(r.bytes_checked)
         );
+        println!("  {}", super::position_line(&r.index));
         if let Some(l) = &layers {
             println!("  {} layers decompressed ({}), each matches its diff_id", l.layers, super::bytes(l.bytes));
         }
@@ -98,6 +99,11 @@ fn report_json(r: &Report, layers: Option<&Checked>, args: &VerifyArgs) -> serde
         "bundleId": r.index.bundle_id,
         "created": r.index.created,
         "tool": r.index.tool,
+        "schemaVersion": r.index.schema_version,
+        "series": r.index.series,
+        "sequence": r.index.sequence,
+        "expires": r.index.expires,
+        "expired": super::expired(&r.index),
         "signature": {
             "checked": r.key_id.is_some(),
             "keyId": r.key_id,

@@ -16,6 +16,8 @@ pub const EXIT_IO: i32 = 6;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// XDG_STATE_HOME of every run: the importers' state never touches the user's own.
+    pub state: tempfile::TempDir,
 }
 
 /// The result of one run of the binary.
@@ -66,7 +68,7 @@ pub fn fixture_str(name: &str) -> String {
 
 impl Env {
     pub fn new() -> Self {
-        Env { dir: tempfile::tempdir().expect("temp dir") }
+        Env { dir: tempfile::tempdir().expect("temp dir"), state: tempfile::tempdir().expect("state dir") }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -77,6 +79,7 @@ impl Env {
         let mut c = Command::new(env!("CARGO_BIN_EXE_airlock"));
         c.current_dir(self.dir.path());
         c.env_remove("AIRLOCK_KEY_PASSWORD").env_remove("SOURCE_DATE_EPOCH");
+        c.env("XDG_STATE_HOME", self.state.path());
         c
     }
 

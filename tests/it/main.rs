@@ -23,4 +23,5 @@ mod registry;
 mod registry_source;
 mod signed_lies;
 mod sinks;
+mod sync;
 mod verify;

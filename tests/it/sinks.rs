@@ -108,7 +108,7 @@ fn export_oci_writes_a_layout_skopeo_reads_with_the_signed_digests() {
     let layout = format!("oci:{}:{name}", env.path("layout").display());
     let got = tool("skopeo", &["inspect", "--format", "{{.Digest}}", &layout], &[]).ok();
     assert_eq!(got.stdout.trim(), want.as_str().unwrap());
-    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "layout"])
+    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "layout", "--allow-rollback"])
         .fails(EXIT_BAD_INPUT, &["already exists"]);
 }
 
