@@ -183,7 +183,7 @@ fn created(flag: Option<&str>) -> Result<u64> {
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
         return parse("SOURCE_DATE_EPOCH", &s);
     }
-    Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+    Ok(super::now())
 }
 
 /// `--series`, `--sequence` (default: the creation time, so a nightly job needs no counter and a

@@ -165,6 +165,10 @@ pub fn position_line(index: &airlock::bundle::format::BundleIndex) -> String {
 
 /// Whether the bundle's signed expiry has passed.
 pub fn expired(index: &airlock::bundle::format::BundleIndex) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    index.position().and_then(|p| p.expires).is_some_and(|e| now > e)
+    index.position().and_then(|p| p.expires).is_some_and(|e| now() > e)
+}
+
+/// The time now in seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

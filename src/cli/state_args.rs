@@ -39,8 +39,8 @@ impl StateArgs {
 
     /// Checks a verified bundle against the state and prints what the user should know.
     pub fn admit(&self, state: State, report: &Report, place: &str) -> airlock::error::Result<Admitted> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let policy = Policy { allow_rollback: self.allow_rollback, allow_expired: self.allow_expired, now };
+        let policy =
+            Policy { allow_rollback: self.allow_rollback, allow_expired: self.allow_expired, now: super::now() };
         let admission = state.admit(&report.index, report.key_id.as_deref(), place, &policy)?;
         for n in &admission.notes {
             eprintln!("note: {n}");
