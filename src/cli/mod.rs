@@ -144,10 +144,7 @@ pub fn print_verified(place: &str, r: &airlock::bundle::reader::Report) {
 
 /// The bundle's creation time in seconds, used as mtime of what is written from it.
 pub fn created_epoch(index: &airlock::bundle::format::BundleIndex) -> u64 {
-    humantime::parse_rfc3339(&index.created)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
+    airlock::bundle::format::epoch_seconds(&index.created).unwrap_or(0)
 }
 
 /// The bundle's series, sequence and expiry in one line, saying whether it has expired.
