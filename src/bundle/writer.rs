@@ -268,6 +268,11 @@ mod tests {
         coll
     }
 
+    fn position() -> Position {
+        let series = crate::bundle::format::Series::try_from("default".to_owned()).unwrap();
+        Position { series, sequence: 1, expires: None }
+    }
+
     fn key() -> SecretKey {
         let k = crate::bundle::sign::generate(None).unwrap();
         SecretKey::from_box("k", &k.secret_box, || unreachable!()).unwrap()
@@ -281,6 +286,7 @@ mod tests {
         let pool = Pool::new(4).unwrap();
         let opts = WriteOptions {
             created: 1_700_000_000,
+            position: position(),
             key: &key(),
             observer: &crate::progress::Silent,
             check_layers: false,
@@ -314,6 +320,7 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         let opts = WriteOptions {
             created: 0,
+            position: position(),
             key: &key(),
             observer: &crate::progress::Silent,
             check_layers: false,
