@@ -77,6 +77,9 @@ done
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
+# Every run imports the same bundle again: a state file of its own, never the user's, and
+# --allow-rollback on each push (a repeat of the last bundle applied is a replay).
+export XDG_STATE_HOME=$WORK/state
 DK=$WORK/dk
 DK26=$WORK/dk26
 cleanup() {
@@ -366,21 +369,21 @@ if [ "$REGISTRY" = 1 ]; then
   FULL=127.0.0.1:$P_FULL
   warm "$O/r.tar" "$SR"/blobs/sha256/*
   start_registry "$WORK/reg/full" "$P_FULL"
-  "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "$FULL/mirror" >"$WORK/logs/push_fill.log" 2>&1 ||
+  "$AIRLOCK" push -p ops.pub --allow-rollback "$O/r.tar" --to "$FULL/mirror" >"$WORK/logs/push_fill.log" 2>&1 ||
     { tail -n 20 "$WORK/logs/push_fill.log" >&2; die "airlock push into $FULL failed"; }
   # The pushed images must be the registry's own (same manifest digests), or the rows compare
   # different work.
   [ "$(digests "$SRC/")" = "$(digests "$FULL/mirror/")" ] ||
     die "airlock push: manifest digests in $FULL/mirror differ from those in $SRC"
   # Both land at 127.0.0.1:PORT/mirror/bench/appK:1.0.
-  job push_cold - "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "127.0.0.1:$P_APUSH/mirror"
+  job push_cold - "$AIRLOCK" push -p ops.pub --allow-rollback "$O/r.tar" --to "127.0.0.1:$P_APUSH/mirror"
   hooks push_cold "fresh_registry $P_APUSH" drop_registry
   # shellcheck disable=SC2016 # the script's own $1, $n
   job skopeo_push - bash -c 'dir=$1 dst=$2; shift 2; for n; do
       skopeo copy --quiet --dest-tls-verify=false "oci:$dir:$n" "docker://$dst/$n" || exit; done' _ \
     "$SR" "127.0.0.1:$P_SPUSH/mirror" "${NAMES[@]}"
   hooks skopeo_push "fresh_registry $P_SPUSH" drop_registry
-  job push_repeat - "$AIRLOCK" push -p ops.pub "$O/r.tar" --to "$FULL/mirror"
+  job push_repeat - "$AIRLOCK" push -p ops.pub --allow-rollback "$O/r.tar" --to "$FULL/mirror"
   run_jobs skopeo_push push_cold push_repeat
   # What the fastest repeat push said it uploaded ("...: uploaded 0 B in all").
   REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[push_repeat]}.log")

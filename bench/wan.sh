@@ -38,6 +38,9 @@ done
 [ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] && [ "$CONC" -ge 1 ] || die "images, runs and concurrency must be >= 1"
 
 WORK=$(mktemp -d /tmp/awan.XXXXXX)
+# Every run imports the same bundle again: a state file of its own, never the user's, and
+# --allow-rollback on each push (a repeat of the last bundle applied is a replay).
+export XDG_STATE_HOME=$WORK/state
 PROXIES=()
 cleanup() {
   local rc=$? reg p
@@ -137,7 +140,7 @@ cd "$WORK/out"
 start_registry "$WORK/reg/src" "$P_SRC"
 "$AIRLOCK" create -k ops.key -o seed.tar "oci:$L" >"$WORK/logs/seed.log" 2>&1 ||
   { tail "$WORK/logs/seed.log" >&2; die "airlock create of the seed bundle failed"; }
-"$AIRLOCK" push -p ops.pub seed.tar --to "127.0.0.1:$P_SRC" >>"$WORK/logs/seed.log" 2>&1 ||
+"$AIRLOCK" push -p ops.pub --allow-rollback seed.tar --to "127.0.0.1:$P_SRC" >>"$WORK/logs/seed.log" 2>&1 ||
   { tail "$WORK/logs/seed.log" >&2; die "seeding the source registry failed"; }
 rm -f seed.tar
 LIST=$WORK/out/images.txt
@@ -164,11 +167,11 @@ rm -rf "$WORK/out/wc.tar" "$WORK/out/sync" "$WORK/out/cache"
 
 say "through the proxy: push into an empty registry, push again into a full one; $RUNS rounds"
 start_registry "$WORK/reg/full" "$P_FULL"
-"$AIRLOCK" push -p ops.pub w.tar --to "127.0.0.1:$P_FULL" >"$WORK/logs/fill.log" 2>&1 ||
+"$AIRLOCK" push -p ops.pub --allow-rollback w.tar --to "127.0.0.1:$P_FULL" >"$WORK/logs/fill.log" 2>&1 ||
   { tail "$WORK/logs/fill.log" >&2; die "filling the full registry failed"; }
-job wan_push_cold - "$AIRLOCK" push -p ops.pub "$WORK/out/w.tar" --to "127.0.0.1:$X_COLD"
+job wan_push_cold - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_COLD"
 hooks wan_push_cold "fresh_registry $P_COLD" drop_registry
-job wan_push_repeat - "$AIRLOCK" push -p ops.pub "$WORK/out/w.tar" --to "127.0.0.1:$X_FULL"
+job wan_push_repeat - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_FULL"
 run_jobs wan_push_cold wan_push_repeat
 REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[wan_push_repeat]}.log")
 
