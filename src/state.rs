@@ -182,7 +182,8 @@ impl State {
 fn read(path: &Path) -> Result<Doc> {
     let place = path.display().to_string();
     let text = local_file::read_text(path, MAX_STATE_BYTES, "an airlock state file")?;
-    let doc: Doc = json::parse_as(text.as_bytes()).map_err(|e| Error::bad(&place, e))?;
+    let doc: Doc =
+        json::parse_as(text.as_bytes()).map_err(|e| Error::bad(&place, format!("not an airlock state file: {e}")))?;
     if doc.version != STATE_VERSION {
         return Err(Error::bad(
             &place,

@@ -164,3 +164,32 @@ fn create_refuses_a_series_name_that_is_not_plain() {
         .fails(EXIT_BAD_INPUT, &["--expires"]);
     assert!(!env.path("b.tar").exists());
 }
+
+#[test]
+fn a_dry_run_or_an_unsigned_import_records_nothing() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
+    let env = Env::new();
+    bundle(&env, "b.tar", "base", &["--sequence", "4"]);
+    let reg = Registry::start(&[]);
+    let to = format!("{}/mirror", reg.host);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--dry-run", "--state", "s.json"]).ok();
+    assert!(!env.path("s.json").exists(), "a dry run recorded the bundle");
+    let unsigned =
+        env.run(&["export", "--insecure-no-signature", "b.tar", "--format", "oci", "-o", "o", "--state", "s.json"]);
+    assert!(unsigned.ok().stderr.contains("signature not checked, so its sequence number is neither checked"));
+    assert!(!env.path("s.json").exists(), "an unsigned import recorded the bundle");
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--state", "s.json"]).ok();
+    assert!(std::fs::read_to_string(env.path("s.json")).unwrap().contains("\"sequence\": 4"));
+}
+
+#[test]
+fn a_damaged_state_file_is_named_and_left_alone() {
+    let env = Env::new();
+    bundle(&env, "b.tar", "base", &[]);
+    std::fs::write(env.path("s.json"), "{\"version\": 1, \"applied\": [").unwrap();
+    export(&env, "b.tar", "out", &["--state", "s.json"]).fails(EXIT_BAD_INPUT, &["s.json: not an airlock state file"]);
+    assert!(!env.path("out").exists());
+    assert_eq!(std::fs::read_to_string(env.path("s.json")).unwrap(), "{\"version\": 1, \"applied\": [");
+}
