@@ -308,6 +308,9 @@ fn the_put_completing_an_upload_may_take_the_whole_timeout_to_answer() {
 
 #[test]
 fn a_manifest_the_registry_finds_blobs_missing_for_is_repaired_once() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
     let reg = Registry::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let client = reg.client(options(tmp.path()));
@@ -480,6 +483,9 @@ fn short_lived_and_endless_tokens_are_used_as_given() {
 
 #[test]
 fn a_tls_registry_never_sends_credentials_to_a_plain_http_token_realm() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let identity = Registry::start(&["--tls"]);
     let (realm, realm_seen) = fake_server(|_| reply("200 OK", "", r#"{"token":"t0k3n"}"#));
     let challenge = format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{realm}/token\",service=\"x\"\r\n");
@@ -495,6 +501,9 @@ fn a_tls_registry_never_sends_credentials_to_a_plain_http_token_realm() {
 
 #[test]
 fn an_https_registry_is_never_followed_down_to_plain_http() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let identity = Registry::start(&["--tls"]);
     let (storage, storage_seen) = fake_server(|_| reply("200 OK", "", "blob"));
     let (registry, _) = tls_fake_server(&identity, move |head| {

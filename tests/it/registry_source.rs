@@ -260,6 +260,9 @@ fn big_image(env: &Env, reg: &Registry) -> (String, Value) {
 
 #[test]
 fn a_download_reset_midway_is_resumed_in_the_same_run_with_and_without_a_cache() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
@@ -278,6 +281,9 @@ fn a_download_reset_midway_is_resumed_in_the_same_run_with_and_without_a_cache()
 
 #[test]
 fn a_corrupt_partial_download_in_the_cache_is_fetched_again() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
     let env = Env::new();
     env.keygen("ops");
     let reg = Registry::start(&[]);
