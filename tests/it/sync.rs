@@ -193,3 +193,17 @@ fn a_damaged_state_file_is_named_and_left_alone() {
     assert!(!env.path("out").exists());
     assert_eq!(std::fs::read_to_string(env.path("s.json")).unwrap(), "{\"version\": 1, \"applied\": [");
 }
+
+#[test]
+fn a_bundle_written_by_the_previous_version_still_verifies_and_exports() {
+    // fixtures/v1-bundle: made by airlock 86be7ad (schema version 1), see fixtures/make.sh.
+    let env = Env::new();
+    let (bundle, key) = (fixture_str("v1-bundle/bundle.tar"), fixture_str("v1-bundle/v1.pub"));
+    let verified = env.run(&["verify", "-p", &key, &bundle]).ok();
+    assert!(verified.stdout.contains("schema version 1 bundle"), "{}", verified.stdout);
+    for format in ["oci", "docker-archive"] {
+        let out = format!("out-{format}");
+        env.run(&["export", "-p", &key, &bundle, "--format", format, "-o", &out]).ok();
+        assert!(env.path(&out).exists(), "{format} export written");
+    }
+}
