@@ -18,6 +18,19 @@
 #           export DOCKERD=DEST/usr/sbin/dockerd
 #       If the system dockerd is already >= 25 it prints that one instead.
 #
+#   peers.sh install-go-peers [DEST]
+#       Builds with `go install` from the Go module proxy the peers Debian
+#       lacks, pinned (the README lists the same versions):
+#           cosign  github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+#           oras    oras.land/oras/cmd/oras@v1.3.6
+#           crane   github.com/google/go-containerregistry/cmd/crane@v0.22.1
+#           distribution-conformance.test  `go test -c` of
+#                   github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111
+#       into DEST/bin (default /var/cache/airlock-peers/go/bin), each only when
+#       DEST/bin/TOOL.version does not already name the pinned version (a
+#       second run does nothing). Prints
+#           export PATH=DEST/bin:$PATH
+#
 #   peers.sh start-dockerd DIR [--containerd-store]
 #       Starts a private Docker Engine (binary: $DOCKERD, default `dockerd`):
 #           dockerd --data-root DIR/root --exec-root DIR/exec
@@ -155,6 +168,43 @@ cmd_install_modern_dockerd() {
   [ "$(dockerd_major "$dest/usr/sbin/dockerd")" -ge 25 ] 2>/dev/null ||
     die "$dest/usr/sbin/dockerd does not run or is older than 25"
   echo "export DOCKERD=$dest/usr/sbin/dockerd"
+}
+
+# tool module@version; the README's peer table lists the same pins.
+GO_PEERS=(
+  "cosign github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5"
+  "oras oras.land/oras/cmd/oras@v1.3.6"
+  "crane github.com/google/go-containerregistry/cmd/crane@v0.22.1"
+  "distribution-conformance.test github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
+)
+
+cmd_install_go_peers() {
+  local dest=${1:-/var/cache/airlock-peers/go} entry tool spec
+  command -v go >/dev/null 2>&1 || die "go is needed to build cosign, oras, crane and the conformance suite"
+  mkdir -p "$dest/bin" "$dest/gopath"
+  dest=$(cd "$dest" && pwd -P)
+  for entry in "${GO_PEERS[@]}"; do
+    tool=${entry%% *}
+    spec=${entry#* }
+    if [ -x "$dest/bin/$tool" ] && [ "$(cat "$dest/bin/$tool.version" 2>/dev/null)" = "$spec" ]; then
+      continue
+    fi
+    log "building $tool ($spec)"
+    if [ "$tool" = distribution-conformance.test ]; then
+      # A test binary: `go test -c` inside a throwaway module that requires the suite.
+      local mod
+      mod=$(mktemp -d)
+      (cd "$mod" && GOPATH="$dest/gopath" go mod init airlock-peers/conformance >/dev/null 2>&1 &&
+        GOPATH="$dest/gopath" GOFLAGS=-mod=mod go get "$spec" >/dev/null 2>&1 &&
+        GOPATH="$dest/gopath" GOFLAGS=-mod=mod go test -c -o "$dest/bin/$tool" "${spec%@*}") ||
+        { rm -rf "$mod"; die "could not build $tool from $spec"; }
+      rm -rf "$mod"
+    else
+      GOPATH="$dest/gopath" GOBIN="$dest/bin" go install "$spec" || die "could not build $tool from $spec"
+    fi
+    echo "$spec" >"$dest/bin/$tool.version"
+  done
+  echo "export PATH=$dest/bin:\$PATH"
 }
 
 cmd_start_dockerd() {
@@ -350,6 +400,7 @@ main() {
   case $sub in
     install) cmd_install "$@" ;;
     install-modern-dockerd) cmd_install_modern_dockerd "$@" ;;
+    install-go-peers) cmd_install_go_peers "$@" ;;
     start-dockerd) cmd_start_dockerd "$@" ;;
     stop-dockerd) cmd_stop_dockerd "$@" ;;
     start-registry) cmd_start_registry "$@" ;;
