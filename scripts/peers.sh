@@ -180,6 +180,8 @@ GO_PEERS=(
 
 cmd_install_go_peers() {
   local dest=${1:-/var/cache/airlock-peers/go} entry tool spec
+  # Go's own installer puts it in /usr/local/go, which a non-login shell may not have on PATH.
+  command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin
   command -v go >/dev/null 2>&1 || die "go is needed to build cosign, oras, crane and the conformance suite"
   mkdir -p "$dest/bin" "$dest/gopath"
   dest=$(cd "$dest" && pwd -P)
