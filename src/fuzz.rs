@@ -15,12 +15,14 @@ use crate::bundle::reader::{self, Trust};
 use crate::bundle::sign::{PublicKey, SecretKey};
 use crate::error::Error;
 use crate::image::{self, Platform};
+use crate::json;
+use crate::plan::Collection;
 use crate::reference::Reference;
 use crate::registry::ClientOptions;
+use crate::source::list as image_list;
 use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
-use crate::source::{self, Collection, ReadOptions, SourceSpec};
-use crate::{image_list, json};
+use crate::source::{self, ReadOptions, SourceSpec};
 
 /// One target: it takes any bytes and returns; it panics only on a bug.
 pub type Target = fn(&[u8]);

@@ -1,31 +1,56 @@
 //! airlock carries container images into air-gapped networks: it packs images from local archives
-//! into one signed, deduplicated bundle that is at once an OCI image layout and a `docker load`
-//! tarball, and verifies such bundles offline.
+//! and registries into one signed, deduplicated bundle that is at once an OCI image layout and a
+//! `docker load` tarball, verifies such bundles offline, and pushes, loads or exports them.
 //!
-//! The data flows source → collection (images, blobs, dedup) → bundle writer (hash on the fly) →
-//! bundle reader (streaming verification).
+//! The data flows source → plan (images, blobs, dedup) → bundle writer (hash on the fly) →
+//! bundle reader (streaming verification) → sink. The modules are layered the same way, and a
+//! module imports only from its own layer or the layers below it (scripts/check-layers.sh):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | operations, what the binary calls | [`ops`] |
+//! | sinks, where a verified bundle goes | [`sink`], [`state`] |
+//! | the bundle | [`bundle`] |
+//! | the plan of a bundle | [`plan`] |
+//! | sources, where images come from | [`source`] |
+//! | peers | [`registry`], [`daemon`] |
+//! | model and primitives | [`digest`], [`reference`], [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
 
+// operations
+pub mod ops;
+
+// sinks
+pub mod sink;
+pub mod state;
+
+// the bundle
+pub mod bundle;
+
+// the plan
+pub mod plan;
+
+// sources
+pub mod source;
+
+// peers
+pub mod daemon;
+pub mod registry;
+
+// model and primitives
 pub mod archive;
 pub mod atomic;
-pub mod bundle;
 pub mod cleanup;
-pub mod create;
-pub mod daemon;
 pub mod digest;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzz;
 pub mod hash_pool;
 pub mod image;
-pub mod image_list;
 pub mod json;
 pub mod layers;
 pub mod local_file;
 pub mod progress;
 pub mod reference;
-pub mod registry;
-pub mod sink;
-pub mod source;
-pub mod state;
 pub mod transfer;
 pub mod walk;
+
+#[doc(hidden)]
+pub mod fuzz;

@@ -4,6 +4,7 @@
 pub mod format;
 mod graph;
 pub mod indexed;
+pub mod layers;
 pub mod reader;
 pub mod sign;
 pub mod views;

@@ -25,8 +25,8 @@ use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{self, Parsed};
+use crate::plan::{Blob, Collection, Image, Opened};
 use crate::progress::{Moving, Observer, Phase};
-use crate::source::{Blob, Collection, Image, Opened, Origin};
 use crate::transfer::Pool;
 
 pub struct WriteOptions<'a> {
@@ -38,7 +38,7 @@ pub struct WriteOptions<'a> {
     /// Told how many blob bytes have been written, as they are.
     pub observer: &'a dyn Observer,
     /// Decompress every layer of the written bundle and check it against its `diff_id` before
-    /// the bundle is committed ([`crate::layers`]).
+    /// the bundle is committed ([`crate::bundle::layers`]).
     pub check_layers: bool,
     /// Copies blobs into the bundle, several at once.
     pub pool: &'a Pool,
@@ -88,7 +88,7 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     }
     if opts.check_layers {
         let written = IndexedBundle::open_named(tmp.temp_path(), place(), Trust::Insecure)?;
-        crate::layers::check_bundle(&written)?;
+        super::layers::check_bundle(&written)?;
     }
     // A bundle is not secret: the usual file mode, not tempfile's 0600.
     let bundle_bytes = tmp.commit(0o644)?;
@@ -130,7 +130,7 @@ const COPY_BUFFER: usize = 256 << 10;
 /// sends more than the blob's size fails before its excess is written, so a slot never overflows.
 fn copy_blob(file: &File, at: u64, blob: &Blob, out: &str, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
     let d = &blob.descriptor;
-    let Opened { reader, blame } = blob.origin.open(&d.digest, d.size)?;
+    let Opened { reader, blame } = blob.open()?;
     let mut source = VerifyingReader::new(reader, d.digest.clone(), d.size);
     let mut buf = vec![0u8; COPY_BUFFER];
     let mut pos = at;
@@ -245,8 +245,7 @@ fn bytes_saved(index: &BundleIndex) -> u64 {
 /// The config and layers of a single-platform manifest the collection holds as bytes.
 fn parts(coll: &Collection, digest: &Digest) -> Option<views::Parts> {
     let blob = coll.blobs.get(digest)?;
-    let Origin::Bytes(bytes) = &blob.origin else { return None };
-    match image::parse_manifest(bytes, &blob.descriptor.media_type) {
+    match image::parse_manifest(blob.bytes()?, &blob.descriptor.media_type) {
         Ok(Parsed::Manifest(m)) => Some((m.config.digest, m.layers.into_iter().map(|l| l.digest).collect())),
         _ => None,
     }
@@ -256,7 +255,7 @@ fn parts(coll: &Collection, digest: &Digest) -> Option<views::Parts> {
 mod tests {
     use super::*;
     use crate::image::Descriptor;
-    use crate::source::Origin;
+    use crate::plan::{Found, Origin};
 
     fn collection(sizes: &[usize]) -> Collection {
         let mut coll = Collection::default();

@@ -1,15 +1,15 @@
-//! `airlock create`: sources and flags → [`airlock::create::CreateOptions`].
+//! `airlock create`: sources and flags → [`airlock::ops::create::CreateOptions`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use airlock::bundle::format::{DEFAULT_SERIES, MAX_CREATED, Position, Series};
 use airlock::bundle::sign::{PASSWORD_ENV, SecretKey};
-use airlock::create::{self, CreateOptions};
 use airlock::error::Error;
 use airlock::image::Platform;
-use airlock::image_list::{self, Allow};
+use airlock::ops::create::{self, CreateOptions};
 use airlock::source::SourceSpec;
+use airlock::source::list::{self as image_list, Allow};
 use airlock::source::stage::Compression;
 use anyhow::{Context, Result};
 use clap::ValueEnum;

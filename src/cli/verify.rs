@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use airlock::bundle::indexed::IndexedBundle;
+use airlock::bundle::layers::{self, Checked};
 use airlock::bundle::reader::{self, Report};
 use airlock::error::Error;
-use airlock::layers::{self, Checked};
 use anyhow::Result;
 use serde_json::json;
 

@@ -27,7 +27,7 @@ use crate::json;
 use crate::reference::Reference;
 use crate::source::stage::{LayerJob, Stager};
 use crate::source::store::Store;
-use crate::source::{Collection, Image, Origin, ReadOptions, SourceSpec, needs_name, oci};
+use crate::source::{Found, Image, Origin, ReadOptions, SourceSpec, needs_name, oci};
 
 /// One entry of `manifest.json`.
 #[derive(Debug, Deserialize)]
@@ -44,7 +44,7 @@ pub fn read(
     store: Arc<dyn Store>,
     opts: &ReadOptions,
     stager: &Stager,
-    out: &mut Collection,
+    out: &mut dyn Found,
 ) -> Result<()> {
     let bytes = store.read_small("manifest.json")?;
     let entries: Vec<SaveEntry> = json::parse_as(&bytes).map_err(|e| Error::bad(store.place("manifest.json"), e))?;
@@ -107,7 +107,7 @@ fn read_legacy(
     opts: &ReadOptions,
     stager: &Stager,
     chosen: &[(&SaveEntry, Vec<Reference>)],
-    out: &mut Collection,
+    out: &mut dyn Found,
 ) -> Result<()> {
     // First every config, so all layers can be staged in one parallel batch.
     let mut configs = Vec::new();
@@ -139,7 +139,7 @@ fn read_legacy(
         }
         configs.push((Descriptor::new(OCI_CONFIG, digest, bytes.len() as u64), bytes, cfg.platform()));
     }
-    let staged = stager.stage_all(&jobs, &out.by_diff_id)?;
+    let staged = stager.stage_all(&jobs, out.compressed_layers())?;
     let mut staged = staged.into_iter();
     for ((entry, names), (config, config_bytes, platform)) in chosen.iter().zip(configs) {
         for name in names {
@@ -183,7 +183,7 @@ fn read_docker25(
     opts: &ReadOptions,
     stager: &Stager,
     chosen: &[(&SaveEntry, Vec<Reference>)],
-    out: &mut Collection,
+    out: &mut dyn Found,
 ) -> Result<()> {
     oci::check_layout(store.as_ref())?;
     let index = oci::read_index(store.as_ref())?;

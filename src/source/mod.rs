@@ -5,16 +5,19 @@
 //! Without `:REF` every image the source holds is taken; `=NAME` names an image whose source gives
 //! it no full reference. Reading a source adds its images and blobs to a [`Collection`], which
 //! stores each blob once however many images use it.
+//!
+//! A reader hands what it finds to a [`Found`] (the plan's collection), and each blob's [`Origin`]
+//! says how to open its bytes again when the bundle is written.
 
-pub mod cache;
 pub mod docker_archive;
+pub mod list;
 pub mod oci;
 pub mod pgzip;
 pub mod registry;
 pub mod stage;
 pub mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -24,7 +27,6 @@ use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
 use crate::image::{Descriptor, Platform};
 use crate::reference::{Reference, ReferenceError};
-use crate::transfer::Pool;
 use stage::Stager;
 use store::{DirStore, Store, TarStore};
 
@@ -233,10 +235,41 @@ impl Origin {
     }
 }
 
+/// A blob and where its bytes are.
 #[derive(Clone)]
 pub struct Blob {
     pub descriptor: Descriptor,
     pub origin: Origin,
+}
+
+impl Blob {
+    /// Opens the blob's bytes from their start (not verified here: wrap them in a
+    /// [`crate::digest::VerifyingReader`]).
+    pub fn open(&self) -> Result<Opened<'_>> {
+        self.origin.open(&self.descriptor.digest, self.descriptor.size)
+    }
+
+    /// The blob's bytes, if they are already in memory (manifests, configs).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match &self.origin {
+            Origin::Bytes(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
+/// Where reading a source puts what it finds: the plan's collection, which the source layer does
+/// not otherwise know.
+pub trait Found {
+    /// A blob an image uses, and where its bytes are; a digest already held keeps its origin.
+    fn add_blob(&mut self, descriptor: Descriptor, origin: Origin);
+    /// A named image, once its blobs are added.
+    fn add_image(&mut self, image: Image) -> Result<()>;
+    /// Something a user should know about what was read, though nothing failed.
+    fn notice(&mut self, msg: String);
+    /// Layers held compressed, by their uncompressed digest (`diff_id`), so that a legacy
+    /// `docker save` of the same layer can reuse them instead of compressing it again.
+    fn compressed_layers(&mut self) -> &mut HashMap<Digest, Blob>;
 }
 
 /// One named image to put in the bundle.
@@ -264,92 +297,8 @@ pub struct ReadOptions {
     pub registries: Arc<registry::Registries>,
 }
 
-/// Every image and blob read so far; each blob is held once.
-#[derive(Default)]
-pub struct Collection {
-    pub images: Vec<Image>,
-    pub blobs: BTreeMap<Digest, Blob>,
-    /// Layers seen in sources that carry them compressed, by uncompressed digest (`diff_id`), so a
-    /// legacy `docker save` of the same layer can reuse them instead of compressing it again.
-    pub by_diff_id: HashMap<Digest, Blob>,
-    /// What a user should know about what was read, though nothing failed (platforms left out).
-    pub notices: Vec<String>,
-}
-
-impl Collection {
-    pub fn add_blob(&mut self, descriptor: Descriptor, origin: Origin) {
-        if self.blobs.contains_key(&descriptor.digest) {
-            return;
-        }
-        let d = Descriptor::new(&descriptor.media_type, descriptor.digest.clone(), descriptor.size);
-        self.blobs.insert(descriptor.digest, Blob { descriptor: d, origin });
-    }
-
-    /// Adds what another collection read; what this one holds already wins.
-    pub fn merge(&mut self, other: Collection) -> Result<()> {
-        for (_, blob) in other.blobs {
-            self.add_blob(blob.descriptor, blob.origin);
-        }
-        for (diff_id, blob) in other.by_diff_id {
-            self.by_diff_id.entry(diff_id).or_insert(blob);
-        }
-        other.images.into_iter().try_for_each(|image| self.add_image(image))
-    }
-
-    pub fn add_image(&mut self, image: Image) -> Result<()> {
-        // A digest pin is a promise about content: it must be the image's digest (or, for an index
-        // that --platform filtered, the original index's).
-        if let Some(pin) = image.name.digest()
-            && *pin != image.root.digest
-            && image.filtered_from.as_ref() != Some(pin)
-        {
-            let msg = format!("is pinned to {pin}, but the image's digest is {}", image.root.digest);
-            return Err(Error::bad(format!("image {}", image.name), msg));
-        }
-        if let Some(prev) = self.images.iter().find(|i| i.name == image.name) {
-            if prev.root.digest != image.root.digest {
-                return Err(Error::bad(
-                    format!("image {}", image.name),
-                    format!(
-                        "named twice with different content: {} from {} and {} from {}",
-                        prev.root.digest, prev.source, image.root.digest, image.source
-                    ),
-                ));
-            }
-            return Ok(());
-        }
-        self.images.push(image);
-        Ok(())
-    }
-}
-
-/// Reads every source into one collection. Registry sources are resolved at once on the pool
-/// (each into a collection of its own, merged in the order given, so the result does not depend
-/// on which answered first); sources that carry compressed layers come before legacy
-/// `docker save` archives, so these can reuse those layers.
-pub fn read_all(specs: &[SourceSpec], opts: &ReadOptions, stager: &Stager, pool: &Pool) -> Result<Collection> {
-    let remote: Vec<&SourceSpec> = specs.iter().filter(|s| s.transport == Transport::Registry).collect();
-    let mut resolved = pool
-        .try_map(&remote, |spec| {
-            let mut own = Collection::default();
-            read(spec, opts, stager, &mut own)?;
-            Ok(own)
-        })?
-        .into_iter();
-    let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
-        specs.iter().partition(|s| s.transport == Transport::DockerArchive);
-    let mut coll = Collection::default();
-    for spec in compressed.into_iter().chain(legacy) {
-        match spec.transport {
-            Transport::Registry => coll.merge(resolved.next().expect("one collection per registry source"))?,
-            _ => read(spec, opts, stager, &mut coll)?,
-        }
-    }
-    Ok(coll)
-}
-
-/// Reads one source into the collection.
-pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+/// Reads one source, handing what it finds to `out`.
+pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut dyn Found) -> Result<()> {
     let own;
     let opts = if spec.platforms.is_empty() {
         opts
@@ -380,7 +329,7 @@ pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Co
 
 /// `docker-daemon:REF`: the daemon's `docker save` of the image, streamed to a temporary file
 /// in the staging directory, then read like any docker-archive.
-fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut Collection) -> Result<()> {
+fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut dyn Found) -> Result<()> {
     let r = spec.reference.as_ref().expect("daemon sources carry a reference");
     let host = crate::daemon::DockerHost::from_env()?;
     let mut file = stager.temp_file()?;

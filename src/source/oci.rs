@@ -15,11 +15,11 @@ use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descri
 use crate::json;
 use crate::reference::Reference;
 use crate::source::store::Store;
-use crate::source::{Blob, Collection, Image, Origin, ReadOptions, SourceSpec, needs_name};
+use crate::source::{Blob, Found, Image, Origin, ReadOptions, SourceSpec, needs_name};
 use crate::walk::Visited;
 
 /// Reads the images of an OCI layout held in `store`.
-pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut Collection) -> Result<()> {
+pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut dyn Found) -> Result<()> {
     check_layout(store.as_ref())?;
     let index = read_index(store.as_ref())?;
     let chosen = select(spec, &index.manifests)?;
@@ -95,7 +95,7 @@ pub fn add_image(
     name: Reference,
     source: String,
     opts: &ReadOptions,
-    out: &mut Collection,
+    out: &mut dyn Found,
 ) -> Result<()> {
     let mut walker = Walker { fetch, opts, out, name: &name, used: Vec::new(), visited: Visited::default() };
     let (root, platforms, filtered_from) = walker.root(root)?;
@@ -189,7 +189,7 @@ fn lacks(name: &Reference, opts: &ReadOptions, wanted: &Platform, has: &[String]
 struct Walker<'a> {
     fetch: &'a dyn Fetch,
     opts: &'a ReadOptions,
-    out: &'a mut Collection,
+    out: &'a mut dyn Found,
     name: &'a Reference,
     used: Vec<Digest>,
     /// The walk's limits (crate::walk): an index naming a child many times reads it once.
@@ -281,7 +281,7 @@ impl Walker<'_> {
                 labels(&absent),
                 labels(&keep)
             );
-            self.out.notices.push(msg);
+            self.out.notice(msg);
         }
         let mut platforms = Vec::new();
         for child in self.first_visits(&root, &keep)? {
@@ -354,7 +354,7 @@ impl Walker<'_> {
             })?;
             if let Some(diff_id) = diff_ids.get(i) {
                 self.out
-                    .by_diff_id
+                    .compressed_layers()
                     .entry(diff_id.clone())
                     .or_insert_with(|| Blob { descriptor: layer.clone(), origin: origin.clone() });
             }

@@ -14,7 +14,7 @@ use crate::json;
 use crate::reference::Reference;
 use crate::registry::{Client, ClientOptions};
 use crate::source::oci::{self, Fetch};
-use crate::source::{Collection, Origin, ReadOptions, SourceSpec};
+use crate::source::{Found, Origin, ReadOptions, SourceSpec};
 
 /// One client per registry host, shared by every source of a run.
 pub struct Registries {
@@ -38,7 +38,7 @@ impl Registries {
     }
 }
 
-pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &mut Collection) -> Result<()> {
+pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &mut dyn Found) -> Result<()> {
     let client = opts.registries.client(reference.registry())?;
     let repo = reference.repository().to_owned();
     let wanted = match (reference.digest(), reference.tag()) {

@@ -8,12 +8,12 @@ use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
 use crate::error::{Error, Result};
 use crate::image::Platform;
+use crate::plan::{self, cache::Cache};
 use crate::progress::Observer;
 use crate::registry::ClientOptions;
-use crate::source::cache::Cache;
 use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
-use crate::source::{self, ReadOptions, SourceSpec};
+use crate::source::{ReadOptions, SourceSpec};
 use crate::transfer::Pool;
 
 pub struct CreateOptions {
@@ -59,7 +59,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         skip_missing_platforms: opts.skip_missing_platforms,
         registries: Arc::new(Registries::new(opts.registry.clone())),
     };
-    let mut coll = source::read_all(&opts.sources, &read_opts, &stager, &pool)?;
+    let mut coll = plan::read_all(&opts.sources, &read_opts, &stager, &pool)?;
     if let Some(dir) = &opts.cache {
         Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool)?;
     }

@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
+use crate::plan::{Collection, Origin};
 use crate::progress::{self, Moving, Observer, Phase};
 use crate::registry::Client;
 use crate::source::registry::read_error;
-use crate::source::{Collection, Origin};
 use crate::transfer::Pool;
 
 pub struct Cache {
