@@ -16,6 +16,7 @@ mod hostile;
 mod inputs;
 mod interop;
 mod interrupt;
+mod layering;
 mod odd_values;
 mod progress;
 mod push;
