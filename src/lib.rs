@@ -9,7 +9,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | operations, what the binary calls | [`ops`] |
-//! | sinks, where a verified bundle goes | [`sink`], [`state`] |
+//! | sinks, where a verified bundle goes | [`sink`], [`serve`], [`state`] |
 //! | the bundle | [`bundle`] |
 //! | the plan of a bundle | [`plan`] |
 //! | sources, where images come from | [`source`] |
@@ -20,6 +20,7 @@
 pub mod ops;
 
 // sinks
+pub mod serve;
 pub mod sink;
 pub mod state;
 

@@ -93,6 +93,15 @@ impl IndexedBundle {
         &self.place
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where a blob's bytes start in the file, and how many there are (`None`: not carried).
+    pub fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)> {
+        self.offsets.get(digest).copied()
+    }
+
     /// Checks the content of every blob and file, on every core (positional reads, largest
     /// first); afterwards the report counts what was checked.
     pub fn check_contents(&mut self, observer: &dyn Observer) -> Result<&Report> {

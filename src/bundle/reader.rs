@@ -24,6 +24,7 @@ use crate::image;
 use crate::json;
 
 /// How the signature is treated.
+#[derive(Clone, Copy)]
 pub enum Trust<'a> {
     Key(&'a PublicKey),
     /// `--insecure-no-signature`: the signature is not checked at all.

@@ -15,14 +15,31 @@ use signal_hook::iterator::Signals;
 /// What an interruption means for the command's output, set by the command.
 static OUTCOME: Mutex<String> = Mutex::new(String::new());
 
+/// A command that stops on its own when told (`serve` drains its connections).
+type Stopper = Box<dyn Fn(i32) + Send>;
+static STOPPER: Mutex<Option<Stopper>> = Mutex::new(None);
+
 /// Installs the handler. Failing to install it only loses the clean-up, so that is not an error.
 pub fn install() {
     let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else { return };
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            handle(signal);
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
+            let stopper = STOPPER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let Some(stop) = stopper else { handle(signal) };
+            stop(signal);
+            // A second signal while it stops: stop now.
+            if let Some(signal) = signals.next() {
+                handle(signal);
+            }
         }
     });
+}
+
+/// The first SIGINT or SIGTERM calls `stop` (with the signal) instead of ending the process; a
+/// second one ends it as usual.
+pub fn stop_with(stop: impl Fn(i32) + Send + 'static) {
+    *STOPPER.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Box::new(stop));
 }
 
 /// Says what an interruption from now on leaves: what was written and what was not.

@@ -10,6 +10,7 @@ mod load;
 mod progress;
 mod push;
 mod registry_args;
+mod serve;
 mod state_args;
 mod trust;
 mod verify;
@@ -53,6 +54,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Verify a bundle, then push its images into a registry
     Push(push::PushArgs),
+    /// Serve bundles in place as a read-only registry (verified first)
+    Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(completions::CompletionsArgs),
 }
@@ -67,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Load(a) => load::run(a),
         Command::Push(a) => push::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Completions(a) => completions::run(a),
     }
     .map(|()| ExitCode::SUCCESS)

@@ -162,6 +162,11 @@ pub enum Peer {
     /// Docker Engine 26 (AIRLOCK_TEST_DOCKERD26, from `peers.sh install-modern-dockerd`), which
     /// tests start themselves with [`Dockerd::start`].
     Docker26,
+    /// go-containerregistry's `crane` (`peers.sh install-go-peers`).
+    Crane,
+    /// The OCI distribution-spec conformance suite, `distribution-conformance.test`
+    /// (`peers.sh install-go-peers`).
+    Conformance,
 }
 
 impl Peer {
@@ -175,6 +180,8 @@ impl Peer {
             Peer::Podman => on_path("podman"),
             Peer::Minisign => on_path("minisign"),
             Peer::Docker26 => env("AIRLOCK_TEST_DOCKERD26") && on_path("docker") && on_path("ctr"),
+            Peer::Crane => on_path("crane"),
+            Peer::Conformance => on_path("distribution-conformance.test"),
         }
     }
 
@@ -187,6 +194,8 @@ impl Peer {
             Peer::Podman => "podman",
             Peer::Minisign => "minisign",
             Peer::Docker26 => "dockerd 26 (AIRLOCK_TEST_DOCKERD26)",
+            Peer::Crane => "crane",
+            Peer::Conformance => "distribution-conformance.test",
         }
     }
 }

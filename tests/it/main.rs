@@ -22,6 +22,7 @@ mod progress;
 mod push;
 mod registry;
 mod registry_source;
+mod serve;
 mod signed_lies;
 mod sinks;
 mod sync;

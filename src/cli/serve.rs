@@ -1,0 +1,178 @@
+//! `airlock serve`: verify bundles, then serve them in place as a read-only registry until SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock::error::Error;
+use airlock::serve::body::Outcome;
+use airlock::serve::content::Naming;
+use airlock::serve::server::{self, Log, Logged, Settings, Stop};
+use airlock::serve::{self as lib, tls};
+use anyhow::Result;
+
+/// `--help` ends with these (the README's examples).
+const EXAMPLES: &str = "\
+Examples:
+  airlock serve -p ops.pub bundle.tar            # http://127.0.0.1:5000, loopback only
+  airlock serve -p ops.pub --listen 0.0.0.0:5443 --self-signed /etc/airlock/tls bundle.tar delta.tar
+  airlock serve -p ops.pub --listen 0.0.0.0:5443 --self-signed /etc/airlock/tls --print-config containerd bundle.tar
+  #   docker pull 127.0.0.1:5000/registry.example/team/app:1.4  (host kept as first path component)";
+
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ServeArgs {
+    /// The bundles: a full bundle and its deltas, in any order (sequence order decides tags)
+    #[arg(required = true)]
+    bundles: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: super::trust::TrustArgs,
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5000")]
+    listen: SocketAddr,
+    /// Server certificate chain (PEM), with --tls-key
+    #[arg(long, value_name = "FILE", requires = "tls_key", conflicts_with = "self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM), with --tls-cert
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Make (or reuse) a CA in DIR and a server certificate for --name and the listen address
+    #[arg(long, value_name = "DIR")]
+    self_signed: Option<PathBuf>,
+    /// Host names the --self-signed certificate is for (repeatable; default: this host's name)
+    #[arg(long = "name", value_name = "HOST", requires = "self_signed")]
+    names: Vec<String>,
+    /// Serve plain HTTP on a non-loopback address
+    #[arg(long)]
+    insecure: bool,
+    /// Name repositories without their original registry host (library/busybox, not
+    /// docker.io/library/busybox), as docker's registry-mirrors expects
+    #[arg(long)]
+    drop_registry_host: bool,
+    /// Print the client-side configuration for this server and exit
+    #[arg(long, value_name = "CLIENT", value_parser = ["docker", "containerd", "podman", "k8s"])]
+    print_config: Option<String>,
+    /// Log each request as one JSON object per line (default: one line of text)
+    #[arg(long)]
+    json: bool,
+    /// Seconds requests in flight may take to finish after SIGTERM
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    drain: u64,
+    #[command(flatten)]
+    state: super::state_args::StateArgs,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let tls = tls_config(&args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let key = args.trust.load()?;
+    let naming = if args.drop_registry_host { Naming::DropHost } else { Naming::KeepHost };
+    let opts = lib::Options { bundles: args.bundles.clone(), trust: super::trust::trust(&key), naming };
+    let opened = lib::open(&opts, &*super::progress::observer())?;
+    for b in &opened.reports {
+        super::print_verified(b.place(), b.report());
+    }
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
+    let content = &opened.bundles.content;
+    eprintln!(
+        "serving {} images in {} repositories on {scheme}://{addr} (read-only)",
+        content.image_count(),
+        content.repo_names().count()
+    );
+    let stop = Stop::default();
+    let on_signal = stop.clone();
+    super::interrupt::stop_with(move |_| {
+        eprintln!("stopping: no new connections; requests in flight may finish (a second signal ends now)");
+        on_signal.stop();
+    });
+    let api = lib::api::Api { bundles: opened.bundles, chunks: lib::body::Chunks::new(64) };
+    let settings = Settings { tls, drain: Duration::from_secs(args.drain) };
+    let log: Arc<dyn Log> = Arc::new(Printer { json: args.json });
+    let summary = server::run(listener, api, settings, log, &stop).map_err(|e| Error::io(addr.to_string(), e))?;
+    eprintln!(
+        "stopped: {} connections, {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned",
+        summary.connections,
+        summary.requests,
+        super::bytes(summary.bytes),
+        summary.errors,
+        summary.cut,
+        summary.abandoned
+    );
+    Ok(())
+}
+
+/// TLS from files or `--self-signed`; plain HTTP only on loopback or with `--insecure`.
+fn tls_config(args: &ServeArgs) -> Result<Option<Arc<tls::ServerConfig>>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Some(tls::load(cert, key)?));
+    }
+    if let Some(dir) = &args.self_signed {
+        let mut names = args.names.clone();
+        if names.is_empty() {
+            names.push(hostname());
+        }
+        names.push(args.listen.ip().to_string());
+        let made = tls::self_signed(dir, &names)?;
+        let what = if made.new_ca { "made a new CA" } else { "reused the CA" };
+        eprintln!(
+            "--self-signed: {what} {}; clients must trust it; server certificate for {}",
+            made.ca.display(),
+            names.join(", ")
+        );
+        return Ok(Some(tls::load(&made.cert, &made.key)?));
+    }
+    if !args.listen.ip().is_loopback() && !args.insecure {
+        let msg =
+            "is not a loopback address: give --tls-cert/--tls-key or --self-signed DIR, or --insecure for plain HTTP";
+        return Err(Error::bad(format!("--listen {}", args.listen), msg).into());
+    }
+    Ok(None)
+}
+
+fn hostname() -> String {
+    fs_err::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Request lines on stdout: text, or JSON with `--json`.
+struct Printer {
+    json: bool,
+}
+
+impl Log for Printer {
+    fn request(&self, r: &Logged) {
+        let time = humantime::format_rfc3339_millis(r.time);
+        let ms = r.elapsed.as_secs_f64() * 1000.0;
+        let line = if self.json {
+            let (outcome, why) = match &r.outcome {
+                Outcome::Complete => ("complete", None),
+                Outcome::Gone => ("client-gone", None),
+                Outcome::Cut(why) => ("cut", Some(why.as_str())),
+            };
+            serde_json::json!({"time": time.to_string(), "peer": r.peer.to_string(), "method": r.method,
+                "target": r.target, "status": r.status, "bytes": r.bytes, "ms": (ms * 1000.0).round() / 1000.0,
+                "outcome": outcome, "error": why})
+            .to_string()
+        } else {
+            let end = match &r.outcome {
+                Outcome::Complete => String::new(),
+                Outcome::Gone => " (client gone)".into(),
+                Outcome::Cut(why) => format!(" CUT: {why}"),
+            };
+            format!("{time} {} {} {} {} {}B {ms:.1}ms{end}", r.peer, r.method, r.target, r.status, r.bytes)
+        };
+        // A closed stdout must not stop the server (println! would panic).
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    fn connection_failed(&self, peer: std::net::SocketAddr, why: &str) {
+        eprintln!("{peer}: {why}");
+    }
+}

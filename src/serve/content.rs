@@ -1,0 +1,243 @@
+//! What `airlock serve` answers from: every repository with its tags and the digests it may hand
+//! out, and where each blob's bytes lie (which served bundle file, at which offset). It is built
+//! once from the verified bundles' signed indexes, in sequence order, so a later bundle's tag wins,
+//! and a blob a delta does not carry is found in whichever served bundle does.
+//!
+//! Repository names are the bundle's own (`docker.io/library/busybox`) unless the registry host is
+//! dropped (`library/busybox`), which is what a docker `registry-mirrors` entry asks for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::bundle::format::BundleIndex;
+use crate::digest::Digest;
+use crate::image;
+use crate::reference::Reference;
+
+/// How a repository is named on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `docker.io/library/busybox`: the original registry host is the first path component.
+    KeepHost,
+    /// `library/busybox`.
+    DropHost,
+}
+
+/// Where one blob's bytes lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Which served bundle (its place in the list given to [`Content::add`]).
+    pub bundle: usize,
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub at: Location,
+    pub media_type: String,
+}
+
+impl Blob {
+    pub fn is_manifest(&self) -> bool {
+        image::is_manifest_type(&self.media_type) || image::is_index_type(&self.media_type)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Repo {
+    pub tags: BTreeMap<String, Digest>,
+    /// Every blob an image of this repository uses: the only ones it hands out.
+    pub digests: BTreeSet<Digest>,
+}
+
+/// A bundle's blobs as [`Content::add`] needs them: its signed index and where each blob it
+/// carries starts.
+pub trait Carried {
+    fn index(&self) -> &BundleIndex;
+    /// Offset and size of a blob this bundle carries (`None`: carried by another bundle).
+    fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)>;
+}
+
+impl Carried for crate::bundle::indexed::IndexedBundle {
+    fn index(&self) -> &BundleIndex {
+        self.index()
+    }
+
+    fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)> {
+        self.blob_at(digest)
+    }
+}
+
+#[derive(Debug)]
+pub struct Content {
+    naming: Naming,
+    repos: BTreeMap<String, Repo>,
+    blobs: HashMap<Digest, Blob>,
+    images: usize,
+}
+
+/// What a manifest request names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRef {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Content {
+    pub fn new(naming: Naming) -> Self {
+        Content { naming, repos: BTreeMap::new(), blobs: HashMap::new(), images: 0 }
+    }
+
+    /// Adds the `n`th served bundle; call in sequence order, oldest first: a later tag wins.
+    pub fn add(&mut self, n: usize, bundle: &dyn Carried) {
+        let index = bundle.index();
+        for b in &index.blobs {
+            if let Some((offset, size)) = bundle.blob_at(&b.digest) {
+                let at = Location { bundle: n, offset, size };
+                self.blobs.entry(b.digest.clone()).or_insert(Blob { at, media_type: b.media_type.clone() });
+            }
+        }
+        for img in &index.images {
+            // The signed index holds only normalised references (checked when it was parsed).
+            let Ok(r) = Reference::parse(&img.name) else { continue };
+            let repo = self.repos.entry(self.repo_name(&r)).or_default();
+            repo.digests.extend(img.blobs.iter().cloned());
+            repo.digests.insert(img.digest.clone());
+            if let Some(tag) = r.tag() {
+                repo.tags.insert(tag.to_owned(), img.digest.clone());
+            }
+            self.images += 1;
+        }
+    }
+
+    fn repo_name(&self, r: &Reference) -> String {
+        match self.naming {
+            Naming::KeepHost => r.name(),
+            Naming::DropHost => r.repository().to_owned(),
+        }
+    }
+
+    pub fn naming(&self) -> Naming {
+        self.naming
+    }
+
+    pub fn repo(&self, name: &str) -> Option<&Repo> {
+        self.repos.get(name)
+    }
+
+    pub fn repo_names(&self) -> impl Iterator<Item = &str> {
+        self.repos.keys().map(String::as_str)
+    }
+
+    pub fn image_count(&self) -> usize {
+        self.images
+    }
+
+    /// The manifest or index a tag or digest names in `repo`, if this server can hand it out.
+    pub fn manifest(&self, repo: &str, reference: &ManifestRef) -> Option<(&Digest, &Blob)> {
+        let r = self.repos.get(repo)?;
+        let digest = match reference {
+            ManifestRef::Tag(t) => r.tags.get(t)?,
+            ManifestRef::Digest(d) => r.digests.get(d)?,
+        };
+        let blob = self.blobs.get(digest).filter(|b| b.is_manifest())?;
+        Some((digest, blob))
+    }
+
+    /// A blob of `repo` (manifests too, as registries do), if some served bundle carries it.
+    pub fn blob(&self, repo: &str, digest: &Digest) -> Option<&Blob> {
+        self.repos.get(repo)?.digests.get(digest)?;
+        self.blobs.get(digest)
+    }
+
+    /// Blobs the images use that no served bundle carries (a delta served without its base).
+    pub fn missing(&self) -> BTreeSet<&Digest> {
+        self.repos.values().flat_map(|r| &r.digests).filter(|d| !self.blobs.contains_key(*d)).collect()
+    }
+}
+
+/// One page of a sorted list: the names after `last`, at most `n` of them, and whether more
+/// follow (the caller then gives a `Link` to the next page).
+pub fn page<'a>(names: impl Iterator<Item = &'a str>, n: Option<usize>, last: Option<&str>) -> (Vec<&'a str>, bool) {
+    let mut after = names.filter(|name| last.is_none_or(|l| *name > l));
+    let Some(n) = n else { return (after.collect(), false) };
+    let items: Vec<&str> = after.by_ref().take(n).collect();
+    let more = after.next().is_some();
+    (items, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(BundleIndex, Vec<Digest>);
+
+    impl Carried for Fake {
+        fn index(&self) -> &BundleIndex {
+            &self.0
+        }
+
+        fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)> {
+            self.1.iter().position(|d| d == digest).map(|i| (i as u64 * 1024, 10))
+        }
+    }
+
+    fn digest(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+    }
+
+    fn bundle(sequence: u64, images: &[(&str, char, &[char])], carried: &[char]) -> Fake {
+        let imgs: Vec<_> = images
+            .iter()
+            .map(|(name, m, blobs)| {
+                serde_json::json!({"name": name, "mediaType": image::OCI_MANIFEST, "digest": digest(*m), "size": 10,
+                    "platforms": [], "dockerLoad": false, "blobs": blobs.iter().map(|c| digest(*c)).collect::<Vec<_>>()})
+            })
+            .collect();
+        let blobs: Vec<_> = carried
+            .iter()
+            .map(|c| {
+                let mt = if *c == 'a' || *c == 'b' { image::OCI_MANIFEST } else { "application/octet-stream" };
+                serde_json::json!({"digest": digest(*c), "size": 10, "mediaType": mt})
+            })
+            .collect();
+        let doc = serde_json::json!({"schemaVersion": 2, "mediaType": crate::bundle::format::MEDIA_TYPE,
+            "bundleId": "b", "created": "2026-01-01T00:00:00Z", "tool": "t", "images": imgs, "blobs": blobs,
+            "files": [], "series": "s", "sequence": sequence});
+        let index = BundleIndex::parse("i", doc.to_string().as_bytes()).unwrap();
+        Fake(index, carried.iter().map(|c| digest(*c)).collect())
+    }
+
+    #[test]
+    fn a_later_bundle_wins_a_tag_and_a_blob_is_found_in_whichever_bundle_carries_it() {
+        let full = bundle(1, &[("docker.io/library/busybox:1", 'a', &['a', 'c'])], &['a', 'c']);
+        let delta = bundle(2, &[("docker.io/library/busybox:1", 'b', &['b', 'c'])], &['b']);
+        let mut content = Content::new(Naming::KeepHost);
+        content.add(0, &full);
+        content.add(1, &delta);
+        let repo = "docker.io/library/busybox";
+        let (d, blob) = content.manifest(repo, &ManifestRef::Tag("1".into())).unwrap();
+        assert_eq!((d, blob.at.bundle), (&digest('b'), 1));
+        assert_eq!(content.blob(repo, &digest('c')).unwrap().at.bundle, 0);
+        assert!(content.manifest(repo, &ManifestRef::Digest(digest('c'))).is_none(), "a layer is no manifest");
+        assert!(content.blob("docker.io/library/other", &digest('c')).is_none());
+        assert!(content.missing().is_empty());
+    }
+
+    #[test]
+    fn dropping_the_host_names_repositories_by_path_alone() {
+        let b = bundle(1, &[("registry.example/team/app:1.4", 'a', &['a'])], &['a']);
+        let mut content = Content::new(Naming::DropHost);
+        content.add(0, &b);
+        assert_eq!(content.repo_names().collect::<Vec<_>>(), ["team/app"]);
+    }
+
+    #[test]
+    fn pages_follow_last_and_say_whether_more_follow() {
+        let names = ["a", "b", "c", "d"];
+        assert_eq!(page(names.into_iter(), Some(2), None), (vec!["a", "b"], true));
+        assert_eq!(page(names.into_iter(), Some(2), Some("b")), (vec!["c", "d"], false));
+        assert_eq!(page(names.into_iter(), None, Some("c")), (vec!["d"], false));
+        assert_eq!(page(names.into_iter(), Some(0), None), (vec![], true));
+    }
+}

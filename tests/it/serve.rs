@@ -1,0 +1,382 @@
+//! `airlock serve` as real clients see it: skopeo, crane, docker, podman and containerd pull from
+//! it and get the digests the signed index names; raw HTTP checks the API's edges (405 for writes,
+//! Range, pagination) and that a bundle changed on disk after start is caught on the read.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{Env, Peer, Run, docker_host, image, signed_index, skip_without, tool};
+
+/// A running `airlock serve`, stopped with SIGTERM when dropped.
+struct Served {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Collects a child's stream into a shared string as it comes.
+fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut t = sink.lock().unwrap();
+            t.push_str(&line);
+            t.push('\n');
+        }
+    });
+    text
+}
+
+impl Served {
+    /// Starts `airlock serve ARGS` on a free loopback port and waits until it listens.
+    fn start(env: &Env, args: &[&str]) -> Served {
+        let mut child = env
+            .cmd()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run airlock serve");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let text = stderr.lock().unwrap().clone();
+            if let Some(addr) = text.lines().find_map(|l| l.split_once("://").map(|(_, rest)| rest)) {
+                let addr = addr.split(' ').next().unwrap().to_owned();
+                return Served { child: Some(child), addr, stdout, stderr };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("airlock serve exited with {status} before listening:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "airlock serve did not listen within 120 s:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and returns the finished run (exit code, request log, stderr).
+    fn stop(mut self) -> Run {
+        let mut child = self.child.take().unwrap();
+        tool("kill", &["-TERM", &child.id().to_string()], &[]).ok();
+        let status = child.wait().unwrap();
+        // Let the collecting threads see the end of both pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange on its own connection: status, headers (lowercase names) and body, and
+/// whether the body was as long as Content-Length said.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, extra: &[&str]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in extra {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    // A connection cut by the server may end in a reset rather than an orderly close.
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(": ")).map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned())).collect();
+    Reply { status, headers, body: raw[end..].to_vec() }
+}
+
+/// The standard bundle, served; with the signed index to compare against.
+fn standard(env: &Env, extra: &[&str]) -> (Served, Value) {
+    env.standard_bundle("b.tar").ok();
+    let mut args = vec!["-p", "ops.pub"];
+    args.extend_from_slice(extra);
+    args.push("b.tar");
+    let served = Served::start(env, &args);
+    (served, signed_index(env, "b.tar"))
+}
+
+const WEB: &str = "example.com/team/web:1.4";
+const MULTI: &str = "registry.example/team/multi:2.0";
+
+fn digest_of(index: &Value, name: &str) -> String {
+    image(index, name)["digest"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn skopeo_copies_every_image_from_serve_with_the_signed_digests() {
+    if skip_without(&[Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    for img in index["images"].as_array().unwrap() {
+        let name = img["name"].as_str().unwrap();
+        let src = format!("docker://{}/{name}", served.addr);
+        let dest = format!("oci:{}:x", env.path(&name.replace(['/', ':'], "_")).display());
+        tool("skopeo", &["copy", "--all", "--src-tls-verify=false", &src, &dest], &[]).ok();
+        let inspect = tool("skopeo", &["inspect", "--raw", &dest], &[]).ok();
+        let got = format!("sha256:{}", sha256_hex(inspect.stdout.as_bytes()));
+        assert_eq!(got, img["digest"].as_str().unwrap(), "{name}: manifest bytes differ from the bundle's");
+    }
+    let run = served.stop().ok();
+    assert!(run.stderr.contains("stopped:") && run.stderr.contains(" 0 cut"), "{}", run.stderr);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn crane_lists_the_catalog_and_pulls_with_the_signed_digests() {
+    if skip_without(&[Peer::Crane]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let catalog = tool("crane", &["catalog", "--insecure", &served.addr], &[]).ok();
+    let mut want: Vec<String> = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().rsplit_once(':').unwrap().0.to_owned())
+        .collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(catalog.stdout.lines().collect::<Vec<_>>(), want);
+    for name in [WEB, MULTI] {
+        let r = format!("{}/{name}", served.addr);
+        let digest = tool("crane", &["digest", "--insecure", &r], &[]).ok();
+        assert_eq!(digest.stdout.trim(), digest_of(&index, name), "crane digest {name}");
+    }
+    let out = env.path("web.tar");
+    tool("crane", &["pull", "--insecure", &format!("{}/{WEB}", served.addr), out.to_str().unwrap()], &[]).ok();
+    assert!(out.metadata().unwrap().len() > 0);
+}
+
+#[test]
+fn docker_pulls_from_serve_and_keeps_the_signed_digest() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let host = docker_host();
+    let docker = |args: &[&str]| tool("docker", args, &[("DOCKER_HOST", host.as_str())]);
+    let name = format!("{}/{WEB}", served.addr);
+    docker(&["pull", &name]).ok();
+    let digests = docker(&["image", "inspect", "--format", "{{json .RepoDigests}}", &name]);
+    docker(&["rmi", &name]);
+    let want = format!("{}/example.com/team/web@{}", served.addr, digest_of(&index, WEB));
+    assert!(digests.ok().stdout.contains(&want), "docker's RepoDigests lack {want}");
+}
+
+#[test]
+fn podman_pulls_from_serve() {
+    if skip_without(&[Peer::Podman]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let (root, run) = (env.path("podman-root"), env.path("podman-run"));
+    let podman = |args: &[&str]| {
+        let mut all =
+            vec!["--storage-driver=vfs", "--root", root.to_str().unwrap(), "--runroot", run.to_str().unwrap()];
+        all.extend_from_slice(args);
+        tool("podman", &all, &[])
+    };
+    let name = format!("{}/{WEB}", served.addr);
+    podman(&["pull", "--tls-verify=false", &name]).ok();
+    let digest = podman(&["image", "inspect", "--format", "{{.Digest}}", &name]).ok();
+    assert_eq!(digest.stdout.trim(), digest_of(&index, WEB));
+}
+
+#[test]
+fn write_methods_answer_405_with_an_oci_error() {
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let digest = digest_of(&index, WEB);
+    for (method, path) in [
+        ("PUT", "/v2/example.com/team/web/manifests/1.4".to_owned()),
+        ("DELETE", format!("/v2/example.com/team/web/manifests/{digest}")),
+        ("POST", "/v2/example.com/team/web/blobs/uploads/".to_owned()),
+        ("PATCH", "/v2/example.com/team/web/blobs/uploads/x".to_owned()),
+        ("DELETE", format!("/v2/example.com/team/web/blobs/{digest}")),
+    ] {
+        let r = http(&served.addr, method, &path, &["Content-Length: 0"]);
+        assert_eq!(r.status, 405, "{method} {path}");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        assert_eq!(r.json()["errors"][0]["code"], "UNSUPPORTED");
+    }
+    let after = http(&served.addr, "GET", "/v2/example.com/team/web/manifests/1.4", &[]);
+    assert_eq!(after.header("docker-content-digest"), Some(digest.as_str()), "nothing changed");
+}
+
+#[test]
+fn manifests_come_with_their_stored_bytes_type_digest_and_length() {
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let digest = digest_of(&index, MULTI);
+    for path in [
+        "/v2/registry.example/team/multi/manifests/2.0".to_owned(),
+        format!("/v2/registry.example/team/multi/manifests/{digest}?ns=registry.example"),
+    ] {
+        let r = http(&served.addr, "GET", &path, &["Accept: application/vnd.oci.image.index.v1+json"]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(format!("sha256:{}", sha256_hex(&r.body)), digest);
+        assert_eq!(r.header("docker-content-digest"), Some(digest.as_str()));
+        assert_eq!(r.header("content-type"), image(&index, MULTI)["mediaType"].as_str());
+        assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+        let head = http(&served.addr, "HEAD", &path, &[]);
+        assert_eq!((head.status, head.header("content-length")), (200, Some(r.body.len().to_string().as_str())));
+        assert!(head.body.is_empty());
+    }
+    let missing = http(&served.addr, "GET", "/v2/registry.example/team/multi/manifests/9.9", &[]);
+    assert_eq!((missing.status, missing.json()["errors"][0]["code"].as_str()), (404, Some("MANIFEST_UNKNOWN")));
+    let unknown = http(&served.addr, "GET", "/v2/nobody/here/tags/list", &[]);
+    assert_eq!((unknown.status, unknown.json()["errors"][0]["code"].as_str()), (404, Some("NAME_UNKNOWN")));
+}
+
+/// The largest blob of the bundle, as (repository, digest, size).
+fn largest_blob(index: &Value) -> (String, String, u64) {
+    let blob = index["blobs"].as_array().unwrap().iter().max_by_key(|b| b["size"].as_u64().unwrap()).unwrap();
+    let digest = blob["digest"].as_str().unwrap();
+    let img = index["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["blobs"].as_array().unwrap().iter().any(|b| b == digest))
+        .unwrap();
+    let repo = img["name"].as_str().unwrap().rsplit_once(':').unwrap().0.to_owned();
+    (repo, digest.to_owned(), blob["size"].as_u64().unwrap())
+}
+
+#[test]
+fn blobs_answer_ranges_and_whole_reads_hash_to_their_digest() {
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let (repo, digest, size) = largest_blob(&index);
+    let path = format!("/v2/{repo}/blobs/{digest}");
+    let whole = http(&served.addr, "GET", &path, &[]);
+    assert_eq!((whole.status, whole.body.len() as u64), (200, size));
+    assert_eq!(format!("sha256:{}", sha256_hex(&whole.body)), digest);
+    let part = http(&served.addr, "GET", &path, &["Range: bytes=100-199"]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some(format!("bytes 100-199/{size}").as_str()));
+    assert_eq!(part.body, whole.body[100..200]);
+    let tail = http(&served.addr, "GET", &path, &["Range: bytes=-10"]);
+    assert_eq!(tail.body, whole.body[size as usize - 10..]);
+    let beyond = http(&served.addr, "GET", &path, &[&format!("Range: bytes={size}-")]);
+    assert_eq!((beyond.status, beyond.header("content-range")), (416, Some(format!("bytes */{size}").as_str())));
+}
+
+#[test]
+fn tags_and_catalog_paginate_with_n_and_last() {
+    let env = Env::new();
+    let (served, _) = standard(&env, &[]);
+    let first = http(&served.addr, "GET", "/v2/_catalog?n=2", &[]);
+    let names = first.json()["repositories"].clone();
+    assert_eq!(names, serde_json::json!(["example.com/team/base", "example.com/team/web"]));
+    let link = first.header("link").expect("a Link to the next page");
+    assert_eq!(link, "</v2/_catalog?n=2&last=example.com/team/web>; rel=\"next\"");
+    let next = http(&served.addr, "GET", "/v2/_catalog?n=2&last=example.com/team/web", &[]);
+    assert_eq!(
+        next.json()["repositories"],
+        serde_json::json!(["registry.example/team/app", "registry.example/team/multi"])
+    );
+    let tags = http(&served.addr, "GET", "/v2/example.com/team/web/tags/list?n=1", &[]);
+    assert_eq!(tags.json(), serde_json::json!({"name": "example.com/team/web", "tags": ["1.4"]}));
+    let rest = http(&served.addr, "GET", "/v2/example.com/team/web/tags/list?n=1&last=1.4", &[]);
+    assert_eq!(rest.json()["tags"], serde_json::json!(["latest"]));
+    assert!(rest.header("link").is_none(), "no page follows the last");
+}
+
+#[test]
+fn a_bundle_changed_on_disk_after_start_is_caught_on_the_read_and_the_connection_cut() {
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let (repo, digest, size) = largest_blob(&index);
+    crate::common::tamper(&env.path("b.tar"));
+    let r = http(&served.addr, "GET", &format!("/v2/{repo}/blobs/{digest}"), &[]);
+    assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
+    assert!((r.body.len() as u64) < size, "the client got every byte of a changed blob");
+    let run = served.stop();
+    assert!(run.stdout.contains("CUT:") && run.stdout.contains("changed on disk"), "log:\n{}", run.stdout);
+    assert!(run.stderr.contains(" 1 cut"), "{}", run.stderr);
+}
+
+#[test]
+fn sigterm_stops_the_server_with_a_summary_and_exit_0() {
+    let env = Env::new();
+    let (served, _) = standard(&env, &["--json"]);
+    http(&served.addr, "GET", "/v2/", &[]);
+    let log = served.log();
+    let run = served.stop().ok();
+    let line: Value = serde_json::from_str(log.lines().next().expect("a request line")).unwrap();
+    assert_eq!(
+        (line["method"].as_str(), line["target"].as_str(), line["status"].as_u64()),
+        (Some("GET"), Some("/v2/"), Some(200))
+    );
+    assert!(run.stderr.contains("stopped: 1 connections, 1 requests"), "{}", run.stderr);
+}
+
+#[test]
+fn plain_http_on_a_non_loopback_address_is_refused_without_insecure() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    env.run(&["serve", "-p", "ops.pub", "--listen", "0.0.0.0:0", "b.tar"])
+        .fails(crate::common::EXIT_BAD_INPUT, &["--listen 0.0.0.0:0", "not a loopback address", "--self-signed"]);
+}
