@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,20 +20,21 @@ struct Served {
     addr: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
 }
 
-/// Collects a child's stream into a shared string as it comes.
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Collects a child's stream into a shared string as it comes, until it ends.
+fn collect(stream: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let mut t = sink.lock().unwrap();
             t.push_str(&line);
             t.push('\n');
         }
     });
-    text
+    (text, reader)
 }
 
 impl Served {
@@ -47,14 +49,15 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run airlock serve");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stdout, out_reader) = collect(child.stdout.take().unwrap());
+        let (stderr, err_reader) = collect(child.stderr.take().unwrap());
+        let readers = vec![out_reader, err_reader];
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let text = stderr.lock().unwrap().clone();
             if let Some(addr) = text.lines().find_map(|l| l.split_once("://").map(|(_, rest)| rest)) {
                 let addr = addr.split(' ').next().unwrap().to_owned();
-                return Served { child: Some(child), addr, stdout, stderr };
+                return Served { child: Some(child), addr, stdout, stderr, readers };
             }
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("airlock serve exited with {status} before listening:\n{text}");
@@ -69,17 +72,14 @@ impl Served {
         let mut child = self.child.take().unwrap();
         tool("kill", &["-TERM", &child.id().to_string()], &[]).ok();
         let status = child.wait().unwrap();
-        // Let the collecting threads see the end of both pipes.
-        std::thread::sleep(Duration::from_millis(100));
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
         Run {
             code: status.code().unwrap_or(-1),
             stdout: self.stdout.lock().unwrap().clone(),
             stderr: self.stderr.lock().unwrap().clone(),
         }
-    }
-
-    fn log(&self) -> String {
-        self.stdout.lock().unwrap().clone()
     }
 }
 
@@ -363,9 +363,8 @@ fn sigterm_stops_the_server_with_a_summary_and_exit_0() {
     let env = Env::new();
     let (served, _) = standard(&env, &["--json"]);
     http(&served.addr, "GET", "/v2/", &[]);
-    let log = served.log();
     let run = served.stop().ok();
-    let line: Value = serde_json::from_str(log.lines().next().expect("a request line")).unwrap();
+    let line: Value = serde_json::from_str(run.stdout.lines().next().expect("a request line")).unwrap();
     assert_eq!(
         (line["method"].as_str(), line["target"].as_str(), line["status"].as_u64()),
         (Some("GET"), Some("/v2/"), Some(200))
