@@ -13,6 +13,9 @@ use airlock::serve::server::{self, Log, Logged, Settings, Stop};
 use airlock::serve::{self as lib, tls};
 use anyhow::Result;
 
+/// The record of full verifications, beside the state file.
+const RECORD: &str = "serve-verified.json";
+
 /// `--help` ends with these (the README's examples).
 const EXAMPLES: &str = "\
 Examples:
@@ -57,6 +60,9 @@ pub struct ServeArgs {
     /// Log each request as one JSON object per line (default: one line of text)
     #[arg(long)]
     json: bool,
+    /// Read every blob, even of a file verified before and unchanged since
+    #[arg(long)]
+    reverify: bool,
     /// Seconds requests in flight may take to finish after SIGTERM
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     drain: u64,
@@ -69,11 +75,37 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let key = args.trust.load()?;
     let naming = if args.drop_registry_host { Naming::DropHost } else { Naming::KeepHost };
-    let opts = lib::Options { bundles: args.bundles.clone(), trust: super::trust::trust(&key), naming };
+    // Beside the state file: both are this host's memory of the bundles it took in.
+    let record = (!args.reverify).then(|| args.state.path()).transpose()?.map(|p| p.with_file_name(RECORD));
+    let trust = super::trust::trust(&key);
+    let opts = lib::Options { bundles: args.bundles.clone(), trust, naming, record, now: super::now() };
     let opened = lib::open(&opts, &*super::progress::observer())?;
-    for b in &opened.reports {
-        super::print_verified(b.place(), b.report());
+    for c in &opened.reports {
+        let (place, report) = (c.bundle.place(), c.bundle.report());
+        match &c.verified_before {
+            None => super::print_verified(place, report),
+            Some(at) => eprintln!(
+                "{place}: verified signature by key {}; every blob verified at {at}, file unchanged since \
+                 (--reverify reads them again)",
+                report.key_id.as_deref().unwrap_or("?")
+            ),
+        }
     }
+    let mut state = args.state.open()?;
+    let (notes, recorded) = lib::admit(&mut state, &opened.reports, &args.state.policy())?;
+    for n in notes {
+        eprintln!("note: {n}");
+    }
+    for a in recorded {
+        eprintln!(
+            "series `{}` of key {} is now at sequence {} ({})",
+            a.series,
+            a.key_id,
+            a.sequence,
+            state.path().display()
+        );
+    }
+    drop(state);
     let listener =
         std::net::TcpListener::bind(args.listen).map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;

@@ -30,18 +30,26 @@ pub struct Admitted {
 impl StateArgs {
     /// Locks the state file (waiting, with a note, if another import holds it).
     pub fn open(&self) -> airlock::error::Result<State> {
-        let path = match &self.state {
-            Some(p) => p.clone(),
-            None => default_path()?,
-        };
+        let path = self.path()?;
         State::open(&path, &|| eprintln!("waiting for another import to release {}.lock", path.display()))
+    }
+
+    /// The state file: `--state`, else the default.
+    pub fn path(&self) -> airlock::error::Result<PathBuf> {
+        match &self.state {
+            Some(p) => Ok(p.clone()),
+            None => default_path(),
+        }
+    }
+
+    /// What `--allow-rollback` and `--allow-expired` let through, now.
+    pub fn policy(&self) -> Policy {
+        Policy { allow_rollback: self.allow_rollback, allow_expired: self.allow_expired, now: super::now() }
     }
 
     /// Checks a verified bundle against the state and prints what the user should know.
     pub fn admit(&self, state: State, report: &Report, place: &str) -> airlock::error::Result<Admitted> {
-        let policy =
-            Policy { allow_rollback: self.allow_rollback, allow_expired: self.allow_expired, now: super::now() };
-        let admission = state.admit(&report.index, report.key_id.as_deref(), place, &policy)?;
+        let admission = state.admit(&report.index, report.key_id.as_deref(), place, &self.policy())?;
         for n in &admission.notes {
             eprintln!("note: {n}");
         }

@@ -12,58 +12,136 @@ pub mod content;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod verified;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::bundle::format::created_rfc3339;
 use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
+use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Observer;
 use crate::serve::api::{BundleFile, Bundles};
 use crate::serve::content::{Content, Naming};
+use crate::serve::verified::{Identity, Record};
+use crate::state::{Applied, Policy, State};
 
 /// Which bundles to serve and how.
 pub struct Options<'a> {
     pub bundles: Vec<PathBuf>,
     pub trust: Trust<'a>,
     pub naming: Naming,
+    /// The record of earlier full verifications ([`verified`]) to use and update; `None` reads
+    /// every blob.
+    pub record: Option<PathBuf>,
+    /// Seconds since the epoch, for the record.
+    pub now: u64,
 }
 
 /// The verified bundles, ready to serve, and what opening them established.
 pub struct Opened {
     pub bundles: Bundles,
-    /// Each bundle's signed index and how it was verified, in sequence order.
-    pub reports: Vec<IndexedBundle>,
+    /// In sequence order, as [`Content`] numbers them.
+    pub reports: Vec<Checked>,
+}
+
+/// One bundle as opening left it.
+pub struct Checked {
+    /// Its signature, headers and manifests checked; blobs counted if they were read now.
+    pub bundle: IndexedBundle,
+    /// When its blobs were verified before, if the record let this start skip them.
+    pub verified_before: Option<String>,
 }
 
 /// Verifies every bundle and opens it for serving: nothing listens before all of them hold.
 pub fn open(opts: &Options<'_>, observer: &dyn Observer) -> Result<Opened> {
+    let mut record = opts.record.as_deref().map(Record::open);
     let mut opened = Vec::new();
     for path in &opts.bundles {
-        let mut bundle = IndexedBundle::open(path, opts.trust)?;
-        bundle.check_contents(observer)?;
-        let file = fs_err::File::open(path).at(|| path.display().to_string())?.into_file();
-        opened.push((bundle, file));
+        opened.push(open_one(path, opts, record.as_mut(), observer)?);
+    }
+    if let Some(r) = &record {
+        r.save()?;
     }
     // Sequence order decides which bundle's tag wins; a stable sort keeps the command line's order
     // among equals.
-    opened.sort_by_key(|(b, _)| b.index().sequence.unwrap_or(0));
+    opened.sort_by_key(|(c, _)| c.bundle.index().sequence.unwrap_or(0));
     let mut content = Content::new(opts.naming);
     let mut files = Vec::new();
     let mut reports = Vec::new();
-    for (n, (bundle, file)) in opened.into_iter().enumerate() {
-        content.add(n, &bundle);
-        files.push(BundleFile { file: Arc::new(file), place: bundle.place().to_owned() });
-        reports.push(bundle);
+    for (n, (checked, file)) in opened.into_iter().enumerate() {
+        content.add(n, &checked.bundle);
+        files.push(BundleFile { file: Arc::new(file), place: checked.bundle.place().to_owned() });
+        reports.push(checked);
     }
     if let Some(d) = content.missing().into_iter().next() {
-        return Err(Error::integrity(
-            reports.iter().map(|b| b.place()).collect::<Vec<_>>().join(", "),
-            format!(
-                "blob {d} is used by an image but carried by none of the bundles given (a delta without its base?)"
-            ),
-        ));
+        let places: Vec<&str> = reports.iter().map(|c| c.bundle.place()).collect();
+        let msg = format!(
+            "blob {d} is used by an image but carried by none of the bundles given (a delta without its base?)"
+        );
+        return Err(Error::integrity(places.join(", "), msg));
     }
     Ok(Opened { bundles: Bundles { content, files }, reports })
+}
+
+/// Opens one bundle: the signature, headers and manifests always; every blob unless the record
+/// says this very file was verified before. The file kept for serving must be the one checked.
+fn open_one(
+    path: &Path,
+    opts: &Options<'_>,
+    record: Option<&mut Record>,
+    observer: &dyn Observer,
+) -> Result<(Checked, std::fs::File)> {
+    let place = || path.display().to_string();
+    let before = Identity::of(&fs_err::metadata(path).at(place)?);
+    let mut bundle = IndexedBundle::open(path, opts.trust)?;
+    let index = Digest::of_bytes(&bundle.index().to_bytes());
+    let canonical = fs_err::canonicalize(path).at(place)?;
+    let key = bundle.report().key_id.clone();
+    let verified_before = match (&record, &key) {
+        (Some(r), Some(k)) => r.verified_at(&canonical, &before, &index, k).map(str::to_owned),
+        _ => None,
+    };
+    if verified_before.is_none() {
+        bundle.check_contents(observer)?;
+    }
+    let file = fs_err::File::open(path).at(place)?.into_file();
+    if Identity::of(&file.metadata().at(place)?) != before {
+        return Err(Error::integrity(place(), "changed while it was being verified"));
+    }
+    if let (Some(r), Some(k), None) = (record, &key, &verified_before) {
+        r.remember(&canonical, before, index, k, created_rfc3339(opts.now)?);
+    }
+    Ok((Checked { bundle, verified_before }, file))
+}
+
+/// Checks the served bundles against the importers' state, as an import would: per signing key and
+/// series, the newest bundle given must not be older than the last one served or imported here
+/// (the same bundle again is fine: a restart); older ones given with it are its bases. The newest
+/// is recorded as applied. Returns the notes for the user and what was recorded.
+pub fn admit(state: &mut State, bundles: &[Checked], policy: &Policy) -> Result<(Vec<String>, Vec<Applied>)> {
+    let bundles: Vec<&IndexedBundle> = bundles.iter().map(|c| &c.bundle).collect();
+    let mut admissions = Vec::new();
+    for b in &bundles {
+        let key = b.report().key_id.as_deref();
+        let pos = b.index().position();
+        let superseded = bundles.iter().any(|other| {
+            let same_series = other.report().key_id.as_deref() == key
+                && pos.as_ref().is_some_and(|p| other.index().series.as_ref() == Some(&p.series));
+            same_series && other.index().sequence > b.index().sequence
+        });
+        if superseded {
+            continue;
+        }
+        admissions.push(state.admit_again(b.index(), key, b.place(), policy)?);
+    }
+    // Recorded only once every bundle is let through.
+    let notes = admissions.iter().flat_map(|a| a.notes.iter().cloned()).collect();
+    let mut recorded = Vec::new();
+    for a in admissions {
+        recorded.extend(state.record(a)?);
+    }
+    Ok((notes, recorded))
 }

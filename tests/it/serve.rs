@@ -379,3 +379,86 @@ fn plain_http_on_a_non_loopback_address_is_refused_without_insecure() {
     env.run(&["serve", "-p", "ops.pub", "--listen", "0.0.0.0:0", "b.tar"])
         .fails(crate::common::EXIT_BAD_INPUT, &["--listen 0.0.0.0:0", "not a loopback address", "--self-signed"]);
 }
+
+/// A bundle of one image of the committed OCI layout (`base` or `web-1.4`), named
+/// `example.com/sync/app:1`, with the given sequence number.
+fn sequenced(env: &Env, out: &str, layout_ref: &str, sequence: &str) {
+    if !env.path("ops.key").exists() {
+        env.keygen("ops");
+    }
+    let src = format!("oci:{}:{layout_ref}=example.com/sync/app:1", crate::common::fixture_str("oci-layout"));
+    env.run(&["create", "-k", "ops.key", "-o", out, "--created", "2026-01-01T00:00:00Z", "--sequence", sequence, &src])
+        .ok();
+}
+
+#[test]
+fn the_later_sequence_decides_a_tag_and_an_older_bundle_than_served_is_refused() {
+    let env = Env::new();
+    sequenced(&env, "b1.tar", "base", "1");
+    sequenced(&env, "b2.tar", "web-1.4", "2");
+    let newest = signed_index(&env, "b2.tar")["images"][0]["digest"].as_str().unwrap().to_owned();
+    // Given in any order: the sequence, not the command line, decides.
+    let served = Served::start(&env, &["-p", "ops.pub", "b2.tar", "b1.tar"]);
+    let r = http(&served.addr, "HEAD", "/v2/example.com/sync/app/manifests/1", &[]);
+    assert_eq!(r.header("docker-content-digest"), Some(newest.as_str()));
+    let run = served.stop().ok();
+    assert!(run.stderr.contains("is now at sequence 2"), "{}", run.stderr);
+    env.run(&["serve", "-p", "ops.pub", "--listen", "127.0.0.1:0", "b1.tar"])
+        .fails(crate::common::EXIT_TRUST, &["b1.tar", "sequence 1 is not after 2", "--allow-rollback"]);
+    // The same bundle again (a restart) is fine.
+    Served::start(&env, &["-p", "ops.pub", "b2.tar"]).stop().ok();
+}
+
+#[test]
+fn a_second_start_on_the_unchanged_file_skips_the_blobs_and_a_changed_one_reads_them_again() {
+    let env = Env::new();
+    let (served, _) = standard(&env, &[]);
+    let first = served.stop().ok();
+    assert!(
+        first.stderr.contains("b.tar: verified signature by key") && first.stderr.contains("17 blobs"),
+        "{}",
+        first.stderr
+    );
+    let again = Served::start(&env, &["-p", "ops.pub", "b.tar"]).stop().ok();
+    assert!(again.stderr.contains("every blob verified at"), "{}", again.stderr);
+    let forced = Served::start(&env, &["-p", "ops.pub", "--reverify", "b.tar"]).stop().ok();
+    assert!(forced.stderr.contains("17 blobs"), "{}", forced.stderr);
+    // Rewritten in place with one byte flipped: same inode and size, new times: read again, refused.
+    crate::common::tamper(&env.path("b.tar"));
+    env.run(&["serve", "-p", "ops.pub", "--listen", "127.0.0.1:0", "b.tar"])
+        .fails(crate::common::EXIT_INTEGRITY, &["b.tar", "digest mismatch"]);
+}
+
+#[test]
+fn self_signed_tls_is_trusted_by_skopeo_and_crane_given_the_ca_and_the_ca_is_kept() {
+    if skip_without(&[Peer::Skopeo, Peer::Crane]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &["--self-signed", "tls"]);
+    assert!(served.stderr.lock().unwrap().contains("https://"), "not TLS");
+    // A directory holding only the CA: skopeo reads every *.crt there as a root, *.key as a client key.
+    std::fs::create_dir(env.path("roots")).unwrap();
+    std::fs::copy(env.path("tls/ca.crt"), env.path("roots/ca.crt")).unwrap();
+    let src = format!("docker://{}/{WEB}", served.addr);
+    let dest = format!("oci:{}:x", env.path("out").display());
+    let roots = env.path("roots");
+    tool("skopeo", &["copy", "--src-cert-dir", roots.to_str().unwrap(), &src, &dest], &[]).ok();
+    let untrusted = tool("skopeo", &["inspect", &src], &[]);
+    assert_ne!(untrusted.code, 0, "skopeo trusted a certificate it was not given the CA of");
+    let ca = env.path("tls/ca.crt");
+    let digest =
+        tool("crane", &["digest", &format!("{}/{WEB}", served.addr)], &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    assert_eq!(digest.ok().stdout.trim(), digest_of(&index, WEB));
+    let ca_before = std::fs::read(&ca).unwrap();
+    served.stop().ok();
+    let again = Served::start(&env, &["-p", "ops.pub", "--self-signed", "tls", "b.tar"]);
+    assert!(again.stderr.lock().unwrap().contains("reused the CA"));
+    assert_eq!(std::fs::read(&ca).unwrap(), ca_before, "clients given ca.crt once keep trusting the server");
+    // The generated pair also works as --tls-cert/--tls-key.
+    again.stop().ok();
+    let files =
+        Served::start(&env, &["-p", "ops.pub", "--tls-cert", "tls/server.crt", "--tls-key", "tls/server.key", "b.tar"]);
+    tool("skopeo", &["inspect", "--cert-dir", roots.to_str().unwrap(), &format!("docker://{}/{WEB}", files.addr)], &[])
+        .ok();
+}
