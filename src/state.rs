@@ -121,6 +121,15 @@ impl State {
             return Ok(Admission { notes, record: None });
         };
         let (series, sequence) = (&pos.series, pos.sequence);
+        if let Some(a) = self.last(key_id, series).filter(|a| a.bundle_id == index.bundle_id && a.sequence == sequence)
+        {
+            notes.push(format!(
+                "{place}: bundle {} (series `{series}`, sequence {sequence}) is the last one applied here, at {}: \
+                 applied again as a re-run",
+                a.bundle_id, a.at
+            ));
+            return Ok(Admission { notes, record: None });
+        }
         let last = self.last(key_id, series).map(|a| a.sequence);
         match last {
             None => notes
@@ -246,7 +255,11 @@ mod tests {
         let mut state = State::open(&dir.path().join("s.json"), &|| {}).unwrap();
         let a = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
         state.record(a).unwrap();
-        let e = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap_err().to_string();
+        let rerun = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
+        assert!(rerun.record.is_none() && rerun.notes[0].contains("applied again as a re-run"), "{:?}", rerun.notes);
+        let mut other = index(Some(5), None);
+        other.bundle_id = "c".into();
+        let e = state.admit(&other, Some("K"), "c5", &POLICY).unwrap_err().to_string();
         assert!(e.contains("sequence 5 is not after 5"), "{e}");
         let gap = state.admit(&index(Some(7), None), Some("K"), "b7", &POLICY).unwrap();
         assert!(gap.notes[0].contains("a gap of 1"), "{:?}", gap.notes);

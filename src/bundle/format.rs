@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
-use crate::image::Platform;
+use crate::image::{self, Platform};
 use crate::json;
 use crate::reference::Reference;
 
@@ -55,6 +55,21 @@ pub struct BundleIndex {
     /// Schema version 2, optional: RFC 3339 time after which an importer refuses the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// A delta's bases: the bundles whose blobs it relies on instead of carrying them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<BaseEntry>,
+}
+
+/// A bundle a delta relies on: what identifies it beyond doubt (the sha256 of its signed index)
+/// and where it stands in the series.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BaseEntry {
+    pub bundle_id: String,
+    /// The sha256 of the base's `airlock.json`, the bytes its signature covers.
+    pub index_digest: Digest,
+    pub series: Series,
+    pub sequence: u64,
 }
 
 /// A series name: 1 to 128 of `A-Z a-z 0-9 . _ -`, so it reads the same in a message, a state
@@ -132,6 +147,21 @@ pub struct BlobEntry {
     pub digest: Digest,
     pub size: u64,
     pub media_type: String,
+    /// Set in a delta for a blob its archive does not carry: the bundle id of the base that does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_by: Option<String>,
+}
+
+impl BlobEntry {
+    /// Whether the bundle's archive holds this blob (a delta leaves out what its bases carry).
+    pub fn is_carried(&self) -> bool {
+        self.carried_by.is_none()
+    }
+
+    /// Manifests and indexes: a delta always carries them (see docs/bundle-format.md).
+    pub fn is_manifest(&self) -> bool {
+        image::is_manifest_type(&self.media_type) || image::is_index_type(&self.media_type)
+    }
 }
 
 /// A file of the bundle other than a blob and the index itself (`oci-layout`, `index.json`, …).
@@ -157,6 +187,7 @@ impl BundleIndex {
         }
         index.check_names().map_err(|why| Error::bad(place, why))?;
         index.check_position().map_err(|why| Error::bad(place, why))?;
+        index.check_bases().map_err(|why| Error::bad(place, why))?;
         Ok(index)
     }
 
@@ -176,6 +207,32 @@ impl BundleIndex {
             }
             _ => Ok(()),
         }
+    }
+
+    /// A delta's bases are earlier bundles of its own series, each named once, and every blob it
+    /// leaves out is a config or layer that one of them carries.
+    fn check_bases(&self) -> std::result::Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for b in &self.bases {
+            if Some(&b.series) != self.series.as_ref() || self.sequence.is_none_or(|s| b.sequence >= s) {
+                return Err(format!("base {} is not an earlier bundle of this series", shown(&b.bundle_id)));
+            }
+            if !ids.insert(b.bundle_id.as_str()) {
+                return Err(format!("base {} is listed twice", shown(&b.bundle_id)));
+            }
+        }
+        for blob in &self.blobs {
+            match &blob.carried_by {
+                Some(id) if !ids.contains(id.as_str()) => {
+                    return Err(format!("blob {} is carried by {}, which is not a base", blob.digest, shown(id)));
+                }
+                Some(_) if blob.is_manifest() => {
+                    return Err(format!("manifest {} is left out; a delta carries every manifest", blob.digest));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The bundle's series, sequence and expiry; `None` for a schema version 1 bundle.
@@ -206,6 +263,7 @@ impl BundleIndex {
         let texts = [&self.bundle_id, &self.created, &self.tool]
             .into_iter()
             .chain(&self.expires)
+            .chain(self.bases.iter().map(|b| &b.bundle_id))
             .chain(self.images.iter().map(|i| &i.media_type))
             .chain(self.blobs.iter().map(|b| &b.media_type))
             .chain(self.files.iter().map(|f| &f.path));
@@ -225,5 +283,15 @@ impl BundleIndex {
 
     pub fn total_blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|b| b.size).sum()
+    }
+
+    /// The bytes of the blobs the archive itself holds: all of them, unless it is a delta.
+    pub fn carried_blob_bytes(&self) -> u64 {
+        self.blobs.iter().filter(|b| b.is_carried()).map(|b| b.size).sum()
+    }
+
+    /// The blobs a delta leaves to its bases.
+    pub fn absent_blobs(&self) -> impl Iterator<Item = &BlobEntry> {
+        self.blobs.iter().filter(|b| !b.is_carried())
     }
 }

@@ -21,6 +21,9 @@ use crate::hash_pool::{self, HashPool, Range};
 use crate::json;
 use crate::progress::{Moving, Observer, Phase};
 
+/// An entry's name, digest, and data offset and size (if the archive holds it).
+type Located<'a> = (String, &'a Digest, Option<&'a (u64, u64)>);
+
 pub struct IndexedBundle {
     path: PathBuf,
     place: String,
@@ -55,6 +58,7 @@ impl IndexedBundle {
         tar.finish().map_err(Error::into_integrity)?;
         expected.check_complete(&place)?;
         let report = Report {
+            index_digest: signed.index_digest,
             key_id: signed.key_id,
             trusted_comment: signed.trusted_comment,
             blobs_checked: 0,
@@ -105,11 +109,29 @@ impl IndexedBundle {
     /// Checks the content of every blob and file, on every core (positional reads, largest
     /// first); afterwards the report counts what was checked.
     pub fn check_contents(&mut self, observer: &dyn Observer) -> Result<&Report> {
-        let listed =
-            self.report.index.blobs.iter().map(|b| (b.digest.blob_path(), &b.digest, self.offsets.get(&b.digest)));
-        let files = self.report.index.files.iter().map(|f| (f.path.clone(), &f.digest, self.file_offsets.get(&f.path)));
+        let index = &self.report.index;
+        let carried = index.blobs.iter().filter(|b| b.is_carried());
+        let blobs = carried.map(|b| (b.digest.blob_path(), &b.digest, self.offsets.get(&b.digest)));
+        let files = index.files.iter().map(|f| (f.path.clone(), &f.digest, self.file_offsets.get(&f.path)));
+        let bytes = self.check_ranges(blobs.chain(files).collect(), observer)?;
+        let r = &mut self.report;
+        r.blobs_checked = r.index.blobs.iter().filter(|b| b.is_carried()).count();
+        r.files_checked = r.index.files.len();
+        r.bytes_checked = bytes;
+        Ok(&self.report)
+    }
+
+    /// Checks the content of some of the blobs this bundle carries (those a delta relies on);
+    /// returns the bytes checked.
+    pub fn check_blobs(&self, digests: &[&Digest], observer: &dyn Observer) -> Result<u64> {
+        let entries = digests.iter().map(|d| (d.blob_path(), *d, self.offsets.get(*d))).collect();
+        self.check_ranges(entries, observer)
+    }
+
+    /// Hashes the named entries in parallel against their digests.
+    fn check_ranges(&self, entries: Vec<Located<'_>>, observer: &dyn Observer) -> Result<u64> {
         let mut ranges = Vec::new();
-        for (name, digest, at) in listed.chain(files) {
+        for (name, digest, at) in entries {
             // `open` saw every listed entry; this only keeps a broken invariant from panicking.
             let &(offset, size) = at.ok_or_else(|| Error::integrity(&self.place, format!("{name} is missing")))?;
             ranges.push(Range { offset, size, digest: digest.clone(), tag: name });
@@ -119,11 +141,12 @@ impl IndexedBundle {
         let task = Moving::begin((), observer, Phase::Verify, &self.place, total);
         hash_pool::check_ranges(&HashPool::default(), file.file(), &ranges, &|n| task.observer_moved(n))
             .map_err(|(name, e)| Error::io(format!("{}: entry {name}", self.place), e).into_integrity())?;
-        let r = &mut self.report;
-        r.blobs_checked = r.index.blobs.len();
-        r.files_checked = r.index.files.len();
-        r.bytes_checked = ranges.iter().map(|r| r.size).sum();
-        Ok(&self.report)
+        Ok(total)
+    }
+
+    /// Whether this bundle's archive holds the blob.
+    pub fn carries(&self, digest: &Digest) -> bool {
+        self.offsets.contains_key(digest)
     }
 
     /// What opening (and [`IndexedBundle::check_contents`]) established.

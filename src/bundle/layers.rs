@@ -58,7 +58,8 @@ fn image_layers(bundle: &IndexedBundle) -> Result<Vec<Layer>> {
         else {
             continue;
         };
-        if !m.is_image() {
+        // A delta checks the layers it carries, of the configs it carries; its bases hold the rest.
+        if !m.is_image() || !bundle.carries(&m.config.digest) {
             continue;
         }
         let cfg = image::parse_config(&bundle.read_small(&m.config.digest)?)
@@ -68,6 +69,9 @@ fn image_layers(bundle: &IndexedBundle) -> Result<Vec<Layer>> {
             return Err(Error::integrity(at(&b.digest), msg));
         }
         for (desc, diff_id) in m.layers.into_iter().zip(cfg.rootfs.diff_ids) {
+            if !bundle.carries(&desc.digest) {
+                continue;
+            }
             let config = m.config.digest.clone();
             layers.entry(desc.digest.clone()).or_insert(Layer { desc, diff_id, config });
         }

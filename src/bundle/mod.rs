@@ -1,6 +1,8 @@
 //! The bundle: its signed index ([`format`]), its signatures ([`sign`]), writing it
 //! ([`writer`]) and reading it back with streaming verification ([`reader`]).
 
+pub mod bases;
+pub mod delta;
 pub mod format;
 mod graph;
 pub mod indexed;

@@ -42,6 +42,8 @@ pub enum Item<'a> {
 #[derive(Debug)]
 pub struct Report {
     pub index: BundleIndex,
+    /// The sha256 of the signed `airlock.json`, which a delta records to name its bases.
+    pub index_digest: Digest,
     /// The key id the signature was checked with; `None` when it was not checked.
     pub key_id: Option<String>,
     pub trusted_comment: Option<String>,
@@ -112,6 +114,8 @@ pub fn read<R: Read>(
 /// The index, once its signature has been checked.
 pub(crate) struct Signed {
     pub index: BundleIndex,
+    /// The sha256 of `airlock.json` as read: what a delta records to name this bundle as a base.
+    pub index_digest: Digest,
     pub key_id: Option<String>,
     pub trusted_comment: Option<String>,
 }
@@ -120,6 +124,7 @@ impl Signed {
     fn report(&self) -> Report {
         Report {
             index: BundleIndex { images: Vec::new(), blobs: Vec::new(), files: Vec::new(), ..self.index.clone() },
+            index_digest: self.index_digest.clone(),
             key_id: self.key_id.clone(),
             trusted_comment: self.trusted_comment.clone(),
             blobs_checked: 0,
@@ -131,8 +136,7 @@ impl Signed {
 
 /// Reads the first two entries and checks the signature before the index is even parsed.
 pub(crate) fn open_signed<R: Input>(tar: &mut archive::Reader<R>, place: &str, trust: Trust<'_>) -> Result<Signed> {
-    let (_, index_bytes) = small_entry(tar, place, INDEX_NAME, MAX_INDEX_BYTES)?;
-    let (_, sig_bytes) = small_entry(tar, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
+    let (index_bytes, sig_bytes) = signed_entries(tar, place)?;
     let (key_id, trusted_comment) = match trust {
         Trust::Key(pk) => {
             let sig = String::from_utf8(sig_bytes)
@@ -146,7 +150,14 @@ pub(crate) fn open_signed<R: Input>(tar: &mut archive::Reader<R>, place: &str, t
         Trust::Insecure => (None, None),
     };
     let index = BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &index_bytes).map_err(Error::into_integrity)?;
-    Ok(Signed { index, key_id, trusted_comment })
+    Ok(Signed { index, index_digest: Digest::of_bytes(&index_bytes), key_id, trusted_comment })
+}
+
+/// The first two entries' bytes, `airlock.json` and its signature, neither checked nor parsed.
+pub(crate) fn signed_entries<R: Input>(tar: &mut archive::Reader<R>, place: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let (_, index_bytes) = small_entry(tar, place, INDEX_NAME, MAX_INDEX_BYTES)?;
+    let (_, sig_bytes) = small_entry(tar, place, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)?;
+    Ok((index_bytes, sig_bytes))
 }
 
 impl<'a> Item<'a> {
@@ -187,6 +198,13 @@ impl<'a> Expected<'a> {
         let at = format!("{place}: entry {}", shown(name));
         self.seen.insert(name.clone());
         let item = match (self.blobs.get(name), self.files.get(name.as_str())) {
+            (Some(b), _) if !b.is_carried() => {
+                let base = b.carried_by.as_deref().unwrap_or_default();
+                return Err(Error::integrity(
+                    at,
+                    format!("the signed index says base bundle {base} carries it, not this one"),
+                ));
+            }
             (Some(b), _) => Item::Blob(b),
             (None, Some(f)) => Item::File(f),
             (None, None) => return Err(Error::integrity(at, "not listed in the signed index")),
@@ -198,9 +216,13 @@ impl<'a> Expected<'a> {
         Ok((item, at))
     }
 
-    /// Nothing the index lists may be missing.
+    /// Nothing the index lists may be missing, but the blobs a delta leaves to its bases.
     pub fn check_complete(&self, place: &str) -> Result<()> {
-        for b in &self.index.blobs {
+        if self.seen.is_empty() && self.index.blobs.iter().any(|b| b.is_carried()) {
+            let msg = "holds only a signed index (an `airlock index` file?), not the bundle's blobs";
+            return Err(Error::integrity(place, msg));
+        }
+        for b in self.index.blobs.iter().filter(|b| b.is_carried()) {
             if !self.seen.contains(&b.digest.blob_path()) {
                 let msg = format!("blob {} listed in the signed index is missing (truncated bundle?)", b.digest);
                 return Err(Error::integrity(place, msg));

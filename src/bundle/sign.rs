@@ -89,6 +89,15 @@ impl SecretKey {
         key_id(&self.keynum)
     }
 
+    /// The public half, to check what this key signed before (a delta's bases).
+    pub fn public_key(&self) -> PublicKey {
+        let mut raw = b"Ed".to_vec();
+        raw.extend_from_slice(&self.keynum);
+        raw.extend_from_slice(self.signing.verifying_key().as_bytes());
+        let text = format!("untrusted comment: airlock public key {}\n{}\n", self.key_id(), B64.encode(raw));
+        PublicKey::from_box("the secret key's public half", &text).expect("a valid Ed25519 public key")
+    }
+
     /// A minisign signature file (prehashed Ed25519, "ED") over `data`.
     pub fn sign(&self, data: &[u8], trusted_comment: &str) -> String {
         let prehash = Blake2b512::digest(data);

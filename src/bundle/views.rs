@@ -15,9 +15,16 @@ use crate::reference::Reference;
 /// A single-platform manifest's config and layers, by digest.
 pub type Parts = (Digest, Vec<Digest>);
 
-/// Docker's classic store takes single-platform images with a tag (not a bare digest pin).
-pub fn docker_loadable(media_type: &str, name: &Reference) -> bool {
-    image::is_manifest_type(media_type) && name.tag().is_some()
+/// Docker's classic store takes single-platform images with a tag (not a bare digest pin), and
+/// `docker load` takes an image from the bundle only if the bundle carries every blob of it: a
+/// delta's image that relies on a base is left out, so loading a delta never half-loads.
+pub fn docker_loadable(
+    media_type: &str,
+    name: &Reference,
+    blobs: &[Digest],
+    carried: &dyn Fn(&Digest) -> bool,
+) -> bool {
+    image::is_manifest_type(media_type) && name.tag().is_some() && blobs.iter().all(carried)
 }
 
 /// `oci-layout`, `index.json`, `manifest.json` and `repositories`, in that order, for `images`
@@ -88,9 +95,10 @@ fn docker_load(images: &[ImageEntry], parts: &dyn Fn(&Digest) -> Option<Parts>) 
 /// The bundle's views must be exactly those its signed index implies (their content was checked
 /// against the listed digests as it was read), and each image's `dockerLoad` flag what it implies.
 pub fn check(index: &BundleIndex, parts: &dyn Fn(&Digest) -> Option<Parts>, place: &str) -> Result<()> {
+    let absent: std::collections::HashSet<&Digest> = index.absent_blobs().map(|b| &b.digest).collect();
     for img in &index.images {
         let name = Reference::parse(&img.name).map_err(|e| Error::integrity(place, e.to_string()))?;
-        if img.docker_load != docker_loadable(&img.media_type, &name) {
+        if img.docker_load != docker_loadable(&img.media_type, &name, &img.blobs, &|d| !absent.contains(d)) {
             let msg = "its dockerLoad flag is not what its name and media type imply";
             return Err(Error::integrity(format!("{place}: image {}", img.name), msg));
         }

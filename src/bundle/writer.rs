@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::atomic::AtomicFile;
+use crate::bundle::delta::Delta;
 use crate::bundle::format::{
     BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, Position, SCHEMA_VERSION, SIGNATURE_NAME,
     created_rfc3339,
@@ -42,6 +43,8 @@ pub struct WriteOptions<'a> {
     pub check_layers: bool,
     /// Copies blobs into the bundle, several at once.
     pub pool: &'a Pool,
+    /// A delta's bases and the blobs it leaves to them ([`Delta::full`]: none).
+    pub delta: &'a Delta,
 }
 
 /// What `create` reports.
@@ -54,9 +57,9 @@ pub struct Written {
 }
 
 pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<Written> {
-    let images = image_entries(coll);
+    let images = image_entries(coll, opts.delta);
     let files = views::files(&images, &|d| parts(coll, d)).map_err(|why| Error::bad("bundle views", why))?;
-    let index = build_index(coll, images, &files, opts.created, &opts.position)?;
+    let index = build_index(coll, images, &files, opts, opts.delta)?;
     let index_bytes = index.to_bytes();
     let comment = format!("timestamp:{}\tfile:{INDEX_NAME}\tbundle:{}", opts.created, index.bundle_id);
     let signature = opts.key.sign(&index_bytes, &comment);
@@ -66,14 +69,15 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let mut layout = Layout::default();
     let small: Vec<(u64, &str, &[u8])> =
         small.into_iter().map(|(path, bytes)| (layout.place(bytes.len() as u64), path, bytes)).collect();
-    let blobs: Vec<(u64, &Blob)> = coll.blobs.values().map(|b| (layout.place(b.descriptor.size), b)).collect();
+    let carried: Vec<&Blob> = coll.blobs.values().filter(|b| opts.delta.carries(&b.descriptor.digest)).collect();
+    let blobs: Vec<(u64, &Blob)> = carried.into_iter().map(|b| (layout.place(b.descriptor.size), b)).collect();
 
     let place = || out.display().to_string();
     let tmp = AtomicFile::create(out)?;
     let file = tmp.file();
     // Every gap (padding, the end-of-archive blocks) reads as zeros, as a tar writer pads.
     file.set_len(layout.archive_len()).at(place)?;
-    let total = coll.blobs.values().map(|b| b.descriptor.size).sum();
+    let total = blobs.iter().map(|(_, b)| b.descriptor.size).sum();
     let moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
     let moved = |n: u64| moving.observer_moved(n);
     opts.pool.try_for_each(&blobs, |(at, blob)| {
@@ -168,7 +172,7 @@ fn sorted_images(coll: &Collection) -> Vec<&Image> {
     v
 }
 
-fn image_entries(coll: &Collection) -> Vec<ImageEntry> {
+fn image_entries(coll: &Collection, delta: &Delta) -> Vec<ImageEntry> {
     sorted_images(coll)
         .into_iter()
         .map(|i| ImageEntry {
@@ -178,7 +182,7 @@ fn image_entries(coll: &Collection) -> Vec<ImageEntry> {
             size: i.root.size,
             platforms: i.platforms.iter().map(|p| p.to_string()).collect(),
             filtered_from: i.filtered_from.clone(),
-            docker_load: views::docker_loadable(&i.root.media_type, &i.name),
+            docker_load: views::docker_loadable(&i.root.media_type, &i.name, &i.blobs, &|d| delta.carries(d)),
             blobs: i.blobs.clone(),
         })
         .collect()
@@ -188,9 +192,10 @@ fn build_index(
     coll: &Collection,
     images: Vec<ImageEntry>,
     files: &[(String, Vec<u8>)],
-    created: u64,
-    position: &Position,
+    opts: &WriteOptions<'_>,
+    delta: &Delta,
 ) -> Result<BundleIndex> {
+    let (created, position) = (opts.created, &opts.position);
     let blobs: Vec<BlobEntry> = coll
         .blobs
         .values()
@@ -198,6 +203,7 @@ fn build_index(
             digest: b.descriptor.digest.clone(),
             size: b.descriptor.size,
             media_type: b.descriptor.media_type.clone(),
+            carried_by: delta.carried_by.get(&b.descriptor.digest).cloned(),
         })
         .collect();
     let files: Vec<FileEntry> = files
@@ -211,7 +217,11 @@ fn build_index(
     let created = created_rfc3339(created)?;
     let expires = position.expires.map(created_rfc3339).transpose()?;
     let series = (&position.series, position.sequence, &expires);
-    let id_source = serde_json::to_vec(&(&created, &images, &blobs, &files, series)).expect("serialises");
+    let mut id_source = serde_json::to_vec(&(&created, &images, &blobs, &files, series)).expect("serialises");
+    if !delta.bases.is_empty() {
+        // A full bundle's id stays what it was before deltas existed.
+        id_source.extend(serde_json::to_vec(&delta.bases).expect("serialises"));
+    }
     let bundle_id = Digest::of_bytes(&id_source).hex()[..32].to_owned();
     Ok(BundleIndex {
         schema_version: SCHEMA_VERSION,
@@ -225,6 +235,7 @@ fn build_index(
         series: Some(position.series.clone()),
         sequence: Some(position.sequence),
         expires,
+        bases: delta.bases.clone(),
     })
 }
 
@@ -290,6 +301,7 @@ mod tests {
             observer: &crate::progress::Silent,
             check_layers: false,
             pool: &pool,
+            delta: &Delta::full(),
         };
         write(&coll, &out, &opts).unwrap();
         let planned = std::fs::read(&out).unwrap();
@@ -324,6 +336,7 @@ mod tests {
             observer: &crate::progress::Silent,
             check_layers: false,
             pool: &pool,
+            delta: &Delta::full(),
         };
         let err = write(&coll, &out, &opts).unwrap_err();
         assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");

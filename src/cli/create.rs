@@ -61,6 +61,10 @@ pub struct CreateArgs {
     /// Its place in the series (default: the creation time in seconds since the epoch)
     #[arg(long, value_name = "N")]
     sequence: Option<u64>,
+    /// Make a delta: leave out the blobs this earlier bundle of the series (or its `airlock index`
+    /// file) carries; repeatable. Only its signed index is read, checked against --key's public half
+    #[arg(long = "base", value_name = "PREV")]
+    bases: Vec<PathBuf>,
     /// Importers refuse the bundle this long after its creation time (e.g. 30d, 12h)
     #[arg(long, value_name = "DURATION")]
     expires: Option<String>,
@@ -109,6 +113,14 @@ pub fn run(args: CreateArgs) -> Result<()> {
         super::bytes(written.bundle_bytes),
         super::bytes(written.bytes_saved)
     );
+    if !idx.bases.is_empty() {
+        let absent = idx.absent_blobs().count();
+        println!(
+            "delta: {absent} blobs ({}) left to its bases:",
+            super::bytes(idx.total_blob_bytes() - idx.carried_blob_bytes())
+        );
+        super::print_bases(idx);
+    }
     println!("signed by key {}, bundle id {}, created {}", key.key_id(), idx.bundle_id, idx.created);
     println!("{}", super::position_line(idx));
     Ok(())
@@ -147,6 +159,8 @@ fn resolve(args: &CreateArgs) -> Result<CreateOptions> {
         registry: args.registry.options()?,
         cache: args.cache.clone(),
         check_layers: args.check_layers,
+        bases: args.bases.clone(),
+        sequence_given: args.sequence.is_some(),
     })
 }
 
@@ -187,7 +201,8 @@ fn created(flag: Option<&str>) -> Result<u64> {
 }
 
 /// `--series`, `--sequence` (default: the creation time, so a nightly job needs no counter and a
-/// reproducible build stays reproducible) and `--expires`, counted from the creation time.
+/// reproducible build stays reproducible; a delta's comes after its bases') and `--expires`,
+/// counted from the creation time.
 fn position(args: &CreateArgs, created: u64) -> Result<Position> {
     let series = Series::try_from(args.series.clone()).map_err(|e| Error::bad("--series", e))?;
     let expires = match &args.expires {

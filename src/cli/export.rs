@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use airlock::atomic::parent_dir;
+use airlock::bundle::bases::Given;
 use airlock::sink::{self, docker_archive};
 use anyhow::Result;
 use clap::ValueEnum;
@@ -30,6 +31,9 @@ pub struct ExportArgs {
     /// Platform to take from multi-platform images for docker-archive (default: this host's)
     #[arg(long)]
     platform: Option<String>,
+    /// For a delta: a base bundle holding blobs it leaves out (repeatable)
+    #[arg(long = "base", value_name = "BUNDLE")]
+    bases: Vec<PathBuf>,
     #[command(flatten)]
     state: super::state_args::StateArgs,
 }
@@ -50,6 +54,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
     super::print_verified(&place, &staged.report);
     let admitted = args.state.admit(state, &staged.report, &place)?;
+    let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;
+    staged.fill_from(&given, &place)?;
     match args.format {
         Format::Oci => {
             let n = staged.index().images.len();

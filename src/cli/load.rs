@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use airlock::bundle::bases::Given;
 use airlock::daemon::{self, DockerHost};
 use airlock::sink::{self, docker_archive};
 use anyhow::Result;
@@ -25,6 +26,9 @@ pub struct LoadArgs {
     /// Where to unpack the bundle while it is verified (default: the system's temporary directory)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
+    /// For a delta: a base bundle holding blobs it leaves out (repeatable)
+    #[arg(long = "base", value_name = "BUNDLE")]
+    bases: Vec<PathBuf>,
     #[command(flatten)]
     state: super::state_args::StateArgs,
 }
@@ -43,6 +47,8 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp)?;
     super::print_verified(&place, &staged.report);
     let admitted = args.state.admit(state, &staged.report, &place)?;
+    let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;
+    staged.fill_from(&given, &place)?;
     let images = docker_archive::plan(&staged, &platform)?;
     let mtime = super::created_epoch(staged.index());
     let to = (&*shown as &dyn airlock::progress::Observer, "to the Docker Engine");

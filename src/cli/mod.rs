@@ -3,6 +3,7 @@
 mod completions;
 mod create;
 mod export;
+mod index;
 mod inspect;
 mod interrupt;
 mod keygen;
@@ -48,6 +49,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a bundle's signature and every blob
     Verify(verify::VerifyArgs),
+    /// Copy a bundle's signed index into a small file, the base of the next delta
+    Index(index::IndexArgs),
     /// Verify a bundle, then write it as a docker-archive or an OCI layout
     Export(export::ExportArgs),
     /// Verify a bundle, then load it into the Docker Engine at DOCKER_HOST
@@ -67,6 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Create(a) => create::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Index(a) => index::run(a),
         Command::Export(a) => export::run(a),
         Command::Load(a) => load::run(a),
         Command::Push(a) => push::run(a),
@@ -162,6 +166,15 @@ pub fn position_line(index: &airlock::bundle::format::BundleIndex) -> String {
         None => ", no expiry".into(),
     };
     format!("series {}, sequence {}{expires}", p.series, p.sequence)
+}
+
+/// One line per base of a delta: its bundle id, sequence and how many of the delta's blobs it holds.
+pub fn print_bases(index: &airlock::bundle::format::BundleIndex) {
+    for b in &index.bases {
+        let held: Vec<_> = index.absent_blobs().filter(|e| e.carried_by.as_ref() == Some(&b.bundle_id)).collect();
+        let size: u64 = held.iter().map(|e| e.size).sum();
+        println!("  base {} sequence {}: {} blobs ({})", b.bundle_id, b.sequence, held.len(), bytes(size));
+    }
 }
 
 /// Whether the bundle's signed expiry has passed.

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 
+use airlock::bundle::bases::Given;
 use airlock::bundle::indexed::IndexedBundle;
 use airlock::error::Error;
 use airlock::registry::Client;
-use airlock::sink::push::{self, Blobs, PushOptions, PushReport, Target};
+use airlock::sink::absent;
+use airlock::sink::push::{Blobs, PushOptions, PushReport, Target};
 use airlock::sink::{self, Staged};
 use anyhow::Result;
 
@@ -14,6 +16,7 @@ const EXAMPLES: &str = "\
 Examples:
   airlock push -p ops.pub bundle.tar --to registry.internal:5000/mirror --dry-run
   airlock push -p ops.pub bundle.tar --to registry.internal:5000/mirror
+  airlock push -p ops.pub delta.tar --to registry.internal:5000/mirror   # absent blobs: in the registry
   #   registry.example/team/app:1.4 lands as registry.internal:5000/mirror/team/app:1.4, same digests";
 
 #[derive(clap::Args)]
@@ -39,6 +42,10 @@ pub struct PushArgs {
     registry: super::registry_args::RegistryArgs,
     #[command(flatten)]
     state: super::state_args::StateArgs,
+    /// For a delta: a base bundle holding blobs it leaves out that the registry may lack
+    /// (repeatable); without one, every such blob must be in the registry already
+    #[arg(long = "base", value_name = "BUNDLE")]
+    bases: Vec<PathBuf>,
     /// Where to unpack a bundle read from stdin while it is verified (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -72,10 +79,12 @@ pub fn run(args: PushArgs) -> Result<()> {
         (&indexed, indexed.report())
     };
     let admitted = args.state.admit(state, report, &args.bundle.display().to_string())?;
+    let given = Given::open(&args.bases, trust, bundle.index())?;
     let shown = super::progress::observer();
     let observer = shown.clone();
-    let opts = PushOptions { target, keep_host: args.keep_registry_host, dry_run: args.dry_run, observer };
-    let report = push::push(bundle, &client, &opts, &|event, _| shown.println(event))?;
+    let keep_host = args.keep_registry_host;
+    let opts = PushOptions { target, keep_host, dry_run: args.dry_run, observer, held: Default::default() };
+    let report = absent::push(bundle, &given, &client, opts, &|event, _| shown.println(event))?;
     if !args.dry_run {
         admitted.record()?;
     }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use airlock::bundle::bases::{self, Given};
+use airlock::bundle::format::BlobEntry;
 use airlock::bundle::indexed::IndexedBundle;
 use airlock::bundle::layers::{self, Checked};
 use airlock::bundle::reader::{self, Report};
@@ -29,18 +31,31 @@ pub struct VerifyArgs {
     /// decompression, in parallel; worth it before a long trip). Needs a file, not stdin
     #[arg(long)]
     check_layers: bool,
+    /// For a delta: a base bundle holding blobs it leaves out (repeatable); then the whole state
+    /// must be at hand, each base's signature and every blob the delta relies on are checked
+    #[arg(long = "base", value_name = "BUNDLE")]
+    bases: Vec<PathBuf>,
+}
+
+/// What `--base` established: the bytes of the delta's absent blobs checked in the given bases.
+struct BasesChecked {
+    blobs: usize,
+    bytes: u64,
 }
 
 pub fn run(args: VerifyArgs) -> Result<()> {
-    let result = verify(&args);
+    let result = verify(&args).and_then(|(r, layers)| {
+        let bases = check_bases(&args, &r)?;
+        Ok((r, layers, bases))
+    });
     if args.json {
         let doc = match &result {
-            Ok((r, layers)) => report_json(r, layers.as_ref(), &args),
+            Ok((r, layers, bases)) => report_json(r, layers.as_ref(), bases.as_ref(), &args),
             Err(e) => json!({"bundle": args.bundle, "result": "failed", "error": e.to_string()}),
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    let (r, layers) = result?;
+    let (r, layers, bases) = result?;
     if !args.json {
         let sig = match &r.key_id {
             Some(k) => format!("signature by key {k} verified"),
@@ -58,11 +73,51 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         if let Some(l) = &layers {
             println!("  {} layers decompressed ({}), each matches its diff_id", l.layers, super::bytes(l.bytes));
         }
+        print_bases(&r, bases.as_ref());
         for img in &r.index.images {
             println!("  {}  {}  {}", img.name, img.digest, img.platforms.join(","));
         }
     }
     Ok(())
+}
+
+fn print_bases(r: &Report, checked: Option<&BasesChecked>) {
+    if r.index.bases.is_empty() {
+        return;
+    }
+    let absent = r.index.absent_blobs().count();
+    println!("  a delta: {absent} blobs are left to the base bundles it relies on:");
+    super::print_bases(&r.index);
+    match checked {
+        Some(c) => println!(
+            "  the whole state is at hand: {} blobs ({}) checked in the given bases",
+            c.blobs,
+            super::bytes(c.bytes)
+        ),
+        None => println!("  (not checked: give the bases with --base to check the whole state)"),
+    }
+}
+
+/// With `--base`: every blob the delta leaves out is in a given base (each verified on opening)
+/// and has its digest there.
+fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<BasesChecked>> {
+    if args.bases.is_empty() {
+        return Ok(None);
+    }
+    let key = args.trust.load()?;
+    let given = Given::open(&args.bases, super::trust::trust(&key), &r.index)?;
+    let missing = bases::missing(&r.index, &|b| given.holder(&b.digest).is_some());
+    if !missing.is_empty() {
+        let place = args.bundle.display().to_string();
+        return Err(bases::missing_error(&place, &r.index, &missing, "in any --base bundle given").into());
+    }
+    let observer = super::progress::observer();
+    let mut checked = BasesChecked { blobs: 0, bytes: 0 };
+    for (holder, digests) in given.by_holder(&r.index) {
+        checked.bytes += holder.check_blobs(&digests, &*observer)?;
+        checked.blobs += digests.len();
+    }
+    Ok(Some(checked))
 }
 
 fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
@@ -84,12 +139,22 @@ fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
     Ok((report, None))
 }
 
-fn report_json(r: &Report, layers: Option<&Checked>, args: &VerifyArgs) -> serde_json::Value {
+fn report_json(
+    r: &Report,
+    layers: Option<&Checked>,
+    bases: Option<&BasesChecked>,
+    args: &VerifyArgs,
+) -> serde_json::Value {
+    let checked = |b: &BlobEntry| match (&b.carried_by, bases) {
+        (None, _) => json!(["present", "size", "sha256"]),
+        (Some(_), Some(_)) => json!(["in a given base", "size", "sha256"]),
+        (Some(_), None) => json!([]),
+    };
     let blobs: Vec<_> = r
         .index
         .blobs
         .iter()
-        .map(|b| json!({"digest": b.digest, "size": b.size, "mediaType": b.media_type, "checked": ["present", "size", "sha256"]}))
+        .map(|b| json!({"digest": b.digest, "size": b.size, "mediaType": b.media_type, "carriedBy": b.carried_by, "checked": checked(b)}))
         .collect();
     let files: Vec<_> =
         r.index.files.iter().map(|f| json!({"path": f.path, "digest": f.digest, "size": f.size})).collect();
@@ -110,6 +175,8 @@ fn report_json(r: &Report, layers: Option<&Checked>, args: &VerifyArgs) -> serde
             "trustedComment": r.trusted_comment,
             "algorithm": "minisign Ed25519 (prehashed, BLAKE2b-512)",
         },
+        "bases": r.index.bases,
+        "basesChecked": bases.map(|c| json!({"blobs": c.blobs, "bytes": c.bytes})),
         "images": r.index.images,
         "blobs": blobs,
         "files": files,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::bundle::delta::{self, Delta};
 use crate::bundle::format::Position;
 use crate::bundle::sign::SecretKey;
 use crate::bundle::writer::{self, WriteOptions, Written};
@@ -32,6 +33,10 @@ pub struct CreateOptions {
     pub cache: Option<PathBuf>,
     /// Decompress every layer and check it against its `diff_id` before the bundle is committed.
     pub check_layers: bool,
+    /// `--base`: earlier bundles (or their index files) whose blobs this one need not carry.
+    pub bases: Vec<PathBuf>,
+    /// Whether `position.sequence` was given (`--sequence`) rather than the creation time.
+    pub sequence_given: bool,
 }
 
 /// What `create` wrote, and what the user should know about what it read.
@@ -51,6 +56,9 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let bases = delta::read_bases(&opts.bases, &key.public_key(), &opts.position.series)?;
+    let mut position = opts.position.clone();
+    position.sequence = delta::sequence(opts.sequence_given.then_some(position.sequence), opts.created, &bases)?;
     let stager = Stager::new(dir, opts.compression)?.observed(Arc::clone(&observer));
     // One pool for all registry traffic and blob copies, as large as the client's connections.
     let pool = Pool::new(opts.registry.connections)?;
@@ -63,9 +71,12 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
     if let Some(dir) = &opts.cache {
         Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool)?;
     }
+    let descriptors = coll.blobs.values().map(|b| &b.descriptor);
+    let delta = Delta::plan(&bases, descriptors.map(|d| (&d.digest, d.size, d.media_type.as_str())));
     let write_opts = WriteOptions {
         created: opts.created,
-        position: opts.position.clone(),
+        position,
+        delta: &delta,
         key,
         observer: &*observer,
         check_layers: opts.check_layers,

@@ -6,6 +6,7 @@
 //! included, has verified; an error or an interruption leaves only the temporary directory, which
 //! is removed.
 
+pub mod absent;
 pub mod docker_archive;
 pub mod push;
 
@@ -13,6 +14,7 @@ use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
 use crate::atomic::sync_dir;
+use crate::bundle::bases::{self, Given};
 use crate::bundle::format::BundleIndex;
 use crate::bundle::reader::{self, Item, Report, Trust};
 use crate::error::{Error, IoContext, Result};
@@ -32,6 +34,23 @@ impl Staged {
 
     pub fn blob_path(&self, digest: &crate::digest::Digest) -> PathBuf {
         self.dir.path().join(digest.blob_path())
+    }
+
+    /// Copies a delta's absent blobs from the base bundles given into the layout, each verified
+    /// as it is read, so that every sink sees a complete image set; `place` names the delta.
+    pub fn fill_from(&self, given: &Given, place: &str) -> Result<()> {
+        let index = self.index();
+        let missing = bases::missing(index, &|b| given.holder(&b.digest).is_some());
+        if !missing.is_empty() {
+            return Err(bases::missing_error(place, index, &missing, "in any --base bundle given"));
+        }
+        for b in index.absent_blobs() {
+            let source = given.holder(&b.digest).map_or_else(String::new, |h| h.place().to_owned());
+            let source = format!("{source}: entry {}", b.digest.blob_path());
+            write_synced(&self.blob_path(&b.digest), &source, &mut given.open_blob(b)?)?;
+        }
+        sync_dir(&self.dir.path().join("blobs").join("sha256"));
+        Ok(())
     }
 
     /// Moves the layout to `dest`, which must not exist yet.

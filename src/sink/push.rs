@@ -111,6 +111,9 @@ pub struct PushOptions {
     pub target: Target,
     pub keep_host: bool,
     pub dry_run: bool,
+    /// (repository, blob) pairs the registry is known to hold already (a delta's absent blobs,
+    /// found by [`crate::sink::absent::check`]): mounted from there, never read from the bundle.
+    pub held: crate::sink::absent::Held,
 }
 
 /// One image's outcome, as `--json` prints it.
@@ -165,7 +168,8 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
         plan.current = current;
     }
     let todo: Vec<&Plan<'_>> = plans.iter().filter(|p| !p.current).collect();
-    let have = present(client, &pool, &todo)?;
+    let mut have = present(client, &pool, &todo)?;
+    have.extend(opts.held.iter().cloned());
     let mut results: Vec<ImageResult> = plans.iter().map(|p| initial_result(p, &have)).collect();
     if opts.dry_run {
         // Each missing blob is uploaded once however many repositories need it.

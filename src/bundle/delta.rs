@@ -1,0 +1,157 @@
+//! Delta bundles on the connected side: which blobs a new bundle may leave out because a base
+//! (an earlier bundle of its series, or just that bundle's signed index) already carried them.
+//!
+//! A base is read only as far as its signed index and checked against the operator's own public
+//! key, so the connected side can keep small index files ([`write_index_file`]) instead of old
+//! bundles. [`Delta::plan`] owns the rule of what a delta carries: every manifest and index (a
+//! sink needs them to tag, and they are small), and every config or layer that no base carries.
+//! A base that is itself a delta lends what its own bases carry; those are recorded as bases too,
+//! so every blob left out names the bundle that holds it. See docs/bundle-format.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use crate::archive::{self, Stream};
+use crate::atomic::AtomicFile;
+use crate::bundle::format::{BaseEntry, BlobEntry, BundleIndex, INDEX_NAME, SIGNATURE_NAME, Series, epoch_seconds};
+use crate::bundle::reader::{self, Trust};
+use crate::bundle::sign::PublicKey;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image;
+
+/// A base's signed index, its signature checked.
+pub struct Base {
+    pub place: String,
+    pub index: BundleIndex,
+    pub entry: BaseEntry,
+}
+
+impl Base {
+    /// Reads the signed index at the start of `path` (a bundle or an index file), never a blob.
+    pub fn read(path: &Path, key: &PublicKey) -> Result<Base> {
+        let place = format!("base {}", path.display());
+        let file = fs_err::File::open(path).at(|| place.clone())?;
+        Self::from_reader(BufReader::new(file), &place, Trust::Key(key))
+    }
+
+    /// A base read from `src`; `trust` is the key its signature must verify with.
+    pub fn from_reader(src: impl Read, place: &str, trust: Trust<'_>) -> Result<Base> {
+        let mut tar = archive::Reader::new(Stream(src), place).plain();
+        let signed = reader::open_signed(&mut tar, place, trust)?;
+        let Some(position) = signed.index.position() else {
+            let msg = "a schema version 1 bundle has no series or sequence number, so no delta can follow it";
+            return Err(Error::bad(place, msg));
+        };
+        let entry = BaseEntry {
+            bundle_id: signed.index.bundle_id.clone(),
+            index_digest: signed.index_digest,
+            series: position.series,
+            sequence: position.sequence,
+        };
+        Ok(Base { place: place.to_owned(), index: signed.index, entry })
+    }
+}
+
+/// Reads every base, refusing one of another series than `series`.
+pub fn read_bases(paths: &[impl AsRef<Path>], key: &PublicKey, series: &Series) -> Result<Vec<Base>> {
+    let mut bases = Vec::new();
+    for path in paths {
+        let base = Base::read(path.as_ref(), key)?;
+        if &base.entry.series != series {
+            let msg = format!("belongs to series `{}`; this bundle is of series `{series}`", base.entry.series);
+            return Err(Error::bad(&base.place, msg));
+        }
+        bases.push(base);
+    }
+    Ok(bases)
+}
+
+/// The sequence number of a bundle made from `bases`: `given`, which must come after every base,
+/// or else the creation time, or one more than the highest base's if that is larger.
+pub fn sequence(given: Option<u64>, created: u64, bases: &[Base]) -> Result<u64> {
+    let highest = bases.iter().max_by_key(|b| b.entry.sequence);
+    match (given, highest) {
+        (Some(n), Some(b)) if n <= b.entry.sequence => {
+            Err(Error::bad("--sequence", format!("{n} is not after {}, the sequence of {}", b.entry.sequence, b.place)))
+        }
+        (Some(n), _) => Ok(n),
+        (None, Some(b)) => Ok(created.max(b.entry.sequence.saturating_add(1))),
+        (None, None) => Ok(created),
+    }
+}
+
+/// A delta's bases and the blobs it leaves to them, by the bundle id of the base that carries each.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub bases: Vec<BaseEntry>,
+    pub carried_by: BTreeMap<Digest, String>,
+}
+
+impl Delta {
+    /// A full bundle: no base, every blob carried.
+    pub fn full() -> Delta {
+        Delta::default()
+    }
+
+    pub fn carries(&self, digest: &Digest) -> bool {
+        !self.carried_by.contains_key(digest)
+    }
+
+    /// Which of `blobs` (digest, size, media type) the new bundle may leave to `bases`: every
+    /// config and layer some base carries, or relies on a base of its own for, with the same size.
+    pub fn plan<'a>(bases: &[Base], blobs: impl IntoIterator<Item = (&'a Digest, u64, &'a str)>) -> Delta {
+        let listed: Vec<HashMap<&Digest, &BlobEntry>> =
+            bases.iter().map(|b| b.index.blobs.iter().map(|e| (&e.digest, e)).collect()).collect();
+        let mut delta = Delta::full();
+        let mut inherited: BTreeMap<String, BaseEntry> = BTreeMap::new();
+        for (digest, size, media_type) in blobs {
+            if image::is_manifest_type(media_type) || image::is_index_type(media_type) {
+                continue;
+            }
+            let holders = bases.iter().zip(&listed).filter_map(|(base, l)| Some((base, l.get(digest)?)));
+            let mut holders: Vec<(&Base, &&BlobEntry)> = holders.filter(|(_, e)| e.size == size).collect();
+            // A base that carries the blob itself first: one bundle less to look for.
+            holders.sort_by_key(|(_, e)| !e.is_carried());
+            let Some((base, entry)) = holders.first() else { continue };
+            let id = match &entry.carried_by {
+                None => base.entry.bundle_id.clone(),
+                Some(id) => {
+                    if let Some(b) = base.index.bases.iter().find(|b| &b.bundle_id == id) {
+                        inherited.entry(id.clone()).or_insert_with(|| b.clone());
+                    }
+                    id.clone()
+                }
+            };
+            delta.carried_by.insert(digest.clone(), id);
+        }
+        for entry in bases.iter().map(|b| b.entry.clone()).chain(inherited.into_values()) {
+            if !delta.bases.iter().any(|b| b.bundle_id == entry.bundle_id) {
+                delta.bases.push(entry);
+            }
+        }
+        delta
+    }
+}
+
+/// `airlock index`: copies a bundle's signed index and its signature, byte for byte, into a small
+/// ustar file at `out`, which every reader of a bundle's index (and `create --base`) takes as it
+/// takes the bundle itself. Nothing is verified here; whoever uses the file checks its signature.
+pub fn write_index_file(src: impl Read, place: &str, out: &Path) -> Result<BundleIndex> {
+    let mut tar = archive::Reader::new(Stream(src), place).plain();
+    let (index_bytes, sig_bytes) = reader::signed_entries(&mut tar, place)?;
+    let index = BundleIndex::parse(&format!("{place}: {INDEX_NAME}"), &index_bytes).map_err(Error::into_integrity)?;
+    let mtime = epoch_seconds(&index.created).unwrap_or(0);
+    let file = AtomicFile::create(out)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::new(file.file()));
+    for (name, bytes) in [(INDEX_NAME, &index_bytes), (SIGNATURE_NAME, &sig_bytes)] {
+        let header = crate::bundle::writer::header(name, bytes.len() as u64, mtime);
+        builder.append(&header, &bytes[..]).at(|| file.place())?;
+    }
+    let mut w = builder.into_inner().at(|| file.place())?;
+    std::io::Write::flush(&mut w).at(|| file.place())?;
+    drop(w);
+    file.commit(0o644)?;
+    Ok(index)
+}
