@@ -107,11 +107,11 @@ impl Delta {
         let mut delta = Delta::full();
         let mut inherited: BTreeMap<String, BaseEntry> = BTreeMap::new();
         for (digest, size, media_type) in blobs {
-            if image::is_manifest_type(media_type) || image::is_index_type(media_type) {
-                continue;
-            }
             let holders = bases.iter().zip(&listed).filter_map(|(base, l)| Some((base, l.get(digest)?)));
             let mut holders: Vec<(&Base, &&BlobEntry)> = holders.filter(|(_, e)| e.size == size).collect();
+            if must_carry(media_type, !holders.is_empty()) {
+                continue;
+            }
             // A base that carries the blob itself first: one bundle less to look for.
             holders.sort_by_key(|(_, e)| !e.is_carried());
             let Some((base, entry)) = holders.first() else { continue };
@@ -133,6 +133,11 @@ impl Delta {
         }
         delta
     }
+}
+
+/// The rule of what a delta carries: every manifest and index, and every other blob no base lists.
+pub fn must_carry(media_type: &str, in_a_base: bool) -> bool {
+    image::is_manifest_type(media_type) || image::is_index_type(media_type) || !in_a_base
 }
 
 /// `airlock index`: copies a bundle's signed index and its signature, byte for byte, into a small

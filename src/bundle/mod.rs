@@ -3,6 +3,7 @@
 
 pub mod bases;
 pub mod delta;
+pub mod diff;
 pub mod format;
 mod graph;
 pub mod indexed;

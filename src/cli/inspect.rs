@@ -39,6 +39,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "schemaVersion": index.schema_version, "series": index.series, "sequence": index.sequence,
             "expires": index.expires, "expired": super::expired(&index),
             "verified": false, "images": images, "blobs": index.blobs.len(), "blobBytes": index.total_blob_bytes(),
+            "bases": index.bases, "absentBlobs": index.absent_blobs().count(), "carriedBlobBytes": index.carried_blob_bytes(),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -48,6 +49,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
         index.bundle_id, index.created, index.tool
     );
     println!("{}", super::position_line(&index));
+    if !index.bases.is_empty() {
+        println!(
+            "a delta: it carries {} of its blobs' {}; its bases carry the rest:",
+            super::bytes(index.carried_blob_bytes()),
+            super::bytes(index.total_blob_bytes())
+        );
+        super::print_bases(&index);
+    }
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
     println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");

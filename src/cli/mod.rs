@@ -2,6 +2,7 @@
 
 mod completions;
 mod create;
+mod diff;
 mod export;
 mod index;
 mod inspect;
@@ -51,6 +52,8 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Copy a bundle's signed index into a small file, the base of the next delta
     Index(index::IndexArgs),
+    /// What changed between two bundles or index files (reads only their indexes)
+    Diff(diff::DiffArgs),
     /// Verify a bundle, then write it as a docker-archive or an OCI layout
     Export(export::ExportArgs),
     /// Verify a bundle, then load it into the Docker Engine at DOCKER_HOST
@@ -71,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Index(a) => index::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Export(a) => export::run(a),
         Command::Load(a) => load::run(a),
         Command::Push(a) => push::run(a),

@@ -3,7 +3,8 @@
 
 use crate::common::Env;
 
-const SUBCOMMANDS: [&str; 8] = ["keygen", "create", "inspect", "verify", "export", "load", "push", "completions"];
+const SUBCOMMANDS: [&str; 10] =
+    ["keygen", "create", "inspect", "verify", "index", "diff", "export", "load", "push", "completions"];
 
 #[test]
 fn completions_for_bash_zsh_and_fish_offer_every_subcommand_and_an_unknown_shell_is_a_usage_error() {

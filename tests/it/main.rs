@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod create;
 mod daemon_source;
+mod deltas;
 mod docker26;
 mod fakes;
 mod full_disk;
