@@ -37,8 +37,11 @@
 #                          target/bench-rev) instead of the work tree
 #   BENCH_AIRLOCK=         path to an airlock binary to use instead of building one
 #   BENCH_WAN=1            0 skips the WAN rows (bench/wan.sh: registry traffic at 50 ms RTT)
+#   BENCH_DELTA=1          0 skips the delta rows (bench/delta.sh: a delta bundle against the
+#                          full one for a one-image change)
 #
-# `bench/run.sh wan` runs only the WAN rows (bench/wan.sh; no root needed).
+# `bench/run.sh wan` runs only the WAN rows (bench/wan.sh; no root needed); `bench/run.sh delta`
+# only the delta rows (bench/delta.sh; no root needed).
 #
 # Needs root (umoci, dockerd). Installs missing peers with scripts/peers.sh and /usr/bin/time
 # with apt-get. Everything started (dockerd, registries) is stopped on exit; the work dir is
@@ -48,8 +51,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 case ${1:-} in
   wan) exec "$ROOT/bench/wan.sh" ;; # the WAN rows alone (see bench/wan.sh)
+  delta) exec "$ROOT/bench/delta.sh" ;; # the delta rows alone (see bench/delta.sh)
   "") ;;
-  *) echo "usage: bench/run.sh [wan]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [wan|delta]" >&2; exit 2 ;;
 esac
 PEERS=$ROOT/scripts/peers.sh
 IMAGES=${BENCH_IMAGES:-4}
@@ -62,6 +66,7 @@ QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
 REGISTRY=${BENCH_REGISTRY:-1}
 DOCKER26=${BENCH_DOCKER26:-1}
 WAN=${BENCH_WAN:-1}
+DELTA=${BENCH_DELTA:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -74,6 +79,7 @@ done
 [[ $REGISTRY =~ ^[01]$ ]] || die "BENCH_REGISTRY must be 0 or 1, got '$REGISTRY'"
 [[ $DOCKER26 =~ ^[01]$ ]] || die "BENCH_DOCKER26 must be 0 or 1, got '$DOCKER26'"
 [[ $WAN =~ ^[01]$ ]] || die "BENCH_WAN must be 0 or 1, got '$WAN'"
+[[ $DELTA =~ ^[01]$ ]] || die "BENCH_DELTA must be 0 or 1, got '$DELTA'"
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
@@ -500,4 +506,9 @@ BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/verify-speed.sh"
 if [ "$WAN" = 1 ]; then
   say "WAN rows (bench/wan.sh)"
   BENCH_AIRLOCK=$AIRLOCK "$ROOT/bench/wan.sh"
+fi
+# a delta bundle against the full one for a one-image change (runs alone as bench/delta.sh).
+if [ "$DELTA" = 1 ]; then
+  say "delta rows (bench/delta.sh)"
+  BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/delta.sh"
 fi
