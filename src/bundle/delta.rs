@@ -160,3 +160,70 @@ pub fn write_index_file(src: impl Read, place: &str, out: &Path) -> Result<Bundl
     file.commit(0o644)?;
     Ok(index)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    fn digest(n: u8) -> Digest {
+        Digest::of_bytes(&[n])
+    }
+
+    /// A base `id` at `sequence` listing blobs (n, carried by) of 10 bytes, and `bases` of its own.
+    fn base(id: &str, sequence: u64, blobs: &[(u8, Option<&str>)], bases: Vec<BaseEntry>) -> Base {
+        let series = Series::try_from("s".to_owned()).unwrap();
+        let entry = BaseEntry { bundle_id: id.into(), index_digest: digest(0), series: series.clone(), sequence };
+        let blobs = blobs
+            .iter()
+            .map(|(n, by)| BlobEntry {
+                digest: digest(*n),
+                size: 10,
+                media_type: LAYER.into(),
+                carried_by: by.map(str::to_owned),
+            })
+            .collect();
+        let index = BundleIndex {
+            schema_version: 2,
+            media_type: String::new(),
+            bundle_id: id.into(),
+            created: String::new(),
+            tool: String::new(),
+            images: Vec::new(),
+            blobs,
+            files: Vec::new(),
+            series: Some(series),
+            sequence: Some(sequence),
+            expires: None,
+            bases,
+        };
+        Base { place: format!("base {id}"), index, entry }
+    }
+
+    #[test]
+    fn a_delta_leaves_out_what_a_base_or_its_own_base_carries_but_never_a_manifest() {
+        let full = base("full", 1, &[(1, None), (2, None)], Vec::new());
+        let d1 = base("d1", 2, &[(1, Some("full")), (3, None)], vec![full.entry.clone()]);
+        let (one, two, three, four, five) = (digest(1), digest(2), digest(3), digest(4), digest(5));
+        let blobs =
+            [(&one, 10, LAYER), (&three, 10, LAYER), (&four, 10, LAYER), (&five, 10, MANIFEST), (&two, 9, LAYER)];
+        let delta = Delta::plan(&[d1], blobs);
+        assert_eq!(delta.carried_by.get(&one).map(String::as_str), Some("full"), "inherited from d1's base");
+        assert_eq!(delta.carried_by.get(&three).map(String::as_str), Some("d1"));
+        assert!(delta.carries(&four) && delta.carries(&five) && delta.carries(&two), "new, a manifest, another size");
+        let ids: Vec<&str> = delta.bases.iter().map(|b| b.bundle_id.as_str()).collect();
+        assert_eq!(ids, ["d1", "full"]);
+    }
+
+    #[test]
+    fn a_delta_comes_after_its_highest_base() {
+        let bases = [base("a", 5, &[], Vec::new()), base("b", 100, &[], Vec::new())];
+        assert_eq!(sequence(None, 50, &bases).unwrap(), 101);
+        assert_eq!(sequence(None, 500, &bases).unwrap(), 500);
+        assert_eq!(sequence(Some(101), 0, &bases).unwrap(), 101);
+        assert!(sequence(Some(100), 0, &bases).unwrap_err().to_string().contains("100 is not after 100"));
+        assert_eq!(sequence(None, 7, &[]).unwrap(), 7);
+    }
+}

@@ -188,6 +188,10 @@ fn a_delta_verifies_alone_and_with_its_bases_and_an_index_file_is_no_base_bundle
         .fails(EXIT_BAD_INPUT, &["4 blobs it relies on are not in any --base bundle given"]);
     assert!(!env.path("out").exists());
     env.run(&["export", "-p", "ops.pub", "same.tar", "--format", "oci", "-o", "out", "--base", "full.tar"]).ok();
+    // An expired delta is refused like any bundle, before its bases are even opened.
+    create(&env, "stale.tar", &images, &["--base", "full.tar", "--expires", "1d"]);
+    let args = ["export", "-p", "ops.pub", "stale.tar", "--format", "oci", "-o", "o2", "--base", "full.tar"];
+    env.run(&args).fails(EXIT_TRUST, &["stale.tar: expired at 2026-01-02T00:00:00Z", "--allow-expired"]);
     let blobs = std::fs::read_dir(env.path("out/blobs/sha256")).unwrap().count();
     assert_eq!(blobs, signed_index(&env, "same.tar")["blobs"].as_array().unwrap().len());
 }
