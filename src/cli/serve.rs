@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use airlock::error::Error;
 use airlock::serve::body::Outcome;
+use airlock::serve::client_config::{self, Client, Server as ClientSide};
 use airlock::serve::content::Naming;
 use airlock::serve::server::{self, Log, Logged, Settings, Stop};
 use airlock::serve::{self as lib, tls};
@@ -44,8 +45,9 @@ pub struct ServeArgs {
     /// Make (or reuse) a CA in DIR and a server certificate for --name and the listen address
     #[arg(long, value_name = "DIR")]
     self_signed: Option<PathBuf>,
-    /// Host names the --self-signed certificate is for (repeatable; default: this host's name)
-    #[arg(long = "name", value_name = "HOST", requires = "self_signed")]
+    /// Host names clients use for this server: in the --self-signed certificate and in
+    /// --print-config (repeatable; default: this host's name)
+    #[arg(long = "name", value_name = "HOST")]
     names: Vec<String>,
     /// Serve plain HTTP on a non-loopback address
     #[arg(long)]
@@ -71,10 +73,17 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let tls = tls_config(&args)?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let key = args.trust.load()?;
     let naming = if args.drop_registry_host { Naming::DropHost } else { Naming::KeepHost };
+    if let Some(client) = args.print_config.as_deref().and_then(Client::parse) {
+        let registries = lib::registries(&args.bundles, super::trust::trust(&key))?;
+        let https = args.tls_cert.is_some() || args.self_signed.is_some();
+        let server = ClientSide { address: client_address(&args), https, private_ca: https, naming, registries };
+        print!("{}", client_config::snippet(client, &server));
+        return Ok(());
+    }
+    let tls = tls_config(&args)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Beside the state file: both are this host's memory of the bundles it took in.
     let record = (!args.reverify).then(|| args.state.path()).transpose()?.map(|p| p.with_file_name(RECORD));
     let trust = super::trust::trust(&key);
@@ -163,6 +172,19 @@ fn tls_config(args: &ServeArgs) -> Result<Option<Arc<tls::ServerConfig>>> {
         return Err(Error::bad(format!("--listen {}", args.listen), msg).into());
     }
     Ok(None)
+}
+
+/// `host:port` as clients reach the server: the first --name, else the listen address (this
+/// host's name for an unspecified one).
+fn client_address(args: &ServeArgs) -> String {
+    let ip = args.listen.ip();
+    let host = match args.names.first() {
+        Some(n) => n.clone(),
+        None if ip.is_unspecified() => hostname(),
+        None if ip.is_ipv6() => format!("[{ip}]"),
+        None => ip.to_string(),
+    };
+    format!("{host}:{}", args.listen.port())
 }
 
 fn hostname() -> String {

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod body;
+pub mod client_config;
 pub mod content;
 pub mod routes;
 pub mod server;
@@ -144,4 +145,17 @@ pub fn admit(state: &mut State, bundles: &[Checked], policy: &Policy) -> Result<
         recorded.extend(state.record(a)?);
     }
     Ok((notes, recorded))
+}
+
+/// The original registry hosts of the images in `bundles` (signatures checked, no blob read): what
+/// a client's configuration sends here.
+pub fn registries(bundles: &[PathBuf], trust: Trust<'_>) -> Result<Vec<String>> {
+    let mut hosts = std::collections::BTreeSet::new();
+    for path in bundles {
+        let bundle = IndexedBundle::open(path, trust)?;
+        // The signed index holds only normalised references (checked when it was parsed).
+        let names = bundle.index().images.iter().filter_map(|i| crate::reference::Reference::parse(&i.name).ok());
+        hosts.extend(names.map(|r| r.registry().to_owned()));
+    }
+    Ok(hosts.into_iter().collect())
 }

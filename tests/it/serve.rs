@@ -462,3 +462,65 @@ fn self_signed_tls_is_trusted_by_skopeo_and_crane_given_the_ca_and_the_ca_is_kep
     tool("skopeo", &["inspect", "--cert-dir", roots.to_str().unwrap(), &format!("docker://{}/{WEB}", files.addr)], &[])
         .ok();
 }
+
+/// Writes the files `--print-config` printed (each after `# file: PATH`) under `root` instead of
+/// `prefix`.
+fn write_config(printed: &str, prefix: &str, root: &std::path::Path) {
+    let mut current: Option<(std::path::PathBuf, String)> = None;
+    let flush = |c: Option<(std::path::PathBuf, String)>| {
+        if let Some((path, text)) = c {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    };
+    for line in printed.lines() {
+        if let Some(path) = line.strip_prefix("# file: ") {
+            flush(current.take());
+            let rel = path.strip_prefix(prefix).unwrap_or_else(|| panic!("{path} is not under {prefix}"));
+            current = Some((root.join(rel.trim_start_matches('/')), String::new()));
+        } else if let Some((_, text)) = &mut current {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    flush(current);
+}
+
+#[test]
+fn containerd_pulls_through_the_printed_hosts_toml_and_directly() {
+    if skip_without(&[Peer::Containerd]) {
+        return;
+    }
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let printed =
+        env.run(&["serve", "-p", "ops.pub", "--print-config", "containerd", "--listen", &served.addr, "b.tar"]).ok();
+    let hosts = env.path("certs.d");
+    write_config(&printed.stdout, "/etc/containerd/certs.d", &hosts);
+    let sock = crate::common::containerd_socket();
+    let ns = format!("airlock-serve-{}", std::process::id());
+    let ctr = |args: &[&str]| {
+        let mut all = vec!["-a", sock.as_str(), "-n", ns.as_str()];
+        all.extend_from_slice(args);
+        tool("ctr", &all, &[])
+    };
+    // The image keeps its own name: the hosts.toml of its registry sends the pull here.
+    let pulled = ctr(&["images", "pull", "--hosts-dir", hosts.to_str().unwrap(), WEB]);
+    let direct = format!("{}/{MULTI}", served.addr);
+    let plain = ctr(&["images", "pull", "--plain-http", "--all-platforms", &direct]);
+    let listed = ctr(&["images", "ls"]);
+    ctr(&["images", "rm", "--sync", WEB, &direct]);
+    tool("ctr", &["-a", &sock, "namespaces", "rm", &ns], &[]);
+    pulled.ok();
+    plain.ok();
+    for (name, img) in [(WEB, WEB), (direct.as_str(), MULTI)] {
+        let line = listed
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not in\n{}", listed.stdout));
+        assert!(line.contains(&digest_of(&index, img)), "{line}");
+    }
+    let log = served.stop().stdout;
+    assert!(log.contains("/v2/example.com/team/web/manifests/1.4?ns=example.com"), "containerd came with ?ns=:\n{log}");
+}
