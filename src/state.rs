@@ -163,26 +163,6 @@ impl State {
         Ok(Admission { notes, record })
     }
 
-    /// [`State::admit`] for `serve`, which is started again with the bundles it served before: the
-    /// bundle applied last in its series (the same sequence and bundle id) is let through again,
-    /// if it has not expired, and nothing is recorded for it.
-    pub fn admit_again(
-        &self,
-        index: &BundleIndex,
-        key_id: Option<&str>,
-        place: &str,
-        policy: &Policy,
-    ) -> Result<Admission> {
-        let again = index.position().zip(key_id).and_then(|(pos, key)| {
-            let last = self.last(key, &pos.series)?;
-            (last.sequence == pos.sequence && last.bundle_id == index.bundle_id).then_some(pos)
-        });
-        let Some(pos) = again else { return self.admit(index, key_id, place, policy) };
-        let mut notes = Vec::new();
-        check_expiry(&pos, place, policy, &mut notes)?;
-        Ok(Admission { notes, record: None })
-    }
-
     /// Records an admitted bundle as applied: call only once its import has fully succeeded.
     /// Returns the entry written, if the state changed.
     pub fn record(&mut self, admission: Admission) -> Result<Option<Applied>> {
@@ -265,21 +245,6 @@ mod tests {
         assert!(gap.notes[0].contains("a gap of 1"), "{:?}", gap.notes);
         let other_key = state.admit(&index(Some(1), None), Some("L"), "b1", &POLICY).unwrap();
         assert!(other_key.notes[0].contains("first bundle"), "{:?}", other_key.notes);
-    }
-
-    #[test]
-    fn serving_the_last_bundle_applied_again_is_let_through_and_an_older_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut state = State::open(&dir.path().join("s.json"), &|| {}).unwrap();
-        let a = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
-        state.record(a).unwrap();
-        let again = state.admit_again(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
-        assert!(again.record.is_none() && again.notes.is_empty(), "{:?}", again.notes);
-        let e = state.admit_again(&index(Some(4), None), Some("K"), "b4", &POLICY).unwrap_err().to_string();
-        assert!(e.contains("sequence 4 is not after 5"), "{e}");
-        let mut other = index(Some(5), None);
-        other.bundle_id = "another".into();
-        assert!(state.admit_again(&other, Some("K"), "x", &POLICY).is_err(), "same sequence, another bundle");
     }
 
     #[test]

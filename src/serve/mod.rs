@@ -21,7 +21,6 @@ use std::sync::Arc;
 use crate::bundle::format::created_rfc3339;
 use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
-use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Observer;
 use crate::serve::api::{BundleFile, Bundles};
@@ -77,14 +76,33 @@ pub fn open(opts: &Options<'_>, observer: &dyn Observer) -> Result<Opened> {
         files.push(BundleFile { file: Arc::new(file), place: checked.bundle.place().to_owned() });
         reports.push(checked);
     }
-    if let Some(d) = content.missing().into_iter().next() {
-        let places: Vec<&str> = reports.iter().map(|c| c.bundle.place()).collect();
-        let msg = format!(
-            "blob {d} is used by an image but carried by none of the bundles given (a delta without its base?)"
-        );
-        return Err(Error::integrity(places.join(", "), msg));
-    }
+    check_complete(&content, &reports)?;
     Ok(Opened { bundles: Bundles { content, files }, reports })
+}
+
+/// Every blob an image uses must be carried by one of the bundles: a delta needs its bases.
+fn check_complete(content: &Content, reports: &[Checked]) -> Result<()> {
+    let Some(missing) = content.missing().into_iter().next() else { return Ok(()) };
+    let indexes = || reports.iter().map(|c| (c.bundle.place(), c.bundle.index()));
+    let needs = indexes().find_map(|(place, index)| {
+        let blob = index.blobs.iter().find(|b| &b.digest == missing)?;
+        let base = index.bases.iter().find(|b| Some(&b.bundle_id) == blob.carried_by.as_ref())?;
+        Some((place, base))
+    });
+    Err(match needs {
+        Some((place, base)) => Error::bad(
+            place,
+            format!(
+                "blob {missing} is carried by its base bundle {} (series `{}`, sequence {}), which is not among the \
+                 bundles given: serve the delta together with its bases",
+                base.bundle_id, base.series, base.sequence
+            ),
+        ),
+        None => {
+            let places: Vec<&str> = indexes().map(|(p, _)| p).collect();
+            Error::integrity(places.join(", "), format!("blob {missing} is used by an image but carried by no bundle"))
+        }
+    })
 }
 
 /// Opens one bundle: the signature, headers and manifests always; every blob unless the record
@@ -98,7 +116,7 @@ fn open_one(
     let place = || path.display().to_string();
     let before = Identity::of(&fs_err::metadata(path).at(place)?);
     let mut bundle = IndexedBundle::open(path, opts.trust)?;
-    let index = Digest::of_bytes(&bundle.index().to_bytes());
+    let index = bundle.report().index_digest.clone();
     let canonical = fs_err::canonicalize(path).at(place)?;
     let key = bundle.report().key_id.clone();
     let verified_before = match (&record, &key) {
@@ -136,7 +154,7 @@ pub fn admit(state: &mut State, bundles: &[Checked], policy: &Policy) -> Result<
         if superseded {
             continue;
         }
-        admissions.push(state.admit_again(b.index(), key, b.place(), policy)?);
+        admissions.push(state.admit(b.index(), key, b.place(), policy)?);
     }
     // Recorded only once every bundle is let through.
     let notes = admissions.iter().flat_map(|a| a.notes.iter().cloned()).collect();

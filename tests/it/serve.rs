@@ -593,3 +593,34 @@ fn the_oci_conformance_suite_passes_its_read_only_pull_tests() {
     let statuses: Vec<u16> = log.lines().filter_map(|l| l.split(' ').nth(4)?.parse().ok()).collect();
     assert!(!statuses.is_empty() && statuses.iter().all(|s| *s < 500), "a server error:\n{log}");
 }
+
+#[test]
+fn a_delta_is_served_with_its_base_and_refused_without_it() {
+    if skip_without(&[Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    sequenced(&env, "full.tar", "base", "1");
+    let web = format!("oci:{}:web-1.4=example.com/sync/web:1", crate::common::fixture_str("oci-layout"));
+    let src = format!("oci:{}:base=example.com/sync/app:1", crate::common::fixture_str("oci-layout"));
+    let args = ["create", "-k", "ops.key", "-o", "delta.tar", "--created", "2026-01-02T00:00:00Z", "--sequence", "2"];
+    env.run(&[&args[..], &["--base", "full.tar", &src, &web]].concat()).ok();
+    let delta = signed_index(&env, "delta.tar");
+    let absent: Vec<&Value> =
+        delta["blobs"].as_array().unwrap().iter().filter(|b| b.get("carriedBy").is_some()).collect();
+    assert!(!absent.is_empty(), "the delta carries every blob: no test");
+    env.run(&["serve", "-p", "ops.pub", "--listen", "127.0.0.1:0", "delta.tar"]).fails(
+        crate::common::EXIT_BAD_INPUT,
+        &["delta.tar", "carried by its base bundle", "sequence 1", "together with its bases"],
+    );
+    let served = Served::start(&env, &["-p", "ops.pub", "delta.tar", "full.tar"]);
+    for name in ["example.com/sync/web:1", "example.com/sync/app:1"] {
+        let dest = format!("oci:{}:x", env.path(&name.replace(['/', ':'], "_")).display());
+        tool("skopeo", &["copy", "--src-tls-verify=false", &format!("docker://{}/{name}", served.addr), &dest], &[])
+            .ok();
+        let raw = tool("skopeo", &["inspect", "--raw", &dest], &[]).ok();
+        assert_eq!(format!("sha256:{}", sha256_hex(raw.stdout.as_bytes())), digest_of(&delta, name));
+    }
+    let log = served.stop().ok().stdout;
+    assert!(!log.contains("CUT"), "{log}");
+}
