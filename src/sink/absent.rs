@@ -3,11 +3,11 @@
 //! an image that uses it (asked with `HEAD`, all at once on the transfer pool). Otherwise nothing
 //! is pushed, and the error names each missing blob and the base bundle that carries it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 
 use crate::bundle::bases::{self, Given};
-use crate::bundle::format::BundleIndex;
+use crate::bundle::format::{BlobEntry, BundleIndex};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
@@ -17,8 +17,16 @@ use crate::transfer::Pool;
 
 /// A delta with the base bundles given for it: reads each blob from whichever holds it.
 pub struct WithBases<'a> {
-    pub delta: &'a dyn Blobs,
-    pub given: &'a Given,
+    delta: &'a dyn Blobs,
+    given: &'a Given,
+    absent: HashMap<&'a Digest, &'a BlobEntry>,
+}
+
+impl<'a> WithBases<'a> {
+    pub fn new(delta: &'a dyn Blobs, given: &'a Given) -> Self {
+        let absent = delta.index().absent_blobs().map(|b| (&b.digest, b)).collect();
+        WithBases { delta, given, absent }
+    }
 }
 
 impl Blobs for WithBases<'_> {
@@ -27,9 +35,9 @@ impl Blobs for WithBases<'_> {
     }
 
     fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        match self.index().blobs.iter().find(|b| &b.digest == digest) {
-            Some(b) if !b.is_carried() => Ok(Box::new(self.given.open_blob(b)?)),
-            _ => self.delta.open(digest),
+        match self.absent.get(digest) {
+            Some(b) => Ok(Box::new(self.given.open_blob(b)?)),
+            None => self.delta.open(digest),
         }
     }
 
@@ -52,13 +60,17 @@ pub fn check(
     keep_host: bool,
 ) -> Result<Held> {
     let index = bundle.index();
+    // The absent blobs no given base holds: the registry must have them.
+    let wanted: HashMap<&Digest, u64> =
+        index.absent_blobs().filter(|b| given.holder(&b.digest).is_none()).map(|b| (&b.digest, b.size)).collect();
     let mut pairs = BTreeSet::new();
-    for img in &index.images {
+    for img in index.images.iter().filter(|i| i.blobs.iter().any(|d| wanted.contains_key(d))) {
         let name = Reference::parse(&img.name).map_err(|e| Error::integrity("signed index", e.to_string()))?;
         let repo = target.map(&name, keep_host)?.repository().to_owned();
-        let absent = index.absent_blobs().filter(|b| img.blobs.contains(&b.digest));
-        for b in absent.filter(|b| given.holder(&b.digest).is_none()) {
-            pairs.insert((repo.clone(), b.digest.clone(), b.size));
+        for d in &img.blobs {
+            if let Some(&size) = wanted.get(d) {
+                pairs.insert((repo.clone(), d.clone(), size));
+            }
         }
     }
     let pairs: Vec<(String, Digest, u64)> = pairs.into_iter().collect();
@@ -84,6 +96,6 @@ pub fn push(
 ) -> Result<PushReport> {
     let pool = Pool::new(client.connections())?;
     let held = check(bundle, given, client, &pool, &opts.target, opts.keep_host)?;
-    let with_bases = WithBases { delta: bundle, given };
+    let with_bases = WithBases::new(bundle, given);
     push::push(&with_bases, client, &PushOptions { held, ..opts }, progress)
 }
