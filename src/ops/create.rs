@@ -68,11 +68,12 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         registries: Arc::new(Registries::new(opts.registry.clone())),
     };
     let mut coll = plan::read_all(&opts.sources, &read_opts, &stager, &pool)?;
-    if let Some(dir) = &opts.cache {
-        Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool)?;
-    }
     let descriptors = coll.blobs.values().map(|b| &b.descriptor);
     let delta = Delta::plan(&bases, descriptors.map(|d| (&d.digest, d.size, d.media_type.as_str())));
+    if let Some(dir) = &opts.cache {
+        // What the bases carry is never fetched: a delta reads only the blobs it carries.
+        Cache::open(dir)?.observed(Arc::clone(&observer)).fill(&mut coll, &pool, &|d| delta.carries(d))?;
+    }
     let write_opts = WriteOptions {
         created: opts.created,
         position,

@@ -44,13 +44,14 @@ impl Cache {
         self.dir.join(digest.blob_path())
     }
 
-    /// Fetches every registry blob of the collection into the cache on the transfer pool, and
-    /// points the collection at the cached copies.
-    pub fn fill(&self, coll: &mut Collection, pool: &Pool) -> Result<()> {
+    /// Fetches every registry blob of the collection that `wanted` names into the cache on the
+    /// transfer pool, and points the collection at the cached copies (a delta's bundle wants only
+    /// the blobs it carries).
+    pub fn fill(&self, coll: &mut Collection, pool: &Pool, wanted: &dyn Fn(&Digest) -> bool) -> Result<()> {
         let todo: Vec<(Digest, u64, Origin)> = coll
             .blobs
             .values()
-            .filter(|b| matches!(b.origin, Origin::Registry { .. }))
+            .filter(|b| matches!(b.origin, Origin::Registry { .. }) && wanted(&b.descriptor.digest))
             .map(|b| (b.descriptor.digest.clone(), b.descriptor.size, b.origin.clone()))
             .collect();
         pool.try_for_each(&todo, |(d, size, origin)| self.ensure(d, *size, origin))?;

@@ -365,3 +365,31 @@ fn a_signed_index_that_lies_about_its_bases_is_refused() {
     env.run(&["verify", "-p", "ops.pub", "other-base.tar", "--base", "full.tar"])
         .fails(4, &["full.tar: bundle", "the delta records sha256:0000"]);
 }
+
+#[test]
+fn a_delta_from_a_registry_fetches_only_the_blobs_it_carries() {
+    if skip_without(&[Peer::Registry]) {
+        return;
+    }
+    let env = Env::new();
+    let reg = Registry::start(&[]);
+    let both = [(BASE, "example.com/r/app:1"), (WEB, "example.com/r/web:1")];
+    create(&env, "both.tar", &both, &["--sequence", "1"]);
+    push(&env, "both.tar", &format!("{}/src", reg.host), &["--state", "seed.json"]).ok();
+    // Yesterday's bundle held app:1 only; today's adds web:1, whose own layer is all that is new.
+    create(&env, "yesterday.tar", &[(BASE, "example.com/r/app:1")], &["--sequence", "2"]);
+    env.run(&["index", "yesterday.tar", "-o", "yesterday.index"]).ok();
+    let before = reg.requests().len();
+    let (app, web) = (format!("docker://{}/src/r/app:1", reg.host), format!("docker://{}/src/r/web:1", reg.host));
+    let args =
+        ["create", "-k", "ops.key", "-o", "today.tar", "--base", "yesterday.index", "--cache", "cache", &app, &web];
+    env.run(&args).ok();
+    let requests = reg.requests().split_off(before);
+    let fetched =
+        |digest: &str| requests.iter().any(|r| r.starts_with("GET ") && r.contains(&format!("/blobs/{digest}")));
+    assert!(fetched(WEB_LAYER), "{requests:#?}");
+    assert!(!fetched(BUSYBOX_LAYER), "the base's layer was fetched: {requests:#?}");
+    let cached = tool("find", &[&env.path("cache").display().to_string(), "-type", "f"], &[]).ok().stdout;
+    assert!(!cached.contains(BUSYBOX_LAYER.trim_start_matches("sha256:")), "{cached}");
+    env.run(&["verify", "-p", "ops.pub", "today.tar", "--base", "yesterday.tar"]).ok();
+}
