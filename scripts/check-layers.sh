@@ -25,7 +25,7 @@ my @table = (
     [1, qw(registry daemon)],
     [2, qw(source)],
     [3, qw(plan)],
-    [4, qw(bundle)],
+    [4, qw(bundle volume)],
     [5, qw(sink state serve)],
     [6, qw(ops)],
 );

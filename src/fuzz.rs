@@ -47,7 +47,8 @@ pub fn bundle_reader(data: &[u8]) {
         std::io::copy(r, &mut std::io::sink()).map(drop).map_err(|e| Error::io("fuzz", e))
     });
     let file = scratch_file("bundle.tar", data);
-    if let Ok(bundle) = IndexedBundle::open(&file, Trust::Insecure) {
+    let opened = crate::volume::input::Volumes::file(&file).map(std::sync::Arc::new);
+    if let Ok(bundle) = opened.and_then(|v| IndexedBundle::open(v, Trust::Insecure)) {
         for blob in &bundle.index().blobs {
             if let Ok(mut r) = bundle.open_blob(&blob.digest) {
                 let _ = std::io::copy(&mut r, &mut std::io::sink());

@@ -11,13 +11,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 
 use crate::archive::read_some;
 use crate::digest::{Digest, Hasher, Mismatch};
+use crate::local_file::ReadAt;
 
 /// Size of one buffer: large enough that a read or a hand-over costs nothing next to hashing it,
 /// small enough that the few in flight stay in the CPU's cache until they are hashed (with 14
@@ -315,7 +315,7 @@ pub struct Range<T> {
 /// every read. Returns the first failure found.
 pub fn check_ranges<'r, T: Sync>(
     pool: &HashPool,
-    file: &std::fs::File,
+    file: &dyn ReadAt,
     ranges: &'r [Range<T>],
     moved: &(dyn Fn(u64) + Sync),
 ) -> Result<(), (&'r T, io::Error)> {
@@ -357,7 +357,7 @@ pub fn check_ranges<'r, T: Sync>(
 
 /// Reads `file` from `pos` up to `end` with positional reads (no shared cursor).
 struct At<'f> {
-    file: &'f std::fs::File,
+    file: &'f dyn ReadAt,
     pos: u64,
     end: u64,
     moved: &'f (dyn Fn(u64) + Sync),

@@ -51,6 +51,7 @@ pub mod local_file;
 pub mod progress;
 pub mod reference;
 pub mod transfer;
+pub mod volume;
 pub mod walk;
 
 #[doc(hidden)]

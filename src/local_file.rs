@@ -9,6 +9,34 @@ use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
+/// Reads at an offset without a shared cursor, so several threads can read one input at once
+/// (a bundle file, or a split bundle's parts: [`crate::volume::input::Volumes`]).
+pub trait ReadAt: Sync {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+
+    /// Fills `buf` from `offset`; fewer bytes than asked for is an `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, offset) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    offset += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+}
+
 /// The largest minisign key file accepted.
 pub const MAX_KEY_BYTES: u64 = 4096;
 /// The largest image list accepted.

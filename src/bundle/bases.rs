@@ -26,7 +26,7 @@ impl Given {
     pub fn open(paths: &[PathBuf], trust: Trust<'_>, delta: &BundleIndex) -> Result<Given> {
         let mut bundles = Vec::new();
         for path in paths {
-            let bundle = IndexedBundle::open(path, trust)?;
+            let bundle = IndexedBundle::open_path(path, trust)?;
             check_base(&bundle, delta)?;
             bundles.push(bundle);
         }

@@ -8,24 +8,26 @@
 //! read that detects a mismatch.
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read};
+use std::sync::Arc;
 
 use crate::archive;
 use crate::bundle::format::BundleIndex;
 use crate::bundle::graph::Graph;
 use crate::bundle::reader::{self, Expected, Item, Report, Trust};
 use crate::digest::{Digest, VerifyingReader};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::hash_pool::{self, HashPool, Range};
 use crate::json;
 use crate::progress::{Moving, Observer, Phase};
+use crate::volume::input::{Source, Volumes};
 
 /// An entry's name, digest, and data offset and size (if the archive holds it).
 type Located<'a> = (String, &'a Digest, Option<&'a (u64, u64)>);
 
 pub struct IndexedBundle {
-    path: PathBuf,
+    /// The bundle's file, or its parts.
+    volumes: Arc<Volumes>,
     place: String,
     /// Data offset and size of every blob.
     offsets: HashMap<Digest, (u64, u64)>,
@@ -35,16 +37,16 @@ pub struct IndexedBundle {
 }
 
 impl IndexedBundle {
-    pub fn open(path: &Path, trust: Trust<'_>) -> Result<Self> {
-        Self::open_named(path, path.display().to_string(), trust)
-    }
-
-    /// Opens `path` with errors naming `place` (a file not yet at its final name).
-    pub fn open_named(path: &Path, place: String, trust: Trust<'_>) -> Result<Self> {
-        let file = fs_err::File::open(path).at(|| place.clone())?;
-        let len = file.metadata().at(|| place.clone())?.len();
-        let mut tar = archive::Reader::new(BufReader::with_capacity(1 << 16, file), &place).with_len(len).plain();
+    /// Opens a bundle held in one file or in parts; a split bundle's index must carry the bundle
+    /// id its signed part list names.
+    pub fn open(volumes: Arc<Volumes>, trust: Trust<'_>) -> Result<Self> {
+        let place = volumes.place().to_owned();
+        let input = BufReader::with_capacity(1 << 16, volumes.cursor(0, volumes.len()));
+        let mut tar = archive::Reader::new(input, &place).with_len(volumes.len()).plain();
         let signed = reader::open_signed(&mut tar, &place, trust)?;
+        if let Some(list) = volumes.list() {
+            crate::volume::list::check_bundle_id(list, &signed.index, &place)?;
+        }
         let mut offsets = HashMap::new();
         let mut file_offsets = HashMap::new();
         let mut expected = Expected::new(&signed.index);
@@ -66,9 +68,17 @@ impl IndexedBundle {
             bytes_checked: 0,
             index: signed.index,
         };
-        let bundle = IndexedBundle { path: path.to_owned(), place, offsets, file_offsets, report };
+        let bundle = IndexedBundle { volumes, place, offsets, file_offsets, report };
         bundle.check_manifests()?;
         Ok(bundle)
+    }
+
+    /// Opens the bundle a user named: a file, or a split bundle by a part or its directory.
+    pub fn open_path(path: &std::path::Path, trust: Trust<'_>) -> Result<Self> {
+        match crate::volume::input::open(&[path.to_owned()], &trust)? {
+            Source::Volumes(v) => Self::open(v, trust),
+            _ => Err(Error::bad(path.display().to_string(), "needs a bundle file or its parts, not a pipe")),
+        }
     }
 
     /// Reads each manifest once (one at a time: only its edges are kept) and checks the graph
@@ -97,8 +107,9 @@ impl IndexedBundle {
         &self.place
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The bundle's file or parts, for positional reads of what [`IndexedBundle::blob_at`] says.
+    pub fn volumes(&self) -> &Arc<Volumes> {
+        &self.volumes
     }
 
     /// Where a blob's bytes start in the file, and how many there are (`None`: not carried).
@@ -136,10 +147,9 @@ impl IndexedBundle {
             let &(offset, size) = at.ok_or_else(|| Error::integrity(&self.place, format!("{name} is missing")))?;
             ranges.push(Range { offset, size, digest: digest.clone(), tag: name });
         }
-        let file = fs_err::File::open(&self.path).at(|| self.place.clone())?;
         let total = ranges.iter().map(|r| r.size).sum();
         let task = Moving::begin((), observer, Phase::Verify, &self.place, total);
-        hash_pool::check_ranges(&HashPool::default(), file.file(), &ranges, &|n| task.observer_moved(n))
+        hash_pool::check_ranges(&HashPool::default(), &*self.volumes, &ranges, &|n| task.observer_moved(n))
             .map_err(|(name, e)| Error::io(format!("{}: entry {name}", self.place), e).into_integrity())?;
         Ok(total)
     }
@@ -158,9 +168,8 @@ impl IndexedBundle {
     pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader<Box<dyn Read + Send>>> {
         let at = || format!("{}: entry {}", self.place, digest.blob_path());
         let (offset, size) = *self.offsets.get(digest).ok_or_else(|| Error::integrity(at(), "not in the bundle"))?;
-        let mut f = fs_err::File::open(&self.path).at(at)?;
-        f.seek(SeekFrom::Start(offset)).at(at)?;
-        let r: Box<dyn Read + Send> = Box::new(BufReader::with_capacity(1 << 20, f).take(size));
+        let r: Box<dyn Read + Send> =
+            Box::new(BufReader::with_capacity(1 << 20, self.volumes.cursor(offset, offset.saturating_add(size))));
         Ok(VerifyingReader::new(r, digest.clone(), size))
     }
 

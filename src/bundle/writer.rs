@@ -8,12 +8,10 @@
 //! archive of the same entries (sorted blobs, fixed headers), whatever order blobs arrive in.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
-use crate::atomic::AtomicFile;
 use crate::bundle::delta::Delta;
 use crate::bundle::format::{
     BlobEntry, BundleIndex, FileEntry, INDEX_NAME, ImageEntry, MEDIA_TYPE, Position, SCHEMA_VERSION, SIGNATURE_NAME,
@@ -24,11 +22,13 @@ use crate::bundle::reader::Trust;
 use crate::bundle::sign::SecretKey;
 use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::image::{self, Parsed};
 use crate::plan::{Blob, Collection, Image, Opened};
 use crate::progress::{Moving, Observer, Phase};
 use crate::transfer::Pool;
+use crate::volume::list::PartList;
+use crate::volume::output::{Output, Split};
 
 pub struct WriteOptions<'a> {
     /// Seconds since the epoch, recorded as the creation time and every entry's mtime.
@@ -45,6 +45,8 @@ pub struct WriteOptions<'a> {
     pub pool: &'a Pool,
     /// A delta's bases and the blobs it leaves to them ([`Delta::full`]: none).
     pub delta: &'a Delta,
+    /// Volumes of a fixed size (`--volume-size`) and parity parts, instead of one file.
+    pub split: Option<Split>,
 }
 
 /// What `create` reports.
@@ -54,6 +56,8 @@ pub struct Written {
     pub bundle_bytes: u64,
     /// Blob bytes that separate per-image archives would have stored again.
     pub bytes_saved: u64,
+    /// The signed part list, when the bundle was split into volumes.
+    pub parts: Option<PartList>,
 }
 
 pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<Written> {
@@ -73,31 +77,29 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let blobs: Vec<(u64, &Blob)> = carried.into_iter().map(|b| (layout.place(b.descriptor.size), b)).collect();
 
     let place = || out.display().to_string();
-    let tmp = AtomicFile::create(out)?;
-    let file = tmp.file();
     // Every gap (padding, the end-of-archive blocks) reads as zeros, as a tar writer pads.
-    file.set_len(layout.archive_len()).at(place)?;
+    let output = Output::create(out, layout.archive_len(), opts.split)?;
+    let file = &output;
     let total = blobs.iter().map(|(_, b)| b.descriptor.size).sum();
     let moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
     let moved = |n: u64| moving.observer_moved(n);
     opts.pool.try_for_each(&blobs, |(at, blob)| {
         let d = &blob.descriptor;
-        put(file, *at, &d.digest.blob_path(), d.size, opts.created).at(place)?;
-        copy_blob(file, at + BLOCK, blob, &place(), &moved)
+        put(file, *at, &d.digest.blob_path(), d.size, opts.created)?;
+        copy_blob(file, at + BLOCK, blob, &moved)
     })?;
     // The signed index goes in once every blob is in its slot and verified.
     for (at, path, bytes) in small {
-        put(file, at, path, bytes.len() as u64, opts.created).at(place)?;
-        file.write_all_at(bytes, at + BLOCK).at(place)?;
+        put(file, at, path, bytes.len() as u64, opts.created)?;
+        file.write_all_at(bytes, at + BLOCK)?;
     }
     if opts.check_layers {
-        let written = IndexedBundle::open_named(tmp.temp_path(), place(), Trust::Insecure)?;
+        let written = IndexedBundle::open(Arc::new(file.written()?), Trust::Insecure)?;
         super::layers::check_bundle(&written)?;
     }
-    // A bundle is not secret: the usual file mode, not tempfile's 0600.
-    let bundle_bytes = tmp.commit(0o644)?;
+    let (bundle_bytes, parts) = output.commit(&index.bundle_id, opts.key, opts.created)?;
     let bytes_saved = bytes_saved(&index);
-    Ok(Written { index, bundle_bytes, bytes_saved })
+    Ok(Written { index, bundle_bytes, bytes_saved, parts })
 }
 
 const BLOCK: u64 = 512;
@@ -123,7 +125,7 @@ impl Layout {
 }
 
 /// Writes an entry's header at `at`.
-fn put(file: &File, at: u64, path: &str, size: u64, mtime: u64) -> std::io::Result<()> {
+fn put(file: &Output, at: u64, path: &str, size: u64, mtime: u64) -> Result<()> {
     file.write_all_at(header(path, size, mtime).as_bytes(), at)
 }
 
@@ -132,7 +134,7 @@ const COPY_BUFFER: usize = 256 << 10;
 
 /// Streams one blob into its slot at `at`, verified against its digest on the way: a source that
 /// sends more than the blob's size fails before its excess is written, so a slot never overflows.
-fn copy_blob(file: &File, at: u64, blob: &Blob, out: &str, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
+fn copy_blob(file: &Output, at: u64, blob: &Blob, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
     let d = &blob.descriptor;
     let Opened { reader, blame } = blob.open()?;
     let mut source = VerifyingReader::new(reader, d.digest.clone(), d.size);
@@ -145,7 +147,7 @@ fn copy_blob(file: &File, at: u64, blob: &Blob, out: &str, moved: &(dyn Fn(u64) 
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(blame.error(e)),
         };
-        file.write_all_at(&buf[..n], pos).map_err(|e| Error::io(out, e))?;
+        file.write_all_at(&buf[..n], pos)?;
         pos += n as u64;
         moved(n as u64);
     }
@@ -302,6 +304,7 @@ mod tests {
             check_layers: false,
             pool: &pool,
             delta: &Delta::full(),
+            split: None,
         };
         write(&coll, &out, &opts).unwrap();
         let planned = std::fs::read(&out).unwrap();
@@ -337,6 +340,7 @@ mod tests {
             check_layers: false,
             pool: &pool,
             delta: &Delta::full(),
+            split: None,
         };
         let err = write(&coll, &out, &opts).unwrap_err();
         assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");

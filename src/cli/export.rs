@@ -18,8 +18,8 @@ Examples:
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct ExportArgs {
-    /// The bundle (or - for stdin)
-    bundle: PathBuf,
+    #[arg(value_name = "BUNDLE", required = true, help = super::BUNDLE_HELP)]
+    bundle: Vec<PathBuf>,
     #[command(flatten)]
     trust: super::trust::TrustArgs,
     /// Output format
@@ -49,9 +49,11 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let key = args.trust.load()?;
     let state = args.state.open()?;
     let shown = super::progress::observer();
-    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
+    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
+    let (src, place) = super::stream_shown(&source, &*shown)?;
     super::interrupt::set_outcome(format!("{} was not written", args.output.display()));
-    let staged = sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output))?;
+    let staged =
+        sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output)).map_err(|e| source.explain(e))?;
     super::print_verified(&place, &staged.report);
     let admitted = args.state.admit(state, &staged.report, &place)?;
     let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;

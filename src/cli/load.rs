@@ -16,8 +16,8 @@ Examples:
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct LoadArgs {
-    /// The bundle (or - for stdin)
-    bundle: PathBuf,
+    #[arg(value_name = "BUNDLE", required = true, help = super::BUNDLE_HELP)]
+    bundle: Vec<PathBuf>,
     #[command(flatten)]
     trust: super::trust::TrustArgs,
     /// Platform to take from multi-platform images (default: this host's)
@@ -39,12 +39,13 @@ pub fn run(args: LoadArgs) -> Result<()> {
     let key = args.trust.load()?;
     let state = args.state.open()?;
     let shown = super::progress::observer();
-    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
+    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
+    let (src, place) = super::stream_shown(&source, &*shown)?;
     let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     super::interrupt::set_outcome(
         "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",
     );
-    let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp)?;
+    let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp).map_err(|e| source.explain(e))?;
     super::print_verified(&place, &staged.report);
     let admitted = args.state.admit(state, &staged.report, &place)?;
     let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;

@@ -12,14 +12,18 @@ mod load;
 mod progress;
 mod push;
 mod registry_args;
+mod repair;
 mod serve;
 mod state_args;
 mod trust;
 mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use airlock::bundle::reader::Trust;
 use airlock::error::{Class, Error};
+use airlock::volume::input::Source;
 use clap::{Parser, Subcommand};
 
 /// Exit codes, one per error class (2 is clap's usage error).
@@ -62,6 +66,8 @@ enum Command {
     Push(push::PushArgs),
     /// Serve bundles in place as a read-only registry (verified first)
     Serve(serve::ServeArgs),
+    /// Rebuild a split bundle's missing or damaged parts from its parity parts
+    Repair(repair::RepairArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(completions::CompletionsArgs),
 }
@@ -79,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Load(a) => load::run(a),
         Command::Push(a) => push::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Repair(a) => repair::run(a),
         Command::Completions(a) => completions::run(a),
     }
     .map(|()| ExitCode::SUCCESS)
@@ -117,22 +124,28 @@ pub fn bytes(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// Opens a bundle path, or stdin for `-`.
-pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn std::io::Read>, String)> {
-    if path.as_os_str() == "-" {
-        return Ok((Box::new(std::io::stdin().lock()), "<stdin>".into()));
-    }
-    let f = fs_err::File::open(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), path.display().to_string()))
+/// How every command that reads a bundle describes its BUNDLE argument.
+pub const BUNDLE_HELP: &str =
+    "The bundle (or - for stdin); a split bundle: its first part, all its parts in order, or its directory";
+
+/// Opens the bundle named on the command line: a file, a split bundle's parts, a pipe or stdin.
+pub fn open_source(paths: &[PathBuf], trust: &Trust<'_>) -> airlock::error::Result<Source> {
+    airlock::volume::input::open(paths, trust)
 }
 
-/// Opens a bundle like [`open_bundle`], showing the bytes read (and so verified) as they move.
-pub fn open_bundle_shown<'o>(
-    path: &std::path::Path,
+/// A sequential reader of a bundle whose index alone is read (not verified, so the part list's
+/// signature is not checked either): a file, a split bundle's parts, a pipe or stdin.
+pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn std::io::Read>, String)> {
+    open_source(&[path.to_owned()], &Trust::Insecure)?.reader()
+}
+
+/// A sequential reader of the bundle, showing the bytes read (and so verified) as they move.
+pub fn stream_shown<'o>(
+    source: &'o Source,
     observer: &'o dyn airlock::progress::Observer,
 ) -> airlock::error::Result<(Box<dyn std::io::Read + 'o>, String)> {
-    let (src, place) = open_bundle(path)?;
-    let total = if path.as_os_str() == "-" { 0 } else { path.metadata().map_or(0, |m| m.len()) };
+    let (src, place) = source.reader()?;
+    let total = source.known_len().unwrap_or(0);
     let moving = airlock::progress::Moving::begin(src, observer, airlock::progress::Phase::Verify, &place, total);
     Ok((Box::new(moving), place))
 }

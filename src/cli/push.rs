@@ -1,6 +1,7 @@
 //! `airlock push`: verify a bundle, then replay it into a registry under `--to`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use airlock::bundle::bases::Given;
 use airlock::bundle::indexed::IndexedBundle;
@@ -9,6 +10,7 @@ use airlock::registry::Client;
 use airlock::sink::absent;
 use airlock::sink::push::{Blobs, PushOptions, PushReport, Target};
 use airlock::sink::{self, Staged};
+use airlock::volume::input::Source;
 use anyhow::Result;
 
 /// `--help` ends with these (the README's examples).
@@ -22,8 +24,8 @@ Examples:
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct PushArgs {
-    /// The bundle (or - for stdin)
-    bundle: PathBuf,
+    #[arg(value_name = "BUNDLE", required = true, help = super::BUNDLE_HELP)]
+    bundle: Vec<PathBuf>,
     #[command(flatten)]
     trust: super::trust::TrustArgs,
     /// Where images land: HOST[:PORT][/PREFIX]; each keeps its path under PREFIX
@@ -64,21 +66,25 @@ pub fn run(args: PushArgs) -> Result<()> {
     ));
     let staged: Staged;
     let indexed: IndexedBundle;
-    let (bundle, report): (&dyn Blobs, _) = if args.bundle.as_os_str() == "-" {
-        if args.registry.password_stdin {
-            return Err(
-                Error::bad("--password-stdin", "stdin carries the bundle; give the password another way").into()
-            );
+    let source = super::open_source(&args.bundle, &trust)?;
+    let (bundle, report): (&dyn Blobs, _) = match source {
+        Source::Volumes(volumes) => {
+            indexed = IndexedBundle::open(Arc::clone(&volumes), trust).map_err(|e| volumes.explain(e))?;
+            (&indexed, indexed.report())
         }
-        let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-        staged = sink::stage(std::io::stdin().lock(), "<stdin>", trust, &tmp)?;
-        super::print_verified("<stdin>", &staged.report);
-        (&staged, &staged.report)
-    } else {
-        indexed = IndexedBundle::open(&args.bundle, trust)?;
-        (&indexed, indexed.report())
+        Source::Stdin if args.registry.password_stdin => {
+            let msg = "stdin carries the bundle; give the password another way";
+            return Err(Error::bad("--password-stdin", msg).into());
+        }
+        stream => {
+            let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+            let (src, place) = stream.reader()?;
+            staged = sink::stage(src, &place, trust, &tmp)?;
+            super::print_verified(&place, &staged.report);
+            (&staged, &staged.report)
+        }
     };
-    let admitted = args.state.admit(state, report, &args.bundle.display().to_string())?;
+    let admitted = args.state.admit(state, report, &args.bundle[0].display().to_string())?;
     let given = Given::open(&args.bases, trust, bundle.index())?;
     let shown = super::progress::observer();
     let observer = shown.clone();

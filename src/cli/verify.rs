@@ -1,13 +1,19 @@
 //! `airlock verify`: signature first, then every blob and file, streamed; a report for auditors.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use airlock::bundle::bases::{self, Given};
 use airlock::bundle::format::BlobEntry;
 use airlock::bundle::indexed::IndexedBundle;
 use airlock::bundle::layers::{self, Checked};
 use airlock::bundle::reader::{self, Report};
+use airlock::bundle::sign::PublicKey;
 use airlock::error::Error;
+use airlock::volume::Names;
+use airlock::volume::input::{Source, Volumes};
+use airlock::volume::list::{self, Which};
+use airlock::volume::repair;
 use anyhow::Result;
 use serde_json::json;
 
@@ -15,13 +21,15 @@ use serde_json::json;
 const EXAMPLES: &str = "\
 Examples:
   airlock verify -p ops.pub bundle.tar   # signature + every blob; exit 0 only if all holds
-  airlock verify -p ops.pub --json bundle.tar > audit.json";
+  airlock verify -p ops.pub --json bundle.tar > audit.json
+  airlock verify -p ops.pub bundle.tar.001          # a split bundle, read across its parts
+  airlock verify -p ops.pub --part bundle.tar.003   # one part alone, against the signed part list";
 
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct VerifyArgs {
-    /// The bundle (or - for stdin)
-    bundle: PathBuf,
+    #[arg(value_name = "BUNDLE", required_unless_present = "part", help = super::BUNDLE_HELP)]
+    bundle: Vec<PathBuf>,
     #[command(flatten)]
     trust: super::trust::TrustArgs,
     /// Print a machine-readable report on stdout
@@ -35,6 +43,9 @@ pub struct VerifyArgs {
     /// must be at hand, each base's signature and every blob the delta relies on are checked
     #[arg(long = "base", value_name = "BUNDLE")]
     bases: Vec<PathBuf>,
+    /// Check one part of a split bundle alone (OUT.003, OUT.p01) against its signed part list
+    #[arg(long, value_name = "PART", conflicts_with_all = ["bundle", "check_layers", "bases"])]
+    part: Option<PathBuf>,
 }
 
 /// What `--base` established: the bytes of the delta's absent blobs checked in the given bases.
@@ -44,6 +55,9 @@ struct BasesChecked {
 }
 
 pub fn run(args: VerifyArgs) -> Result<()> {
+    if let Some(part) = &args.part {
+        return verify_part(part, &args);
+    }
     let result = verify(&args).and_then(|(r, layers)| {
         let bases = check_bases(&args, &r)?;
         Ok((r, layers, bases))
@@ -51,7 +65,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     if args.json {
         let doc = match &result {
             Ok((r, layers, bases)) => report_json(r, layers.as_ref(), bases.as_ref(), &args),
-            Err(e) => json!({"bundle": args.bundle, "result": "failed", "error": e.to_string()}),
+            Err(e) => json!({"bundle": args.bundle[0], "result": "failed", "error": e.to_string()}),
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
@@ -63,7 +77,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         };
         println!(
             "{}: OK: {sig}; {} images, {} blobs, {} files, {} checked",
-            args.bundle.display(),
+            args.bundle[0].display(),
             r.index.images.len(),
             r.blobs_checked,
             r.files_checked,
@@ -108,7 +122,7 @@ fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<BasesChecked>> {
     let given = Given::open(&args.bases, super::trust::trust(&key), &r.index)?;
     let missing = bases::missing(&r.index, &|b| given.holder(&b.digest).is_some());
     if !missing.is_empty() {
-        let place = args.bundle.display().to_string();
+        let place = args.bundle[0].display().to_string();
         return Err(bases::missing_error(&place, &r.index, &missing, "in any --base bundle given").into());
     }
     let observer = super::progress::observer();
@@ -122,21 +136,61 @@ fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<BasesChecked>> {
 
 fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
     let key = args.trust.load()?;
-    if args.bundle.as_os_str() != "-" && args.bundle.metadata().is_ok_and(|m| m.is_file()) {
-        // A file can be read at many places at once: every blob hashes on its own core.
-        let mut bundle = IndexedBundle::open(&args.bundle, super::trust::trust(&key))?;
-        bundle.check_contents(&*super::progress::observer())?;
-        let layers = if args.check_layers { Some(layers::check_bundle(&bundle)?) } else { None };
-        return Ok((bundle.into_report(), layers));
+    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
+    if let Source::Volumes(volumes) = &source {
+        // Files can be read at many places at once: every blob hashes on its own core.
+        let checked = check_files(Arc::clone(volumes), &key, args.check_layers);
+        return checked.map_err(|e| volumes.explain(e).into());
     }
     if args.check_layers {
         let msg = "needs a bundle file, not stdin or a pipe: layers are read in parallel, after every blob verified";
         return Err(Error::bad("--check-layers", msg).into());
     }
     let shown = super::progress::observer();
-    let (src, place) = super::open_bundle_shown(&args.bundle, &*shown)?;
+    let (src, place) = super::stream_shown(&source, &*shown)?;
     let report = reader::read(src, &place, super::trust::trust(&key), &mut |_| Ok(()), &mut |_, _| Ok(()))?;
     Ok((report, None))
+}
+
+fn check_files(
+    volumes: Arc<Volumes>,
+    key: &Option<PublicKey>,
+    check_layers: bool,
+) -> Result<(Report, Option<Checked>), Error> {
+    let mut bundle = IndexedBundle::open(volumes, super::trust::trust(key))?;
+    bundle.check_contents(&*super::progress::observer())?;
+    let layers = if check_layers { Some(layers::check_bundle(&bundle)?) } else { None };
+    Ok((bundle.into_report(), layers))
+}
+
+/// `--part`: one part's size and sha256 against the signed part list.
+fn verify_part(part: &std::path::Path, args: &VerifyArgs) -> Result<()> {
+    let key = args.trust.load()?;
+    let names = Names::of_member(part).ok_or_else(|| {
+        Error::bad(part.display().to_string(), "is not named as a part of a split bundle (OUT.001, OUT.p01)")
+    })?;
+    let list = list::load(&names, &super::trust::trust(&key))?;
+    let (which, size) = repair::check_part(&names, &list, part)?;
+    let what = match which {
+        Which::Data(i) => format!("data part {} of {}", i + 1, list.parts.len()),
+        Which::Parity(j) => format!("parity part {} of {}", j + 1, list.parity_parts().len()),
+    };
+    let sig = match &key {
+        Some(k) => format!("part list signed by key {}", k.key_id()),
+        None => "PART LIST SIGNATURE NOT CHECKED (--insecure-no-signature)".into(),
+    };
+    if args.json {
+        let doc = json!({"part": part, "result": "ok", "bundleId": list.bundle_id, "size": size, "which": what, "signatureChecked": key.is_some()});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!(
+        "{}: OK: {what} of bundle {}, {}, size and sha256 match the signed part list; {sig}",
+        part.display(),
+        list.bundle_id,
+        super::bytes(size)
+    );
+    Ok(())
 }
 
 fn report_json(
@@ -159,7 +213,7 @@ fn report_json(
     let files: Vec<_> =
         r.index.files.iter().map(|f| json!({"path": f.path, "digest": f.digest, "size": f.size})).collect();
     json!({
-        "bundle": args.bundle,
+        "bundle": args.bundle[0],
         "result": "ok",
         "bundleId": r.index.bundle_id,
         "created": r.index.created,

@@ -16,6 +16,7 @@ use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
 use crate::source::{ReadOptions, SourceSpec};
 use crate::transfer::Pool;
+use crate::volume::output::Split;
 
 pub struct CreateOptions {
     pub sources: Vec<SourceSpec>,
@@ -37,6 +38,8 @@ pub struct CreateOptions {
     pub bases: Vec<PathBuf>,
     /// Whether `position.sequence` was given (`--sequence`) rather than the creation time.
     pub sequence_given: bool,
+    /// Write volumes of a fixed size, with parity parts (`--volume-size`, `--parity`).
+    pub split: Option<Split>,
 }
 
 /// What `create` wrote, and what the user should know about what it read.
@@ -82,6 +85,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         observer: &*observer,
         check_layers: opts.check_layers,
         pool: &pool,
+        split: opts.split,
     };
     let written = writer::write(&coll, &opts.output, &write_opts)?;
     Ok(Created { written, notices: coll.notices })

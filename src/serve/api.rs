@@ -23,7 +23,8 @@ pub struct Bundles {
 }
 
 pub struct BundleFile {
-    pub file: Arc<std::fs::File>,
+    /// The bundle's file, or its parts.
+    pub file: Arc<crate::volume::input::Volumes>,
     pub place: String,
 }
 

@@ -9,7 +9,6 @@
 //! bytes it handed over and how it ended: the request log's line.
 
 use std::future::Future;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
@@ -21,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::digest::{Digest, Hasher, Mismatch};
+use crate::local_file::ReadAt;
 
 /// Size of one chunk read from a bundle.
 const CHUNK: usize = 256 << 10;
@@ -80,7 +80,7 @@ impl Drop for Pooled {
 
 /// A blob's place in an open bundle file.
 pub struct BlobSource {
-    pub file: Arc<std::fs::File>,
+    pub file: Arc<crate::volume::input::Volumes>,
     /// The bundle file and entry, for messages.
     pub place: String,
     pub offset: u64,

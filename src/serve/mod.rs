@@ -27,6 +27,7 @@ use crate::serve::api::{BundleFile, Bundles};
 use crate::serve::content::{Content, Naming};
 use crate::serve::verified::{Identity, Record};
 use crate::state::{Applied, Policy, State};
+use crate::volume::input::Volumes;
 
 /// Which bundles to serve and how.
 pub struct Options<'a> {
@@ -73,7 +74,7 @@ pub fn open(opts: &Options<'_>, observer: &dyn Observer) -> Result<Opened> {
     let mut reports = Vec::new();
     for (n, (checked, file)) in opened.into_iter().enumerate() {
         content.add(n, &checked.bundle);
-        files.push(BundleFile { file: Arc::new(file), place: checked.bundle.place().to_owned() });
+        files.push(BundleFile { file, place: checked.bundle.place().to_owned() });
         reports.push(checked);
     }
     check_complete(&content, &reports)?;
@@ -112,10 +113,11 @@ fn open_one(
     opts: &Options<'_>,
     record: Option<&mut Record>,
     observer: &dyn Observer,
-) -> Result<(Checked, std::fs::File)> {
+) -> Result<(Checked, Arc<Volumes>)> {
     let place = || path.display().to_string();
     let before = Identity::of(&fs_err::metadata(path).at(place)?);
-    let mut bundle = IndexedBundle::open(path, opts.trust)?;
+    let volumes = Arc::new(Volumes::file(path)?);
+    let mut bundle = IndexedBundle::open(Arc::clone(&volumes), opts.trust)?;
     let index = bundle.report().index_digest.clone();
     let canonical = fs_err::canonicalize(path).at(place)?;
     let key = bundle.report().key_id.clone();
@@ -133,7 +135,7 @@ fn open_one(
     if let (Some(r), Some(k), None) = (record, &key, &verified_before) {
         r.remember(&canonical, before, index, k, created_rfc3339(opts.now)?);
     }
-    Ok((Checked { bundle, verified_before }, file))
+    Ok((Checked { bundle, verified_before }, volumes))
 }
 
 /// Checks the served bundles against the importers' state, as an import would: per signing key and
@@ -170,7 +172,7 @@ pub fn admit(state: &mut State, bundles: &[Checked], policy: &Policy) -> Result<
 pub fn registries(bundles: &[PathBuf], trust: Trust<'_>) -> Result<Vec<String>> {
     let mut hosts = std::collections::BTreeSet::new();
     for path in bundles {
-        let bundle = IndexedBundle::open(path, trust)?;
+        let bundle = IndexedBundle::open_path(path, trust)?;
         // The signed index holds only normalised references (checked when it was parsed).
         let names = bundle.index().images.iter().filter_map(|i| crate::reference::Reference::parse(&i.name).ok());
         hosts.extend(names.map(|r| r.registry().to_owned()));

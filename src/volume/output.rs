@@ -1,0 +1,196 @@
+//! Where the bundle writer puts its bytes: one file, or volumes of a fixed size. The writer plans
+//! the whole archive first and writes every piece at its offset ([`Output::write_all_at`]); here an
+//! archive offset becomes a part and an offset in it. Every part is an [`AtomicFile`]: a failure
+//! anywhere drops them all, so no partial part is left behind. A split bundle is committed by
+//! reading its parts back once for their digests and parity ([`parity::seal`]), then renaming
+//! the data and parity parts into place and writing the signed part list last.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::atomic::AtomicFile;
+use crate::bundle::sign::SecretKey;
+use crate::error::{Error, IoContext, Result};
+use crate::volume::input::Volumes;
+use crate::volume::list::{self, Parity, Part, PartList};
+use crate::volume::parity::{self, Shard};
+use crate::volume::{MAX_PARITY, MAX_PARTS, Names, human, preflight};
+
+/// `--volume-size` and `--parity`.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    pub volume_size: u64,
+    pub parity: usize,
+}
+
+/// The bundle's files while they are written.
+pub struct Output {
+    dest: PathBuf,
+    /// Data parts in order (one, holding everything, when not split).
+    parts: Vec<AtomicFile>,
+    parity: Vec<AtomicFile>,
+    split: Option<Split>,
+    len: u64,
+}
+
+/// How many data parts an archive of `len` bytes needs in volumes of `volume_size`.
+pub fn part_count(len: u64, volume_size: u64) -> u64 {
+    len.div_ceil(volume_size).max(1)
+}
+
+impl Output {
+    /// Creates the temporary files of an archive of `len` bytes at `dest`, each at its final
+    /// length (gaps read as zeros, as a tar writer pads).
+    /// Checks the output filesystem first ([`preflight`]).
+    pub fn create(dest: &Path, len: u64, split: Option<Split>) -> Result<Self> {
+        if let Some(s) = split {
+            check_counts(dest, len, s)?;
+        }
+        preflight::check(dest, preflight::needed(len, split), split)?;
+        let Some(s) = split else {
+            let file = AtomicFile::create(dest)?;
+            file.file().set_len(len).map_err(|e| write_error(&dest.display().to_string(), e))?;
+            return Ok(Output { dest: dest.to_owned(), parts: vec![file], parity: Vec::new(), split, len });
+        };
+        let names = Names::new(dest);
+        let count = part_count(len, s.volume_size) as usize;
+        let sized = |path: PathBuf, size: u64| -> Result<AtomicFile> {
+            let file = AtomicFile::create(&path)?;
+            file.file().set_len(size).map_err(|e| write_error(&path.display().to_string(), e))?;
+            Ok(file)
+        };
+        let last = len - (count as u64 - 1) * s.volume_size;
+        let sizes = (0..count).map(|i| if i + 1 == count { last } else { s.volume_size });
+        let parts = sizes.enumerate().map(|(i, n)| sized(names.part(i), n)).collect::<Result<Vec<_>>>()?;
+        let first = s.volume_size.min(len);
+        let parity = (0..s.parity).map(|j| sized(names.parity(j), first)).collect::<Result<Vec<_>>>()?;
+        Ok(Output { dest: dest.to_owned(), parts, parity, split, len })
+    }
+
+    /// Writes `buf` at archive offset `at`, across parts as needed.
+    pub fn write_all_at(&self, mut buf: &[u8], mut at: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let volume = self.split.map_or(u64::MAX, |s| s.volume_size);
+        while !buf.is_empty() {
+            let (i, off) = ((at / volume) as usize, at % volume);
+            let n = buf.len().min((volume - off).min(usize::MAX as u64) as usize);
+            let part = self.parts.get(i).ok_or_else(|| Error::bad(self.place(), "a write past the planned end"))?;
+            part.file().write_all_at(&buf[..n], off).map_err(|e| write_error(&part.place(), e))?;
+            buf = &buf[n..];
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// How messages name the output.
+    pub fn place(&self) -> String {
+        self.dest.display().to_string()
+    }
+
+    /// What has been written so far, readable as the finished bundle will be.
+    pub fn written(&self) -> Result<Volumes> {
+        let paths: Vec<PathBuf> = self.parts.iter().map(|p| p.temp_path().to_owned()).collect();
+        Volumes::files(&paths, self.place())
+    }
+
+    /// Puts everything in place; a split bundle gets its digests, its parity and its signed part
+    /// list (last). Returns the bundle's length, and the part list.
+    pub fn commit(mut self, bundle_id: &str, key: &SecretKey, created: u64) -> Result<(u64, Option<PartList>)> {
+        let Some(split) = self.split else {
+            return Ok((self.parts.remove(0).commit(0o644)?, None));
+        };
+        let list = self.seal(bundle_id, split)?;
+        let names = Names::new(&self.dest);
+        for file in self.parts.into_iter().chain(self.parity) {
+            file.commit(0o644)?;
+        }
+        let (bytes, sig) = list.sign(key, created);
+        write_whole(&names.signature(), sig.as_bytes())?;
+        write_whole(&names.list(), &bytes)?;
+        remove_stale(&names, list.parts.len(), split.parity);
+        Ok((self.len, Some(list)))
+    }
+
+    /// Reads the data parts back once: their digests, and the parity parts written from them.
+    fn seal(&self, bundle_id: &str, split: Split) -> Result<PartList> {
+        fn shard(f: &AtomicFile) -> Result<Shard<'_>> {
+            let len = f.file().metadata().at(|| f.place())?.len();
+            Ok(Shard { file: f.file(), len, name: f.place() })
+        }
+        let data = self.parts.iter().map(shard).collect::<Result<Vec<_>>>()?;
+        let parity = self.parity.iter().map(shard).collect::<Result<Vec<_>>>()?;
+        let (sums, parity_sums) = parity::seal(&data, &parity)?;
+        let entries = |shards: &[Shard<'_>], sums: Vec<_>| -> Vec<Part> {
+            shards.iter().zip(sums).map(|(s, digest)| Part { size: s.len, digest }).collect()
+        };
+        let parity = (split.parity > 0)
+            .then(|| Parity { scheme: list::PARITY_SCHEME.into(), parts: entries(&parity, parity_sums) });
+        Ok(PartList {
+            media_type: list::MEDIA_TYPE.into(),
+            bundle_id: bundle_id.to_owned(),
+            bundle_bytes: self.len,
+            volume_size: split.volume_size,
+            parts: entries(&data, sums),
+            parity,
+        })
+    }
+}
+
+/// A split into more parts than names or the parity code allow is refused before a byte is written.
+fn check_counts(dest: &Path, len: u64, s: Split) -> Result<()> {
+    let count = part_count(len, s.volume_size);
+    let place = dest.display().to_string();
+    if count > MAX_PARTS as u64 {
+        let msg = format!(
+            "{} in volumes of {} is {count} parts, more than {MAX_PARTS}: use a larger --volume-size",
+            human(len),
+            human(s.volume_size)
+        );
+        return Err(Error::bad(place, msg));
+    }
+    if s.parity > MAX_PARITY || (s.parity > 0 && count as usize + s.parity > parity::MAX_SHARDS) {
+        let most = parity::MAX_SHARDS;
+        let msg = format!(
+            "{count} data parts and {} parity parts: at most {MAX_PARITY} parity parts and {most} parts in all",
+            s.parity
+        );
+        return Err(Error::bad("--parity", msg));
+    }
+    Ok(())
+}
+
+/// A small file written whole and atomically.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let file = AtomicFile::create(path)?;
+    file.file().write_all(bytes).map_err(|e| write_error(&file.place(), e))?;
+    file.commit(0o644).map(drop)
+}
+
+/// Parts of an earlier, longer split of the same name would be taken for this one's by `cat
+/// OUT.0*`: they go.
+fn remove_stale(names: &Names, parts: usize, parity: usize) {
+    for i in parts..MAX_PARTS {
+        if fs_err::remove_file(names.part(i)).is_err() {
+            break;
+        }
+    }
+    for j in parity..MAX_PARITY {
+        if fs_err::remove_file(names.parity(j)).is_err() {
+            break;
+        }
+    }
+}
+
+/// A failed write, saying which limit a full disk (ENOSPC) or a file-size cap (EFBIG: FAT32's
+/// 4 GiB − 1, or `ulimit -f`) is.
+pub fn write_error(place: &str, e: io::Error) -> Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::EFBIG) => {
+            "the file-size limit was hit (EFBIG: FAT32 stops at 4 GiB − 1; `ulimit -f` also caps files); split the bundle with --volume-size (e.g. fat32)"
+        }
+        Some(libc::ENOSPC) => "the output filesystem is full (ENOSPC)",
+        _ => return Error::io(place, e),
+    };
+    Error::io(format!("{place}: {hint}; every part written so far was removed"), e)
+}
