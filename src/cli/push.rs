@@ -67,6 +67,10 @@ pub fn run(args: PushArgs) -> Result<()> {
     let staged: Staged;
     let indexed: IndexedBundle;
     let source = super::open_source(&args.bundle, &trust)?;
+    let split = match &source {
+        Source::Volumes(v) => Some(Arc::clone(v)),
+        _ => None,
+    };
     let (bundle, report): (&dyn Blobs, _) = match source {
         Source::Volumes(volumes) => {
             indexed = IndexedBundle::open(Arc::clone(&volumes), trust).map_err(|e| volumes.explain(e))?;
@@ -90,7 +94,11 @@ pub fn run(args: PushArgs) -> Result<()> {
     let observer = shown.clone();
     let keep_host = args.keep_registry_host;
     let opts = PushOptions { target, keep_host, dry_run: args.dry_run, observer, held: Default::default() };
-    let report = absent::push(bundle, &given, &client, opts, &|event, _| shown.println(event))?;
+    let report =
+        absent::push(bundle, &given, &client, opts, &|event, _| shown.println(event)).map_err(|e| match &split {
+            Some(v) => v.explain(e),
+            None => e,
+        })?;
     if !args.dry_run {
         admitted.record()?;
     }

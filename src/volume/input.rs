@@ -88,6 +88,9 @@ impl Volumes {
     /// named, with what `repair` can do (every part is hashed, so only on failure).
     pub fn explain(&self, err: Error) -> Error {
         let Some((names, list)) = &self.split else { return err };
+        if err.class() == crate::error::Class::Registry {
+            return err;
+        }
         let damage = repair::check_all(names, list);
         if damage.is_empty() { err } else { repair::damage_error(names, list, &damage) }
     }

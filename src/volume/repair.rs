@@ -81,11 +81,8 @@ pub fn damage_error(names: &Names, list: &PartList, damage: &[Damage]) -> Error 
     let parity = list.parity_parts().len();
     let parts: Vec<String> = damage.iter().map(|d| format!("{} {}", d.path.display(), d.why)).collect();
     let advice = if damage.len() <= parity {
-        format!(
-            "`airlock repair {}` can rebuild {} from the {parity} parity parts",
-            names.part(0).display(),
-            them(damage.len())
-        )
+        let from = if parity == 1 { "its parity part".to_owned() } else { format!("its {parity} parity parts") };
+        format!("`airlock repair {}` can rebuild {} from {from}", names.part(0).display(), them(damage.len()))
     } else if parity == 0 {
         "the bundle has no parity parts to rebuild them from: copy them again from the original".to_owned()
     } else {

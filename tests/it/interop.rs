@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::common::{Env, Peer, Run, containerd_socket, docker_host, fixture_str, skip_without, tool};
 
 /// The single-platform tags of the standard bundle, in docker's familiar form.
-const STANDARD_TAGS: [&str; 5] = [
+pub(crate) const STANDARD_TAGS: [&str; 5] = [
     "example.com/team/base:1.0",
     "example.com/team/web:1.4",
     "example.com/team/web:latest",
@@ -19,15 +19,15 @@ const STANDARD_TAGS: [&str; 5] = [
 ];
 
 /// The private dockerd is shared by every test thread; tests here that load into it take turns.
-static DOCKER: Mutex<()> = Mutex::new(());
+pub(crate) static DOCKER: Mutex<()> = Mutex::new(());
 
-fn docker(args: &[&str]) -> Run {
+pub(crate) fn docker(args: &[&str]) -> Run {
     let host = docker_host();
     tool("docker", args, &[("DOCKER_HOST", host.as_str())])
 }
 
 /// Removes the tags it holds from the private dockerd when dropped, even after a failed assertion.
-struct DockerTags(Vec<String>);
+pub(crate) struct DockerTags(pub(crate) Vec<String>);
 
 impl Drop for DockerTags {
     fn drop(&mut self) {
@@ -76,11 +76,11 @@ fn lines(s: &str) -> BTreeSet<String> {
 }
 
 /// What `docker load` / `podman load` printed as loaded.
-fn loaded(out: &str) -> BTreeSet<String> {
+pub(crate) fn loaded(out: &str) -> BTreeSet<String> {
     out.lines().filter_map(|l| l.strip_prefix("Loaded image: ")).map(|t| t.trim().to_owned()).collect()
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
+pub(crate) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 

@@ -28,3 +28,4 @@ mod signed_lies;
 mod sinks;
 mod sync;
 mod verify;
+mod volumes;

@@ -14,7 +14,7 @@ use crate::fakes::{RewritingProxy, set_header};
 const EXIT_REGISTRY: i32 = 7;
 
 /// The signed index's images: (name, digest).
-fn signed_images(env: &Env, bundle: &str) -> Vec<(String, String)> {
+pub(crate) fn signed_images(env: &Env, bundle: &str) -> Vec<(String, String)> {
     let run = env.run(&["inspect", "--json", bundle]).ok();
     let doc: Value = serde_json::from_str(&run.stdout).unwrap();
     doc["images"].as_array().unwrap().iter().map(|i| (s(&i["name"]), s(&i["digest"]))).collect()
@@ -25,13 +25,13 @@ fn s(v: &Value) -> String {
 }
 
 /// Where `push --to HOST/mirror` puts an image: the path under the prefix, the host dropped.
-fn target(reg: &Registry, name: &str) -> String {
+pub(crate) fn target(reg: &Registry, name: &str) -> String {
     let path = name.split_once('/').unwrap().1;
     format!("{}/mirror/{path}", reg.host)
 }
 
 /// The digest of what the registry serves for a reference, as skopeo sees it (None: absent).
-fn registry_digest(reference: &str, extra: &[&str]) -> Option<String> {
+pub(crate) fn registry_digest(reference: &str, extra: &[&str]) -> Option<String> {
     let image = format!("docker://{reference}");
     let mut args = vec!["inspect", "--raw"];
     args.extend_from_slice(extra);
@@ -54,7 +54,7 @@ fn sum(report: &Value, field: &str) -> u64 {
     report["images"].as_array().unwrap().iter().map(|i| i[field].as_u64().unwrap()).sum()
 }
 
-const PLAIN: &[&str] = &["--tls-verify=false"];
+pub(crate) const PLAIN: &[&str] = &["--tls-verify=false"];
 
 #[test]
 fn push_lands_every_image_with_the_digests_of_the_signed_index() {
