@@ -114,14 +114,7 @@ pub fn exit_code(err: &anyhow::Error) -> ExitCode {
 
 /// Human-readable byte counts.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    airlock::volume::human(n)
 }
 
 /// How every command that reads a bundle describes its BUNDLE argument.
