@@ -15,7 +15,8 @@
 # airlock's default (BENCH_WAN_CONCURRENCY, keep it equal to the README's figure).
 #
 # Settings (environment): BENCH_WAN_IMAGES=100, BENCH_WAN_DELAY_MS=25 (one way),
-# BENCH_WAN_BASE_KB=1024 (base layer content), BENCH_WAN_CONCURRENCY=16, and from bench/run.sh:
+# BENCH_WAN_BASE_KB=1024 (base layer content), BENCH_WAN_CONCURRENCY=16, BENCH_WAN_ROWS=all
+# (`create` times only the create rows, `push` only the push rows), and from bench/run.sh:
 # BENCH_RUNS=3, BENCH_QUIET_WAIT=180, BENCH_KEEP=0, BENCH_AIRLOCK (a binary to use instead of
 # building one). Needs skopeo and docker-registry (scripts/peers.sh install); not root.
 set -euo pipefail
@@ -26,6 +27,7 @@ IMAGES=${BENCH_WAN_IMAGES:-100}
 DELAY=${BENCH_WAN_DELAY_MS:-25}
 BASE_KB=${BENCH_WAN_BASE_KB:-1024}
 CONC=${BENCH_WAN_CONCURRENCY:-16}
+ROWS=${BENCH_WAN_ROWS:-all}
 RUNS=${BENCH_RUNS:-3}
 KEEP=${BENCH_KEEP:-0}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
@@ -36,6 +38,7 @@ for v in IMAGES DELAY BASE_KB CONC RUNS QUIET_WAIT; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 [ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] && [ "$CONC" -ge 1 ] || die "images, runs and concurrency must be >= 1"
+[[ $ROWS =~ ^(all|create|push)$ ]] || die "BENCH_WAN_ROWS must be all, create or push, got '$ROWS'"
 
 WORK=$(mktemp -d /tmp/awan.XXXXXX)
 # Every run imports the same bundle again: a state file of its own, never the user's, and
@@ -155,25 +158,32 @@ for ((k = 1; k <= IMAGES; k++)); do
   echo "    wan/app$k: [\"1.0\"]" >>"$SYNC"
 done
 
-say "through the proxy: create, create --cache, skopeo sync; $RUNS interleaved rounds"
-drop_cache() { rm -rf "$WORK/out/cache"; }
-job wan_create "$WORK/out/w.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/w.tar" -f "$LIST"
-job wan_create_cache "$WORK/out/wc.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/wc.tar" \
-  --cache "$WORK/out/cache" -f "$LIST"
-hooks wan_create_cache drop_cache ""
-job wan_skopeo_sync "$WORK/out/sync" skopeo sync --src yaml --dest dir "$SYNC" "$WORK/out/sync"
-run_jobs wan_create wan_create_cache wan_skopeo_sync
-rm -rf "$WORK/out/wc.tar" "$WORK/out/sync" "$WORK/out/cache"
+if [ "$ROWS" != push ]; then
+  say "through the proxy: create, create --cache, skopeo sync; $RUNS interleaved rounds"
+  drop_cache() { rm -rf "$WORK/out/cache"; }
+  job wan_create "$WORK/out/w.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/w.tar" -f "$LIST"
+  job wan_create_cache "$WORK/out/wc.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/wc.tar" \
+    --cache "$WORK/out/cache" -f "$LIST"
+  hooks wan_create_cache drop_cache ""
+  job wan_skopeo_sync "$WORK/out/sync" skopeo sync --src yaml --dest dir "$SYNC" "$WORK/out/sync"
+  run_jobs wan_create wan_create_cache wan_skopeo_sync
+  rm -rf "$WORK/out/wc.tar" "$WORK/out/sync" "$WORK/out/cache"
+else
+  "$AIRLOCK" create -k ops.key -o "$WORK/out/w.tar" -f "$LIST" >"$WORK/logs/w.log" 2>&1 ||
+    { tail "$WORK/logs/w.log" >&2; die "airlock create of the bundle to push failed"; }
+fi
 
-say "through the proxy: push into an empty registry, push again into a full one; $RUNS rounds"
-start_registry "$WORK/reg/full" "$P_FULL"
-"$AIRLOCK" push -p ops.pub --allow-rollback w.tar --to "127.0.0.1:$P_FULL" >"$WORK/logs/fill.log" 2>&1 ||
-  { tail "$WORK/logs/fill.log" >&2; die "filling the full registry failed"; }
-job wan_push_cold - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_COLD"
-hooks wan_push_cold "fresh_registry $P_COLD" drop_registry
-job wan_push_repeat - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_FULL"
-run_jobs wan_push_cold wan_push_repeat
-REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[wan_push_repeat]}.log")
+if [ "$ROWS" != create ]; then
+  say "through the proxy: push into an empty registry, push again into a full one; $RUNS rounds"
+  start_registry "$WORK/reg/full" "$P_FULL"
+  "$AIRLOCK" push -p ops.pub --allow-rollback w.tar --to "127.0.0.1:$P_FULL" >"$WORK/logs/fill.log" 2>&1 ||
+    { tail "$WORK/logs/fill.log" >&2; die "filling the full registry failed"; }
+  job wan_push_cold - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_COLD"
+  hooks wan_push_cold "fresh_registry $P_COLD" drop_registry
+  job wan_push_repeat - "$AIRLOCK" push -p ops.pub --allow-rollback "$WORK/out/w.tar" --to "127.0.0.1:$X_FULL"
+  run_jobs wan_push_cold wan_push_repeat
+  REPEAT_UP=$(sed -n 's/^.*: uploaded \(.*\) in all$/\1/p' "$WORK/logs/${JOB_BEST[wan_push_repeat]}.log")
+fi
 
 # ---------------------------------------------------------------------------------------------
 RTT=$(awk -v d="$DELAY" 'BEGIN { print 2 * d / 1000 }')
@@ -197,11 +207,15 @@ w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
   wrow "operation" "wall s" "floor s" "ratio" "others" "goal s" ""
   printf '%.0s-' {1..110}
   echo
-  w "airlock create -f LIST" wan_create 2 2.5
-  w "airlock create --cache DIR -f LIST (cold)" wan_create_cache 2 2.5
-  w "skopeo sync --src yaml --dest dir" wan_skopeo_sync 2 ""
-  w "airlock push -> empty registry (cold)" wan_push_cold 3 4
-  w "airlock push again (registry has everything)" wan_push_repeat 1 1 "uploaded ${REPEAT_UP:-?}"
+  if [ "$ROWS" != push ]; then
+    w "airlock create -f LIST" wan_create 2 2.5
+    w "airlock create --cache DIR -f LIST (cold)" wan_create_cache 2 2.5
+    w "skopeo sync --src yaml --dest dir" wan_skopeo_sync 2 ""
+  fi
+  if [ "$ROWS" != create ]; then
+    w "airlock push -> empty registry (cold)" wan_push_cold 3 4
+    w "airlock push again (registry has everything)" wan_push_repeat 1 1 "uploaded ${REPEAT_UP:-?}"
+  fi
   printf '%.0s-' {1..110}
   echo
   echo "floor: RTT x round trips per image (create 2, cold push 3, repeat push 1) x images / $CONC (airlock's default concurrency); ratio = wall / floor."

@@ -36,6 +36,7 @@ use ureq::http::{Method, Response};
 
 pub use self::download::MAX_RESUMES;
 pub use self::pace::DEFAULT_TIMEOUT;
+pub use self::upload::Landed;
 
 use self::auth::{Auth, Credential, CredentialSource};
 use self::pace::Watchdog;

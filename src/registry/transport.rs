@@ -4,7 +4,8 @@
 //! Rules kept here so that no endpoint can forget them:
 //! - **Scheme.** https always. Plain http only for loopback registries or with `insecure`, and only
 //!   when https gets no answer there but http gets a registry's (`GET /v2/` answering 200 or 401);
-//!   the choice is made once per client. Certificates are always verified.
+//!   the choice is made once per client, by one probe the other requests wait for. Certificates
+//!   are always verified.
 //! - **Credentials** go only to the registry's own origin (scheme, host, port). Redirects are
 //!   followed here, not by ureq, so a blob download sent on to a storage host never carries them.
 //! - **Retries.** Connection failures, 5xx and 429 are retried with exponential backoff and jitter
@@ -13,6 +14,7 @@
 
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -144,6 +146,10 @@ pub(super) struct Transport {
     pub pace: Pace,
     policy: SchemePolicy,
     origin: Mutex<Option<String>>,
+    /// Held while the scheme is probed; the failed probes so far and whether the last was silent.
+    probing: Mutex<()>,
+    probe_failures: AtomicU64,
+    probe_silent: AtomicBool,
     pub auth: Auth,
     /// How many requests may be in flight; a 429 lowers it for every request (`throttle`).
     throttle: Throttle,
@@ -176,6 +182,9 @@ impl Transport {
             pace,
             policy,
             origin: Mutex::new(None),
+            probing: Mutex::new(()),
+            probe_failures: AtomicU64::new(0),
+            probe_silent: AtomicBool::new(false),
             auth,
             throttle,
         })
@@ -305,16 +314,45 @@ impl Transport {
 
     /// `https://host` or, where allowed and needed, `http://host`; decided on first use.
     fn origin(&self, place: &str) -> Attempt<String> {
-        if let Some(o) = &*self.origin.lock().unwrap_or_else(PoisonError::into_inner) {
-            return Ok(o.clone());
+        if let Some(o) = self.known_origin() {
+            return Ok(o);
         }
-        // Probed without holding the lock: a silent registry must not queue every thread
-        // behind one probe. Concurrent probes find the same answer.
         let https = format!("https://{}", self.host);
-        let try_http = self.policy.insecure || is_loopback(&self.host);
-        let chosen = if try_http { self.probe(https, place)? } else { https };
-        *self.origin.lock().unwrap_or_else(PoisonError::into_inner) = Some(chosen.clone());
-        Ok(chosen)
+        if !(self.policy.insecure || is_loopback(&self.host)) {
+            *self.origin.lock().unwrap_or_else(PoisonError::into_inner) = Some(https.clone());
+            return Ok(https);
+        }
+        // One probe at a time: a pool's workers starting together wait for its answer instead of
+        // each opening connections of its own. Those that waited for a probe that failed fail
+        // like it, so a silent registry costs one probe's wait, not one per worker in turn.
+        let failures = self.probe_failures.load(Ordering::SeqCst);
+        let _probing = self.probing.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = self.known_origin() {
+            return Ok(o);
+        }
+        if self.probe_failures.load(Ordering::SeqCst) != failures {
+            let err = Error::registry(place, "cannot reach the registry over https or http");
+            return Err(if self.probe_silent.load(Ordering::SeqCst) {
+                Failure::Silent(err)
+            } else {
+                Failure::Retry { err, after: None }
+            });
+        }
+        match self.probe(https, place) {
+            Ok(chosen) => {
+                *self.origin.lock().unwrap_or_else(PoisonError::into_inner) = Some(chosen.clone());
+                Ok(chosen)
+            }
+            Err(failure) => {
+                self.probe_silent.store(matches!(failure, Failure::Silent(_)), Ordering::SeqCst);
+                self.probe_failures.fetch_add(1, Ordering::SeqCst);
+                Err(failure)
+            }
+        }
+    }
+
+    fn known_origin(&self) -> Option<String> {
+        self.origin.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn probe(&self, https: String, place: &str) -> Attempt<String> {

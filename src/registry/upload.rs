@@ -14,7 +14,7 @@ use std::io::{self, Read};
 use ureq::http::{Method, Response};
 
 use super::transport::{Attempt, Body, Failure, header, retrying, status_error};
-use super::{Client, check_content_digest, scopes};
+use super::{Client, check_content_digest, check_repo, scopes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -35,6 +35,23 @@ struct Session {
     location: String,
     offset: u64,
     chunk: u64,
+    /// A previous attempt used it: ask the registry where it stands before sending more.
+    resumed: bool,
+}
+
+/// How a blob came to be whole in the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landed {
+    /// The registry linked it from the repository named to mount from.
+    Mounted,
+    /// Its bytes were sent.
+    Uploaded,
+}
+
+/// What `POST /v2/<name>/blobs/uploads/` opened.
+enum Started {
+    Mounted,
+    Session(Session),
 }
 
 impl Client {
@@ -48,26 +65,64 @@ impl Client {
         size: u64,
         open: &mut dyn FnMut() -> Result<Box<dyn Read + Send>>,
     ) -> Result<()> {
+        self.place_blob(repo, None, digest, size, open).map(drop)
+    }
+
+    /// Asks the registry to mount the blob from `from_repo` (`POST …?mount=<digest>&from=…`)
+    /// and, when it declines, uploads it through the session it opened in answer: one round trip
+    /// when the blob is there, none wasted when it is not. With `from_repo` = `repo` this asks
+    /// whether the repository holds the blob already ([`Landed::Mounted`] then means it did).
+    pub fn mount_or_push_blob(
+        &self,
+        repo: &str,
+        from_repo: &str,
+        digest: &Digest,
+        size: u64,
+        open: &mut dyn FnMut() -> Result<Box<dyn Read + Send>>,
+    ) -> Result<Landed> {
+        check_repo(from_repo, &self.name)?;
+        self.place_blob(repo, Some(from_repo), digest, size, open)
+    }
+
+    fn place_blob(
+        &self,
+        repo: &str,
+        mut mount: Option<&str>,
+        digest: &Digest,
+        size: u64,
+        open: &mut Open,
+    ) -> Result<Landed> {
         let place = self.place(repo, &format!("@{digest}"))?;
-        let scopes = scopes(repo, "pull,push");
+        let mut scopes = scopes(repo, "pull,push");
+        if let Some(from) = mount.filter(|from| *from != repo) {
+            scopes.extend(self::scopes(from, "pull"));
+        }
         let blob = Blob { repo, digest, size, scopes: &scopes, place: &place };
         let mut session = None;
         let mut first = true;
         retrying(&self.transport.pace, || {
             // A failure may have come after the registry committed the blob.
             if !std::mem::take(&mut first) && self.holds(repo, digest, size, &scopes, &place)? {
-                return Ok(());
+                return Ok(Landed::Uploaded);
             }
+            let s = match session.take() {
+                Some(s) => s,
+                // A mount is asked for once; a retry, having asked `HEAD`, just uploads.
+                None => match self.start_upload(&blob, mount.take())? {
+                    Started::Mounted => return Ok(Landed::Mounted),
+                    Started::Session(s) => s,
+                },
+            };
             if size > self.chunk_threshold {
-                self.push_chunks(&blob, &mut session, open)
+                self.push_chunks(&blob, session.insert(s), open)
             } else {
-                self.push_whole(&blob, open)
+                self.push_whole(&blob, s, open)
             }
+            .map(|()| Landed::Uploaded)
         })
     }
 
-    fn push_whole(&self, blob: &Blob, open: &mut Open) -> Attempt<()> {
-        let session = self.start_upload(blob)?;
+    fn push_whole(&self, blob: &Blob, session: Session, open: &mut Open) -> Attempt<()> {
         let mut source = open()?;
         if blob.size == 0 {
             expect_eof(&mut source, blob.place)?;
@@ -76,16 +131,13 @@ impl Client {
         self.finish_upload(blob, &session.location, Body::Stream(&mut body, blob.size))
     }
 
-    fn push_chunks(&self, blob: &Blob, session: &mut Option<Session>, open: &mut Open) -> Attempt<()> {
-        if let Some(s) = session.as_mut()
-            && !self.refresh(blob, s)?
-        {
-            *session = None;
+    /// Sends the rest of a chunked upload. `s` is the session in use: fresh, or one a failed
+    /// attempt left, which is asked where it stands (and replaced when the registry forgot it).
+    fn push_chunks(&self, blob: &Blob, s: &mut Session, open: &mut Open) -> Attempt<()> {
+        if s.resumed && !self.refresh(blob, s)? {
+            *s = self.start_session(blob)?;
         }
-        let s = match session {
-            Some(s) => s,
-            None => session.insert(self.start_upload(blob)?),
-        };
+        s.resumed = true;
         let mut source = open()?;
         let skipped =
             io::copy(&mut source.by_ref().take(s.offset), &mut io::sink()).map_err(|e| Error::io(blob.place, e))?;
@@ -122,18 +174,34 @@ impl Client {
         self.finish_upload(blob, &s.location, Body::Empty)
     }
 
-    /// `POST /v2/<name>/blobs/uploads/` → 202 and the session's `Location`.
-    fn start_upload(&self, blob: &Blob) -> Attempt<Session> {
-        let req = self.request(Method::POST, format!("/v2/{}/blobs/uploads/", blob.repo), blob.scopes, blob.place);
+    /// `POST /v2/<name>/blobs/uploads/` → 202 and the session's `Location`; with `mount`,
+    /// `?mount=<digest>&from=<mount>`, which may also answer 201: the blob is there.
+    fn start_upload(&self, blob: &Blob, mount: Option<&str>) -> Attempt<Started> {
+        let mut url = format!("/v2/{}/blobs/uploads/", blob.repo);
+        if let Some(from) = mount {
+            url = format!("{url}?mount={}&from={from}", blob.digest);
+        }
+        let req = self.request(Method::POST, url, blob.scopes, blob.place);
         let resp = self.transport.send(&req, Body::Empty)?;
-        if resp.status() != 202 {
-            return Err(Failure::Fatal(status_error(blob.place, &req.method, resp)));
+        match resp.status().as_u16() {
+            201 if mount.is_some() => return Ok(Started::Mounted),
+            202 => {}
+            _ => return Err(Failure::Fatal(status_error(blob.place, &req.method, resp))),
         }
         let location = header(&resp, "location")
             .ok_or_else(|| Failure::Fatal(Error::registry(blob.place, "upload started without a Location")))?;
         // Some registries need chunks of at least this size (spec: `OCI-Chunk-Min-Length`).
         let min = header(&resp, "oci-chunk-min-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        Ok(Session { location: location.to_owned(), offset: 0, chunk: self.chunk_size.max(min) })
+        let chunk = self.chunk_size.max(min);
+        Ok(Started::Session(Session { location: location.to_owned(), offset: 0, chunk, resumed: false }))
+    }
+
+    /// A new upload session, without a mount.
+    fn start_session(&self, blob: &Blob) -> Attempt<Session> {
+        match self.start_upload(blob, None)? {
+            Started::Session(s) => Ok(s),
+            Started::Mounted => unreachable!("a POST without a mount never answers Mounted"),
+        }
     }
 
     /// `GET <location>` → 204 and `Range: 0-<last>`: how much the registry holds. `false` when

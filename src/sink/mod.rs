@@ -7,6 +7,7 @@
 //! is removed.
 
 pub mod absent;
+mod claims;
 pub mod docker_archive;
 pub mod push;
 

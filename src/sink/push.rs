@@ -2,10 +2,14 @@
 //!
 //! Order is what keeps a registry consistent: blobs first, then manifests, children before the
 //! indexes that name them, tags last, so no tag ever points at something missing or unverified.
-//! Every blob the registry lacks is read from the bundle through a verifying reader while it is
-//! uploaded; a mismatch aborts that upload and the whole push before any manifest is sent. What
-//! the registry already holds is not read at all, which makes a repeat push, or the rerun of an
-//! interrupted one, cheap: it uploads only what is missing and ends in the same state.
+//! At WAN latency the time goes into round trips, so every image runs its own pipeline on the
+//! shared transfer pool (`HEAD` of its tag, its blobs, its child manifests), each step as soon as
+//! the one before is done for that image; a blob several images need is uploaded once
+//! (`claims`) and mounted into the others. Tags wait until every image is complete below its
+//! tag, so a failure anywhere tags nothing. Every blob the registry lacks is read from the bundle
+//! through a verifying reader while it is uploaded; a mismatch aborts that upload and the whole
+//! push. What the registry already holds is not read at all, which makes a repeat push, or the
+//! rerun of an interrupted one, cheap: it uploads only what is missing and ends in the same state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -20,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::image;
 use crate::progress::{Observer, Phase, Ticking};
 use crate::reference::Reference;
-use crate::registry::Client;
+use crate::registry::{Client, Landed};
 use crate::sink::Staged;
+use crate::sink::claims::{Claim, Claims, Holder, Stop};
 use crate::transfer::Pool;
 
 /// Where images land: `HOST[:PORT][/PREFIX]`.
@@ -151,68 +156,242 @@ struct Plan<'a> {
     blobs: Vec<&'a BlobEntry>,
     /// Manifests and indexes, children first, the root last.
     manifests: Vec<&'a BlobEntry>,
-    /// The target already names the bundle's root: a registry takes a manifest only once all it
-    /// names is there, so there is nothing to push for this image.
-    current: bool,
 }
+
+/// Blobs up to this size are offered as a mount from their own repository rather than asked
+/// about with a `HEAD` (see [`Run::place`]): sending one again costs about what the `HEAD` does.
+const ASK_BY_MOUNT_MAX: u64 = 1 << 20;
 
 /// (repository, blob) pairs.
 type Held = BTreeSet<(String, Digest)>;
 
-/// Every step runs on one pool as large as the client's connections, images side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The repository had it whole already.
+    Held,
+    Uploaded,
+    /// Uploaded into this repository by this push, for another image: uploaded for this one
+    /// too, but sent once.
+    Shared,
+    Mounted,
+}
+
+/// One image, complete below its tag.
+struct Ready {
+    /// The target already names the bundle's root: a registry takes a manifest only once all it
+    /// names is there, so there is nothing to push for this image.
+    current: bool,
+    /// Per blob of the plan, in its order.
+    outcomes: Vec<Outcome>,
+    /// Child manifests written (by digest).
+    children: usize,
+}
+
+/// What every image's pipeline shares.
+struct Run<'a> {
+    bundle: &'a dyn Blobs,
+    client: &'a Client,
+    pool: &'a Pool,
+    observer: &'a Arc<dyn Observer>,
+    claims: Claims,
+}
+
+/// Pushes every image at once on one pool as large as the client's connections. Each image runs
+/// its own pipeline: one `HEAD` of its tag (nothing more when it is current), then its blobs
+/// (each uploaded once across all images, the others mount it), then its child manifests. Tags
+/// go last, once every image is complete below its tag, so a failure anywhere tags nothing.
 pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: Progress<'_>) -> Result<PushReport> {
     let pool = Pool::new(client.connections())?;
-    let mut plans = plan(bundle.index(), opts)?;
-    let current = pool.try_map(&plans, |p| is_current(client, p))?;
-    for (plan, current) in plans.iter_mut().zip(current) {
-        plan.current = current;
-    }
-    let todo: Vec<&Plan<'_>> = plans.iter().filter(|p| !p.current).collect();
-    let mut have = present(client, &pool, &todo)?;
-    have.extend(opts.held.iter().cloned());
-    let mut results: Vec<ImageResult> = plans.iter().map(|p| initial_result(p, &have)).collect();
+    let plans = plan(bundle.index(), opts)?;
     if opts.dry_run {
-        // Each missing blob is uploaded once however many repositories need it.
-        let missing: BTreeMap<&Digest, u64> =
-            missing(&todo, &have).into_iter().map(|(_, b)| (&b.digest, b.size)).collect();
-        let bytes = missing.values().sum();
-        return Ok(PushReport {
-            registry: opts.target.registry.clone(),
-            dry_run: true,
-            images: results,
-            bytes_uploaded: bytes,
-        });
+        return dry_run(client, &pool, &plans, opts);
     }
-    let outcomes = upload(bundle, client, &pool, &todo, &have, &opts.observer)?;
-    for (plan, result) in plans.iter().zip(&mut results) {
-        (result.blobs_uploaded, result.bytes_uploaded) = (0, 0);
-        for b in &plan.blobs {
-            match outcomes.get(&(plan.repo.clone(), b.digest.clone())) {
-                Some(Outcome::Uploaded) => {
-                    result.blobs_uploaded += 1;
-                    result.bytes_uploaded += b.size;
+    let claims = Claims::holding(&opts.held);
+    let run = Run { bundle, client, pool: &pool, observer: &opts.observer, claims };
+    let ready = settle(pool.try_map(&plans, |p| Ok(run.guarded(|| run.stage(p))))?)?;
+    let items: Vec<(&Plan<'_>, &Ready)> = plans.iter().zip(&ready).collect();
+    let tagged = settle(pool.try_map(&items, |(p, r)| Ok(run.guarded(|| run.tag(p, r))))?)?;
+    let mut images = Vec::new();
+    for ((plan, ready), tagged) in plans.iter().zip(&ready).zip(tagged) {
+        let result = image_result(plan, ready, tagged);
+        let what = if result.manifests_pushed == 0 { "up to date" } else { "pushed" };
+        progress(&format!("{what}: {}@{}", plan.target, plan.entry.digest), 0);
+        images.push(result);
+    }
+    // Each upload is one image's `Uploaded` (others sharing it say `Shared`): each counted once.
+    let bytes_uploaded = plans
+        .iter()
+        .zip(&ready)
+        .flat_map(|(p, r)| p.blobs.iter().zip(&r.outcomes))
+        .filter(|(_, o)| **o == Outcome::Uploaded)
+        .map(|(b, _)| b.size)
+        .sum();
+    Ok(PushReport { registry: opts.target.registry.clone(), dry_run: false, images, bytes_uploaded })
+}
+
+fn image_result(plan: &Plan<'_>, ready: &Ready, tagged: usize) -> ImageResult {
+    let count = |o: &[Outcome]| ready.outcomes.iter().filter(|x| o.contains(x)).count();
+    let sent = [Outcome::Uploaded, Outcome::Shared];
+    let bytes_uploaded =
+        plan.blobs.iter().zip(&ready.outcomes).filter(|(_, o)| sent.contains(o)).map(|(b, _)| b.size).sum();
+    ImageResult {
+        source: plan.entry.name.clone(),
+        reference: plan.target.to_string(),
+        digest: plan.entry.digest.clone(),
+        blobs_uploaded: count(&sent),
+        blobs_skipped: count(&[Outcome::Held]),
+        blobs_mounted: count(&[Outcome::Mounted]),
+        bytes_uploaded,
+        manifests_pushed: ready.children + tagged,
+    }
+}
+
+/// The results in order, or the error of the task that failed first on its own (not one that
+/// stopped because of it).
+fn settle<T>(all: Vec<Result<T, Stop>>) -> Result<Vec<T>> {
+    first_own(all).map_err(|stop| match stop {
+        Stop::Own(e) => e,
+        Stop::Elsewhere => Error::registry("push", "stopped after a failure that was not reported"),
+    })
+}
+
+/// [`settle`] inside a pipeline: an own error wins over any `Elsewhere`.
+fn first_own<T>(all: Vec<Result<T, Stop>>) -> Result<Vec<T>, Stop> {
+    let mut out = Vec::with_capacity(all.len());
+    let mut stop = None;
+    for r in all {
+        match r {
+            Ok(v) => out.push(v),
+            Err(Stop::Own(e)) => return Err(Stop::Own(e)),
+            Err(Stop::Elsewhere) => stop = Some(Stop::Elsewhere),
+        }
+    }
+    stop.map_or(Ok(out), Err)
+}
+
+impl Run<'_> {
+    /// Runs one task unless the push has failed already; its own failure stops the others.
+    fn guarded<T>(&self, task: impl FnOnce() -> Result<T, Stop>) -> Result<T, Stop> {
+        self.claims.check()?;
+        let r = task();
+        if let Err(Stop::Own(_)) = r {
+            self.claims.fail();
+        }
+        r
+    }
+
+    /// Everything of one image below its tag.
+    fn stage(&self, plan: &Plan<'_>) -> Result<Ready, Stop> {
+        if is_current(self.client, plan)? {
+            return Ok(Ready { current: true, outcomes: vec![Outcome::Held; plan.blobs.len()], children: 0 });
+        }
+        let outcomes = first_own(self.pool.try_map(&plan.blobs, |b| Ok(self.guarded(|| self.place(plan, b))))?)?;
+        let children = self.push_children(plan)?;
+        Ok(Ready { current: false, outcomes, children })
+    }
+
+    /// Makes one blob whole in the image's repository: the first image to need it finds it or
+    /// uploads it; the others wait for that and mount it from there.
+    fn place(&self, plan: &Plan<'_>, b: &BlobEntry) -> Result<Outcome, Stop> {
+        let repo = &plan.repo;
+        let send = |from: Option<&str>| push_blob(self.bundle, self.client, repo, b, from, self.observer);
+        match self.claims.enter(&b.digest)? {
+            Claim::Mine(token) => {
+                // A small blob is offered as a mount from its own repository: the registry
+                // answers "here already" or opens the upload in one round trip. A large one is
+                // asked about first, so a registry that declines such mounts never gets it twice.
+                let outcome = if b.size <= ASK_BY_MOUNT_MAX {
+                    match send(Some(repo))? {
+                        Landed::Mounted => Outcome::Held,
+                        Landed::Uploaded => Outcome::Uploaded,
+                    }
+                } else if self.client.has_blob(repo, &b.digest, b.size)? {
+                    Outcome::Held
+                } else {
+                    send(None)?;
+                    Outcome::Uploaded
+                };
+                token.settle(Holder { repo: repo.clone(), fresh: outcome == Outcome::Uploaded });
+                Ok(outcome)
+            }
+            Claim::Held(h) if h.repo == *repo => Ok(if h.fresh { Outcome::Shared } else { Outcome::Held }),
+            Claim::Held(h) => {
+                // Found in the registry before this push: a rerun, where this repository may
+                // well hold it too. One this push uploaded is in no other repository yet.
+                if !h.fresh && self.client.has_blob(repo, &b.digest, b.size)? {
+                    return Ok(Outcome::Held);
                 }
-                Some(Outcome::Mounted) => result.blobs_mounted += 1,
-                None => {}
+                Ok(match send(Some(&h.repo))? {
+                    Landed::Mounted => Outcome::Mounted,
+                    Landed::Uploaded => Outcome::Uploaded,
+                })
             }
         }
     }
-    // Every blob is in place and every uploaded one verified: now manifests, then tags.
-    let pushed =
-        pool.try_map(&plans, |plan| if plan.current { Ok(0) } else { push_manifests(bundle, client, plan) })?;
-    for ((plan, result), pushed) in plans.iter().zip(&mut results).zip(pushed) {
-        result.manifests_pushed = pushed;
-        let what = if pushed == 0 { "up to date" } else { "pushed" };
-        progress(&format!("{what}: {}@{}", plan.target, plan.entry.digest), 0);
+
+    /// Reads (and so verifies) all of an image's manifests, then pushes the children by digest,
+    /// skipping those the registry has. Returns how many were written.
+    fn push_children(&self, plan: &Plan<'_>) -> Result<usize> {
+        let docs = plan.manifests.iter().map(|m| read_manifest(self.bundle, m)).collect::<Result<Vec<_>>>()?;
+        let mut pushed = 0;
+        for (m, bytes) in plan.manifests.iter().zip(&docs).take(docs.len() - 1) {
+            let reference = m.digest.to_string();
+            if let Some((digest, _)) = self.client.manifest_digest(&plan.repo, &reference)?
+                && digest == m.digest
+            {
+                continue;
+            }
+            self.put_manifest(plan, m, &reference, bytes)?;
+            pushed += 1;
+        }
+        Ok(pushed)
     }
-    // Per image, a blob counts for every image that uses it; in all, once per upload.
-    let sizes: HashMap<&Digest, u64> = bundle.index().blobs.iter().map(|b| (&b.digest, b.size)).collect();
-    let bytes_uploaded = outcomes
-        .iter()
-        .filter(|(_, o)| **o == Outcome::Uploaded)
-        .map(|((_, d), _)| sizes.get(d).copied().unwrap_or(0))
-        .sum();
-    Ok(PushReport { registry: opts.target.registry.clone(), dry_run: false, images: results, bytes_uploaded })
+
+    /// Pushes the image's root by its tag (by digest when it has none). Returns how many
+    /// manifests were written.
+    fn tag(&self, plan: &Plan<'_>, ready: &Ready) -> Result<usize, Stop> {
+        if ready.current {
+            return Ok(0);
+        }
+        let root = plan.manifests[plan.manifests.len() - 1];
+        let bytes = read_manifest(self.bundle, root)?;
+        // The root's reference was asked about already (`is_current`): it needs writing.
+        self.put_manifest(plan, root, &root_reference(plan), &bytes)?;
+        Ok(1)
+    }
+
+    fn put_manifest(&self, plan: &Plan<'_>, m: &BlobEntry, reference: &str, bytes: &[u8]) -> Result<()> {
+        let mut repair = || upload_missing(self.bundle, self.client, plan);
+        let got = self.client.put_manifest(&plan.repo, reference, &m.media_type, bytes, &mut repair)?;
+        if got != m.digest {
+            return Err(Error::integrity(
+                format!("{}:{reference}", plan.target.name()),
+                format!("registry stored manifest as {got}, the bundle has {}", m.digest),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A manifest of the bundle, read whole and verified.
+fn read_manifest(bundle: &dyn Blobs, m: &BlobEntry) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let place = format!("{}: entry {}", bundle.place(), m.digest.blob_path());
+    bundle.open(&m.digest)?.read_to_end(&mut bytes).map_err(|e| Error::io(place, e).into_integrity())?;
+    Ok(bytes)
+}
+
+/// What the registry holds already and what a push would upload, asking only `HEAD`s.
+fn dry_run(client: &Client, pool: &Pool, plans: &[Plan<'_>], opts: &PushOptions) -> Result<PushReport> {
+    let current = pool.try_map(plans, |p| is_current(client, p))?;
+    let todo: Vec<&Plan<'_>> = plans.iter().zip(&current).filter(|(_, c)| !**c).map(|(p, _)| p).collect();
+    let mut have = present(client, pool, &todo)?;
+    have.extend(opts.held.iter().cloned());
+    let images = plans.iter().zip(&current).map(|(p, c)| initial_result(p, *c, &have)).collect();
+    // Each missing blob is uploaded once however many repositories need it.
+    let missing: BTreeMap<&Digest, u64> = missing(&todo, &have).into_iter().map(|(_, b)| (&b.digest, b.size)).collect();
+    let bytes_uploaded = missing.values().sum();
+    Ok(PushReport { registry: opts.target.registry.clone(), dry_run: true, images, bytes_uploaded })
 }
 
 fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>> {
@@ -239,7 +418,7 @@ fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>>
         let root =
             root.ok_or_else(|| Error::integrity(format!("image {}", entry.name), "its manifest is not listed"))?;
         children.push(root);
-        plans.push(Plan { entry, target, repo, blobs, manifests: children, current: false });
+        plans.push(Plan { entry, target, repo, blobs, manifests: children });
     }
     Ok(plans)
 }
@@ -278,10 +457,10 @@ fn missing<'a>(plans: &[&Plan<'a>], have: &Held) -> Vec<(String, &'a BlobEntry)>
         .collect()
 }
 
-fn initial_result(p: &Plan<'_>, have: &Held) -> ImageResult {
-    // Before uploading, "uploaded" counts what is missing: what a dry run reports.
+/// What a dry run reports for one image: "uploaded" counts what is missing.
+fn initial_result(p: &Plan<'_>, current: bool, have: &Held) -> ImageResult {
     let (held, missing): (Vec<&&BlobEntry>, Vec<&&BlobEntry>) =
-        p.blobs.iter().partition(|b| p.current || have.contains(&(p.repo.clone(), b.digest.clone())));
+        p.blobs.iter().partition(|b| current || have.contains(&(p.repo.clone(), b.digest.clone())));
     ImageResult {
         source: p.entry.name.clone(),
         reference: p.target.to_string(),
@@ -294,67 +473,26 @@ fn initial_result(p: &Plan<'_>, have: &Held) -> ImageResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Uploaded,
-    Mounted,
-}
-
-/// Uploads each missing blob once, all at once (into the first repository that needs it, unless
-/// a repository of the registry has it), then mounts it into every other repository that needs
-/// it, all at once: two round trips of waiting however many repositories share a blob.
-fn upload(
-    bundle: &dyn Blobs,
-    client: &Client,
-    pool: &Pool,
-    plans: &[&Plan<'_>],
-    have: &Held,
-    observer: &Arc<dyn Observer>,
-) -> Result<HashMap<(String, Digest), Outcome>> {
-    let missing = missing(plans, have);
-    let mut holders: HashMap<&Digest, String> = have.iter().map(|(repo, d)| (d, repo.clone())).collect();
-    let mut first: BTreeMap<&Digest, (&str, u64)> = BTreeMap::new();
-    for (repo, b) in &missing {
-        if !holders.contains_key(&b.digest) {
-            first.entry(&b.digest).or_insert((repo, b.size));
-        }
-    }
-    let first: Vec<(&Digest, (&str, u64))> = first.into_iter().collect();
-    let send = |repo: &str, digest: &Digest, size: u64| -> Result<Outcome> {
-        push_blob(bundle, client, repo, digest, size, observer)?;
-        Ok(Outcome::Uploaded)
-    };
-    pool.try_for_each(&first, |(digest, (repo, size))| send(repo, digest, *size).map(drop))?;
-    let mut outcomes: HashMap<(String, Digest), Outcome> = HashMap::new();
-    for (digest, (repo, _)) in &first {
-        holders.insert(digest, repo.to_string());
-        outcomes.insert((repo.to_string(), (*digest).clone()), Outcome::Uploaded);
-    }
-    let rest: Vec<&(String, &BlobEntry)> =
-        missing.iter().filter(|(repo, b)| !outcomes.contains_key(&(repo.clone(), b.digest.clone()))).collect();
-    let mounted = pool.try_map(&rest, |(repo, b)| match holders.get(&b.digest) {
-        Some(from) if client.mount_blob(repo, from, &b.digest)? => Ok(Outcome::Mounted),
-        _ => send(repo, &b.digest, b.size),
-    })?;
-    outcomes.extend(rest.into_iter().zip(mounted).map(|((repo, b), o)| ((repo.clone(), b.digest.clone()), o)));
-    Ok(outcomes)
-}
-
-/// Uploads one blob from the bundle. An integrity failure here is the bundle's: it names the
-/// bundle's entry, not the target.
+/// Uploads one blob from the bundle, or with `mount_from` first offers the registry to mount it
+/// from there. An integrity failure here is the bundle's: it names the bundle's entry, not the
+/// target.
 fn push_blob(
     bundle: &dyn Blobs,
     client: &Client,
     repo: &str,
-    digest: &Digest,
-    size: u64,
+    b: &BlobEntry,
+    mount_from: Option<&str>,
     observer: &Arc<dyn Observer>,
-) -> Result<()> {
-    let task = observer.begin(Phase::Upload, &format!("{} to {repo}", digest.short()), size);
+) -> Result<Landed> {
+    let digest = &b.digest;
+    let task = observer.begin(Phase::Upload, &format!("{} to {repo}", digest.short()), b.size);
     let mut open = || -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(Ticking::new(bundle.open(digest)?, Arc::clone(observer), task)))
     };
-    let pushed = client.push_blob(repo, digest, size, &mut open);
+    let pushed = match mount_from {
+        Some(from) => client.mount_or_push_blob(repo, from, digest, b.size, &mut open),
+        None => client.push_blob(repo, digest, b.size, &mut open).map(|()| Landed::Uploaded),
+    };
     observer.end(task);
     pushed.map_err(|e| match e {
         Error::Integrity { msg, .. } => {
@@ -370,44 +508,10 @@ fn upload_missing(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Resul
     for b in &plan.blobs {
         if !client.has_blob(&plan.repo, &b.digest, b.size)? {
             // A rare repair: shown as part of the manifests' step, not as an upload of its own.
-            push_blob(bundle, client, &plan.repo, &b.digest, b.size, &crate::progress::silent())?;
+            push_blob(bundle, client, &plan.repo, b, None, &crate::progress::silent())?;
         }
     }
     Ok(())
-}
-
-/// Reads (and so verifies) all of an image's manifests, then pushes the children by digest and
-/// the root by tag, skipping children the registry already has. Returns how many were written.
-fn push_manifests(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Result<usize> {
-    let mut docs = Vec::new();
-    for m in &plan.manifests {
-        let mut bytes = Vec::new();
-        let place = format!("{}: entry {}", bundle.place(), m.digest.blob_path());
-        bundle.open(&m.digest)?.read_to_end(&mut bytes).map_err(|e| Error::io(place, e).into_integrity())?;
-        docs.push((*m, bytes));
-    }
-    let mut pushed = 0;
-    let last = docs.len() - 1;
-    for (i, (m, bytes)) in docs.iter().enumerate() {
-        let reference = if i == last { root_reference(plan) } else { m.digest.to_string() };
-        // The root's reference was asked about already (`is_current`): it needs writing.
-        if i != last
-            && let Some((digest, _)) = client.manifest_digest(&plan.repo, &reference)?
-            && digest == m.digest
-        {
-            continue;
-        }
-        let mut repair = || upload_missing(bundle, client, plan);
-        let got = client.put_manifest(&plan.repo, &reference, &m.media_type, bytes, &mut repair)?;
-        if got != m.digest {
-            return Err(Error::integrity(
-                format!("{}:{reference}", plan.target.name()),
-                format!("registry stored manifest as {got}, the bundle has {}", m.digest),
-            ));
-        }
-        pushed += 1;
-    }
-    Ok(pushed)
 }
 
 #[cfg(test)]

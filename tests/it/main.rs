@@ -21,6 +21,7 @@ mod layering;
 mod odd_values;
 mod progress;
 mod push;
+mod push_pipeline;
 mod registry;
 mod registry_source;
 mod serve;

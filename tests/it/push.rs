@@ -11,7 +11,7 @@ use sha2::{Digest as _, Sha256};
 use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, big_layout, skip_without, tool};
 use crate::fakes::{RewritingProxy, set_header};
 
-const EXIT_REGISTRY: i32 = 7;
+pub(crate) const EXIT_REGISTRY: i32 = 7;
 
 /// The signed index's images: (name, digest).
 pub(crate) fn signed_images(env: &Env, bundle: &str) -> Vec<(String, String)> {
@@ -44,7 +44,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn push_json(env: &Env, args: &[&str]) -> Value {
+pub(crate) fn push_json(env: &Env, args: &[&str]) -> Value {
     let mut all = vec!["push", "-p", "ops.pub", "b.tar", "--json"];
     all.extend_from_slice(args);
     serde_json::from_str(&env.run(&all).ok().stdout).unwrap()
@@ -270,20 +270,29 @@ fn a_registry_that_claimed_blobs_it_lacks_gets_them_when_the_manifest_is_refused
     let sizes: std::collections::HashMap<String, u64> =
         index["blobs"].as_array().unwrap().iter().map(|b| (s(&b["digest"]), b["size"].as_u64().unwrap())).collect();
     let reg = Registry::start(&[]);
-    // The first HEAD of each blob claims it whole (right size), as a registry whose garbage
-    // collector runs during the push would; the manifest PUT then says MANIFEST_BLOB_UNKNOWN.
+    // The first HEAD of each blob claims it whole (right size), and so does the first offer to
+    // mount it (a small blob is offered as a mount from its own repository instead of a HEAD),
+    // as a registry whose garbage collector runs during the push would; the manifest PUT then
+    // says MANIFEST_BLOB_UNKNOWN.
     let lied = std::sync::Mutex::new(std::collections::HashSet::new());
     let proxy = RewritingProxy::start(&reg.host, move |req, head| {
         let path = req.split(' ').nth(1).unwrap_or("").to_owned();
-        let digest = path.rsplit('/').next().unwrap_or("").to_owned();
+        let mount = path.split_once("?mount=").map(|(_, m)| m.split('&').next().unwrap_or("").to_owned());
+        let digest = mount.clone().unwrap_or_else(|| path.rsplit('/').next().unwrap_or("").to_owned());
+        let repo = path.split("/blobs/").next().unwrap_or("").to_owned();
+        let asks =
+            (req.starts_with("head ") && path.contains("/blobs/")) || (req.starts_with("post ") && mount.is_some());
         match sizes.get(&digest) {
-            Some(size) if req.starts_with("head ") && path.contains("/blobs/") && lied.lock().unwrap().insert(path) => {
-                format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nDocker-Content-Digest: {digest}")
+            Some(size) if asks && lied.lock().unwrap().insert((repo, digest.clone())) => {
+                let (status, size) = if mount.is_some() { ("201 Created", 0) } else { ("200 OK", *size) };
+                format!("HTTP/1.1 {status}\r\nContent-Length: {size}\r\nDocker-Content-Digest: {digest}")
             }
             _ => head,
         }
     });
     push_json(&env, &["--to", &format!("{}/mirror", proxy.host)]);
+    let refused = |r: &String| r.starts_with("PUT ") && r.contains("/manifests/") && r.ends_with(" 400");
+    assert!(reg.requests().iter().any(refused), "the registry must have refused a manifest first");
     for (name, digest) in signed_images(&env, "b.tar") {
         let at = target(&reg, &name);
         assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
