@@ -43,6 +43,8 @@ fn push_sends_each_blob_once_and_tags_after_every_blob_and_child_manifest() {
     env.standard_bundle("b.tar").ok();
     let reg = Registry::start(&[]);
     push_json(&env, &["--to", &format!("{}/mirror", reg.host)]);
+    // A log line is written when its body ends, after the client has the answer: read it whole.
+    reg.stop();
     let requests = reg.requests();
     let uploads: Vec<&String> =
         requests.iter().filter(|r| r.starts_with("PUT ") && r.contains("/blobs/uploads/")).collect();
@@ -88,6 +90,7 @@ fn a_blob_failing_in_one_image_tags_no_image_though_the_others_are_complete() {
     for (name, _) in signed_images(&env, "b.tar") {
         assert_eq!(registry_digest(&target(&reg, &name), PLAIN), None, "{name} must not be tagged");
     }
+    reg.stop();
     let children = reg.requests().into_iter().filter(|r| r.starts_with("PUT ") && r.contains("/manifests/sha256:"));
     assert!(children.count() > 0, "the other images went ahead up to their tags");
 }
