@@ -15,6 +15,7 @@ use crate::bundle::indexed::IndexedBundle;
 use crate::bundle::reader::Trust;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
+use crate::progress::Observer;
 
 /// The bundles given with `--base`, opened and checked against the delta.
 #[derive(Default)]
@@ -61,6 +62,28 @@ impl Given {
             })
             .collect()
     }
+}
+
+/// What [`check_state`] established: the delta's absent blobs, checked in the given bases.
+#[derive(Debug, Clone, Copy)]
+pub struct StateChecked {
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// `verify --base`: every blob the delta (at `place`) leaves out is in a given base and has its
+/// digest there (hashed on every core), so the whole state it lists is at hand.
+pub fn check_state(given: &Given, delta: &BundleIndex, place: &str, observer: &dyn Observer) -> Result<StateChecked> {
+    let missing = missing(delta, &|b| given.holder(&b.digest).is_some());
+    if !missing.is_empty() {
+        return Err(missing_error(place, delta, &missing, "in any --base bundle given"));
+    }
+    let mut checked = StateChecked { blobs: 0, bytes: 0 };
+    for (holder, digests) in given.by_holder(delta) {
+        checked.bytes += holder.check_blobs(&digests, observer)?;
+        checked.blobs += digests.len();
+    }
+    Ok(checked)
 }
 
 /// A given base belongs to the delta's series, and is the very bundle the delta recorded if it

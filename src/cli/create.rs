@@ -23,7 +23,8 @@ Examples:
       oci:./layout:web-1.4=registry.example/team/web:1.4 \\
       oci-archive:tools.tar
   airlock create -k ops.key -o bundle.tar nginx:1.27 docker://ghcr.io/org/app:2.0
-  airlock create -k ops.key -o bundle.tar -f images.txt --platform linux/amd64 --cache ~/.cache/airlock";
+  airlock create -k ops.key -o bundle.tar -f images.txt --platform linux/amd64 --cache ~/.cache/airlock
+  airlock create -k ops.key -o delta.tar -f images.txt --base last.index   # only what last.index's bundle lacks";
 
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]

@@ -13,7 +13,8 @@ use clap::ValueEnum;
 const EXAMPLES: &str = "\
 Examples:
   airlock export -p ops.pub bundle.tar --format docker-archive -o images.tar   # for docker/podman load
-  airlock export -p ops.pub bundle.tar --format oci -o ./layout                # an OCI layout (skopeo, crane)";
+  airlock export -p ops.pub bundle.tar --format oci -o ./layout                # an OCI layout (skopeo, crane)
+  airlock export -p ops.pub delta.tar --base full.tar --format docker-archive -o images.tar";
 
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]

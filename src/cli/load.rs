@@ -11,7 +11,8 @@ use anyhow::Result;
 const EXAMPLES: &str = "\
 Examples:
   airlock load -p ops.pub bundle.tar     # into the Docker Engine at DOCKER_HOST
-  airlock load -p ops.pub --platform linux/arm64 bundle.tar";
+  airlock load -p ops.pub --platform linux/arm64 bundle.tar
+  airlock load -p ops.pub delta.tar --base full.tar   # a delta: the blobs it leaves out from its base";
 
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use airlock::bundle::bases::{self, Given};
+use airlock::bundle::bases::{self, Given, StateChecked};
 use airlock::bundle::format::BlobEntry;
 use airlock::bundle::indexed::IndexedBundle;
 use airlock::bundle::layers::{self, Checked};
@@ -23,7 +23,8 @@ Examples:
   airlock verify -p ops.pub bundle.tar   # signature + every blob; exit 0 only if all holds
   airlock verify -p ops.pub --json bundle.tar > audit.json
   airlock verify -p ops.pub bundle.tar.001          # a split bundle, read across its parts
-  airlock verify -p ops.pub --part bundle.tar.003   # one part alone, against the signed part list";
+  airlock verify -p ops.pub --part bundle.tar.003   # one part alone, against the signed part list
+  airlock verify -p ops.pub delta.tar --base full.tar   # a delta, and the whole state with its base";
 
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
@@ -46,12 +47,6 @@ pub struct VerifyArgs {
     /// Check one part of a split bundle alone (OUT.003, OUT.p01) against its signed part list
     #[arg(long, value_name = "PART", conflicts_with_all = ["bundle", "check_layers", "bases"])]
     part: Option<PathBuf>,
-}
-
-/// What `--base` established: the bytes of the delta's absent blobs checked in the given bases.
-struct BasesChecked {
-    blobs: usize,
-    bytes: u64,
 }
 
 pub fn run(args: VerifyArgs) -> Result<()> {
@@ -95,7 +90,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_bases(r: &Report, checked: Option<&BasesChecked>) {
+fn print_bases(r: &Report, checked: Option<&StateChecked>) {
     if r.index.bases.is_empty() {
         return;
     }
@@ -112,26 +107,15 @@ fn print_bases(r: &Report, checked: Option<&BasesChecked>) {
     }
 }
 
-/// With `--base`: every blob the delta leaves out is in a given base (each verified on opening)
-/// and has its digest there.
-fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<BasesChecked>> {
+/// With `--base`: the whole state the delta lists is at hand.
+fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<StateChecked>> {
     if args.bases.is_empty() {
         return Ok(None);
     }
     let key = args.trust.load()?;
     let given = Given::open(&args.bases, super::trust::trust(&key), &r.index)?;
-    let missing = bases::missing(&r.index, &|b| given.holder(&b.digest).is_some());
-    if !missing.is_empty() {
-        let place = args.bundle[0].display().to_string();
-        return Err(bases::missing_error(&place, &r.index, &missing, "in any --base bundle given").into());
-    }
-    let observer = super::progress::observer();
-    let mut checked = BasesChecked { blobs: 0, bytes: 0 };
-    for (holder, digests) in given.by_holder(&r.index) {
-        checked.bytes += holder.check_blobs(&digests, &*observer)?;
-        checked.blobs += digests.len();
-    }
-    Ok(Some(checked))
+    let place = args.bundle[0].display().to_string();
+    Ok(Some(bases::check_state(&given, &r.index, &place, &*super::progress::observer())?))
 }
 
 fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
@@ -196,7 +180,7 @@ fn verify_part(part: &std::path::Path, args: &VerifyArgs) -> Result<()> {
 fn report_json(
     r: &Report,
     layers: Option<&Checked>,
-    bases: Option<&BasesChecked>,
+    bases: Option<&StateChecked>,
     args: &VerifyArgs,
 ) -> serde_json::Value {
     let checked = |b: &BlobEntry| match (&b.carried_by, bases) {
