@@ -104,7 +104,7 @@ cmd_install() {
   local missing=() c
   for c in dockerd:docker.io docker-registry:docker-registry skopeo:skopeo \
     podman:podman umoci:umoci minisign:minisign python3:python3 \
-    htpasswd:apache2-utils openssl:openssl curl:curl ctr:containerd; do
+    htpasswd:apache2-utils openssl:openssl curl:curl ctr:containerd mkfs.vfat:dosfstools; do
     command -v "${c%%:*}" >/dev/null 2>&1 || missing+=("${c#*:}")
   done
   # /bin/busybox must be the static build (it is copied into image rootfs).
@@ -118,7 +118,7 @@ cmd_install() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
   apt-get install -y docker.io docker-registry skopeo podman umoci minisign \
-    busybox-static python3 apache2-utils openssl curl
+    busybox-static python3 apache2-utils openssl curl dosfstools
 }
 
 dockerd_major() { "$1" --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p'; }

@@ -167,6 +167,8 @@ pub enum Peer {
     /// The OCI distribution-spec conformance suite, `distribution-conformance.test`
     /// (`peers.sh install-go-peers`).
     Conformance,
+    /// `mkfs.vfat` (dosfstools), to make a FAT32 filesystem image.
+    Vfat,
 }
 
 impl Peer {
@@ -182,6 +184,7 @@ impl Peer {
             Peer::Docker26 => env("AIRLOCK_TEST_DOCKERD26") && on_path("docker") && on_path("ctr"),
             Peer::Crane => on_path("crane"),
             Peer::Conformance => on_path("distribution-conformance.test"),
+            Peer::Vfat => on_path("mkfs.vfat"),
         }
     }
 
@@ -196,6 +199,7 @@ impl Peer {
             Peer::Docker26 => "dockerd 26 (AIRLOCK_TEST_DOCKERD26)",
             Peer::Crane => "crane",
             Peer::Conformance => "distribution-conformance.test",
+            Peer::Vfat => "mkfs.vfat (dosfstools)",
         }
     }
 }

@@ -258,11 +258,26 @@ struct Mount(std::path::PathBuf);
 
 impl Mount {
     fn tmpfs(dir: std::path::PathBuf, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(&dir).unwrap();
         let opts = format!("size={size}");
-        let run = tool("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", dir.to_str().unwrap()], &[]);
+        Mount::new(dir, &["-t", "tmpfs", "-o", &opts, "tmpfs"])
+    }
+
+    /// A FAT32 filesystem of 40 MiB in a file, loop-mounted.
+    fn vfat(env: &Env, dir: std::path::PathBuf) -> Option<Mount> {
+        let image = env.path("fat.img");
+        let made = tool("mkfs.vfat", &["-F", "32", "-C", image.to_str().unwrap(), "40960"], &[]);
+        assert_eq!(made.code, 0, "mkfs.vfat: {}", made.stderr);
+        Mount::new(dir, &["-o", "loop", image.to_str().unwrap()])
+    }
+
+    /// `mount ARGS DIR`; `None` (after a line on stderr) where this machine cannot mount.
+    fn new(dir: std::path::PathBuf, args: &[&str]) -> Option<Mount> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut all = args.to_vec();
+        all.push(dir.to_str().unwrap());
+        let run = tool("mount", &all, &[]);
         if run.code != 0 {
-            eprintln!("skipped: cannot mount a tmpfs here: {}", run.stderr.trim());
+            eprintln!("skipped: cannot mount here ({}): {}", args.join(" "), run.stderr.trim());
             return None;
         }
         Some(Mount(dir))
@@ -289,4 +304,27 @@ fn a_full_filesystem_is_caught_before_a_byte_is_written() {
     let mut split = args.clone();
     split.extend(["--volume-size", "100K", "--parity", "3"]);
     env.run(&split).fails(EXIT_IO, &["not enough space"]);
+}
+
+#[test]
+fn a_fat32_stick_takes_volumes_and_refuses_a_bundle_it_cannot_hold() {
+    if skip_without(&[Peer::Vfat]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let Some(_mnt) = Mount::vfat(&env, env.path("usb")) else { return };
+    let sources = standard_sources();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["create", "-k", "ops.key", "-o", "usb/b.tar"];
+        args.extend_from_slice(extra);
+        args.extend(sources.iter().map(String::as_str));
+        env.run(&args)
+    };
+    create(&[]).fails(EXIT_BAD_INPUT, &["usb/b.tar", "FAT", "4 GiB − 1", "--volume-size fat32"]);
+    create(&["--volume-size", "5G"]).fails(EXIT_BAD_INPUT, &["FAT", "--volume-size fat32"]);
+    assert_eq!(std::fs::read_dir(env.path("usb")).unwrap().count(), 0, "something was written");
+    create(&["--volume-size", "fat32", "--parity", "1"]).ok();
+    env.run(&["verify", "-p", "ops.pub", "usb"]).ok();
+    env.run(&["verify", "-p", "ops.pub", "--part", "usb/b.tar.p01"]).ok();
 }
