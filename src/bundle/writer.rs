@@ -131,6 +131,8 @@ fn put(file: &Output, at: u64, path: &str, size: u64, mtime: u64) -> Result<()> 
 
 /// Bytes copied per read: small enough that a pool of workers keeps memory flat.
 const COPY_BUFFER: usize = 256 << 10;
+/// What a read is compared with to leave zeros as a hole (a slice comparison is a `memcmp`).
+static ZEROS: [u8; COPY_BUFFER] = [0; COPY_BUFFER];
 
 /// Streams one blob into its slot at `at`, verified against its digest on the way: a source that
 /// sends more than the blob's size fails before its excess is written, so a slot never overflows.
@@ -147,7 +149,11 @@ fn copy_blob(file: &Output, at: u64, blob: &Blob, moved: &(dyn Fn(u64) + Sync)) 
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(blame.error(e)),
         };
-        file.write_all_at(&buf[..n], pos)?;
+        // The output starts as zeros (a sized new file): a run of zeros is left as a hole, so a
+        // sparse layer stays sparse in the bundle.
+        if buf[..n] != ZEROS[..n] {
+            file.write_all_at(&buf[..n], pos)?;
+        }
         pos += n as u64;
         moved(n as u64);
     }

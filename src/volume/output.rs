@@ -40,7 +40,7 @@ pub fn part_count(len: u64, volume_size: u64) -> u64 {
 
 impl Output {
     /// Creates the temporary files of an archive of `len` bytes at `dest`, each at its final
-    /// length (gaps read as zeros, as a tar writer pads).
+    /// length and reading as zeros until written (so padding, and zeros, need no write).
     /// Checks the output filesystem first ([`preflight`]).
     pub fn create(dest: &Path, len: u64, split: Option<Split>) -> Result<Self> {
         if let Some(s) = split {
