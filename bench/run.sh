@@ -52,8 +52,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 case ${1:-} in
   wan) exec "$ROOT/bench/wan.sh" ;; # the WAN rows alone (see bench/wan.sh)
   delta) exec "$ROOT/bench/delta.sh" ;; # the delta rows alone (see bench/delta.sh)
+  volumes) exec "$ROOT/bench/volumes.sh" ;; # split bundles and parity alone (see bench/volumes.sh)
   "") ;;
-  *) echo "usage: bench/run.sh [wan|delta]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [wan|delta|volumes]" >&2; exit 2 ;;
 esac
 PEERS=$ROOT/scripts/peers.sh
 IMAGES=${BENCH_IMAGES:-4}
@@ -67,6 +68,7 @@ REGISTRY=${BENCH_REGISTRY:-1}
 DOCKER26=${BENCH_DOCKER26:-1}
 WAN=${BENCH_WAN:-1}
 DELTA=${BENCH_DELTA:-1}
+VOLUMES=${BENCH_VOLUMES:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -80,6 +82,7 @@ done
 [[ $DOCKER26 =~ ^[01]$ ]] || die "BENCH_DOCKER26 must be 0 or 1, got '$DOCKER26'"
 [[ $WAN =~ ^[01]$ ]] || die "BENCH_WAN must be 0 or 1, got '$WAN'"
 [[ $DELTA =~ ^[01]$ ]] || die "BENCH_DELTA must be 0 or 1, got '$DELTA'"
+[[ $VOLUMES =~ ^[01]$ ]] || die "BENCH_VOLUMES must be 0 or 1, got '$VOLUMES'"
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
@@ -511,4 +514,10 @@ fi
 if [ "$DELTA" = 1 ]; then
   say "delta rows (bench/delta.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/delta.sh"
+fi
+# split bundles and parity: encoding speed per core, and what the read-back pass costs (runs alone
+# as bench/volumes.sh).
+if [ "$VOLUMES" = 1 ]; then
+  say "volume rows (bench/volumes.sh)"
+  BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/volumes.sh"
 fi
