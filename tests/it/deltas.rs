@@ -101,6 +101,12 @@ fn deltas_applied_in_order_leave_the_registry_a_full_push_of_the_final_set_would
             assert!(got.is_some() && got == want, "{tag} (config: {config}) differs:\n{got:?}\n{want:?}");
         }
     }
+    let tags = |host: &str| {
+        let repo = format!("docker://{host}/mirror/sync/app");
+        let run = tool("skopeo", &["list-tags", "--tls-verify=false", &repo], &[]).ok();
+        serde_json::from_str::<Value>(&run.stdout).unwrap()["Tags"].clone()
+    };
+    assert_eq!(tags(&a.host), tags(&b.host));
     // A push never deletes: the removed image's tag stays where it was.
     assert!(raw(&format!("{}/mirror/sync/old:1", a.host), false).is_some());
 
