@@ -50,6 +50,13 @@ impl Pool {
     }
 }
 
+/// `f` of every item at once, in the items' order, on the pool the caller is a worker of (a
+/// source resolved on a [`Pool`] fetching an index's children), so nested work shares the
+/// pool's bound; called elsewhere, on rayon's global pool.
+pub fn map_within<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync + Send) -> Vec<U> {
+    items.par_iter().with_max_len(1).map(f).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
@@ -48,7 +48,7 @@ pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &
     };
     let (bytes, media_type) = client.get_manifest(&repo, &wanted)?;
     let root = Descriptor::new(&media_type, Digest::of_bytes(&bytes), bytes.len() as u64);
-    let fetch = RegistryFetch { client, repo, cache: Mutex::new(HashMap::from([(root.digest.clone(), bytes)])) };
+    let fetch = RegistryFetch { client, repo, cache: Mutex::new(HashMap::from([(root.digest.clone(), Ok(bytes))])) };
     let name = spec.name.clone().unwrap_or_else(|| reference.clone());
     oci::add_image(&fetch, &root, name, spec.to_string(), opts, out)
 }
@@ -56,19 +56,13 @@ pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &
 struct RegistryFetch {
     client: Arc<Client>,
     repo: String,
-    /// Manifests already fetched (the root), so they are not fetched twice.
-    cache: Mutex<HashMap<Digest, Vec<u8>>>,
+    /// Blobs fetched ahead (the root, an index's children and their configs), or why not: each
+    /// is taken once by `read_small`.
+    cache: Mutex<HashMap<Digest, Result<Vec<u8>>>>,
 }
 
-impl Fetch for RegistryFetch {
-    fn place(&self, digest: &Digest) -> String {
-        format!("{}/{}@{digest}", self.client.registry(), self.repo)
-    }
-
-    fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
-        if let Some(bytes) = self.cache.lock().expect("lock").remove(&desc.digest) {
-            return Ok(bytes);
-        }
+impl RegistryFetch {
+    fn fetch(&self, desc: &Descriptor) -> Result<Vec<u8>> {
         if desc.size > json::MAX_JSON_BYTES {
             return Err(Error::bad(
                 self.place(&desc.digest),
@@ -86,6 +80,30 @@ impl Fetch for RegistryFetch {
             .read_to_end(&mut buf)
             .map_err(|e| Error::io(self.place(&desc.digest), e))?;
         Ok(buf)
+    }
+}
+
+impl Fetch for RegistryFetch {
+    fn place(&self, digest: &Digest) -> String {
+        format!("{}/{}@{digest}", self.client.registry(), self.repo)
+    }
+
+    fn read_small(&self, desc: &Descriptor) -> Result<Vec<u8>> {
+        let cached = self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(&desc.digest);
+        cached.unwrap_or_else(|| self.fetch(desc))
+    }
+
+    fn prefetch(&self, descs: &[&Descriptor]) {
+        let todo: Vec<&Descriptor> = {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut seen = std::collections::HashSet::new();
+            descs.iter().copied().filter(|d| !cache.contains_key(&d.digest) && seen.insert(&d.digest)).collect()
+        };
+        let got = crate::transfer::map_within(&todo, |d| self.fetch(d));
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        for (d, r) in todo.into_iter().zip(got) {
+            cache.insert(d.digest.clone(), r);
+        }
     }
 
     fn layer(&self, _desc: &Descriptor) -> Result<Origin> {

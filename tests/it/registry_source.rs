@@ -2,6 +2,7 @@
 //! into the real distribution registry come out in the bundle with the same digests.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -376,4 +377,32 @@ fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
     assert!(n < 20, "create made {n} requests for an index of one distinct manifest");
     let got = images(&env, "b.tar");
     assert_eq!(got[0]["platforms"], serde_json::json!(["linux/amd64"]));
+}
+
+#[test]
+fn the_platforms_of_an_index_are_fetched_at_once() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
+    // Every child manifest (asked by digest) answers 300 ms late: fetched one after another,
+    // never two would be in flight at once.
+    let (now, peak) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let (n, p) = (now.clone(), peak.clone());
+    let proxy = crate::fakes::RewritingProxy::start(&reg.host, move |req, head| {
+        let line = req.lines().next().unwrap_or("");
+        if !(line.starts_with("get ") && line.contains("/manifests/sha256:")) {
+            return head;
+        }
+        p.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        n.fetch_sub(1, Ordering::SeqCst);
+        head
+    });
+    let src = format!("docker://{}/src/multi:2.0", proxy.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "both platforms' manifests at once");
 }
