@@ -39,9 +39,12 @@
 #   BENCH_WAN=1            0 skips the WAN rows (bench/wan.sh: registry traffic at 50 ms RTT)
 #   BENCH_DELTA=1          0 skips the delta rows (bench/delta.sh: a delta bundle against the
 #                          full one for a one-image change)
+#   BENCH_SERVE=1          0 skips the serve rows (bench/serve.sh: airlock serve's start, full-blob
+#                          GET against sha256, 50 clients' RSS, a manifest's time to first byte)
 #
 # `bench/run.sh wan` runs only the WAN rows (bench/wan.sh; no root needed); `bench/run.sh delta`
-# only the delta rows (bench/delta.sh; no root needed).
+# only the delta rows (bench/delta.sh; no root needed); `bench/run.sh serve` only the serve rows
+# (bench/serve.sh; no root needed).
 #
 # Needs root (umoci, dockerd). Installs missing peers with scripts/peers.sh and /usr/bin/time
 # with apt-get. Everything started (dockerd, registries) is stopped on exit; the work dir is
@@ -53,8 +56,9 @@ case ${1:-} in
   wan) exec "$ROOT/bench/wan.sh" ;; # the WAN rows alone (see bench/wan.sh)
   delta) exec "$ROOT/bench/delta.sh" ;; # the delta rows alone (see bench/delta.sh)
   volumes) exec "$ROOT/bench/volumes.sh" ;; # split bundles and parity alone (see bench/volumes.sh)
+  serve) exec "$ROOT/bench/serve.sh" ;; # the serve rows alone (see bench/serve.sh)
   "") ;;
-  *) echo "usage: bench/run.sh [wan|delta|volumes]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [wan|delta|volumes|serve]" >&2; exit 2 ;;
 esac
 PEERS=$ROOT/scripts/peers.sh
 IMAGES=${BENCH_IMAGES:-4}
@@ -69,6 +73,7 @@ DOCKER26=${BENCH_DOCKER26:-1}
 WAN=${BENCH_WAN:-1}
 DELTA=${BENCH_DELTA:-1}
 VOLUMES=${BENCH_VOLUMES:-1}
+SERVE=${BENCH_SERVE:-1}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
@@ -83,6 +88,7 @@ done
 [[ $WAN =~ ^[01]$ ]] || die "BENCH_WAN must be 0 or 1, got '$WAN'"
 [[ $DELTA =~ ^[01]$ ]] || die "BENCH_DELTA must be 0 or 1, got '$DELTA'"
 [[ $VOLUMES =~ ^[01]$ ]] || die "BENCH_VOLUMES must be 0 or 1, got '$VOLUMES'"
+[[ $SERVE =~ ^[01]$ ]] || die "BENCH_SERVE must be 0 or 1, got '$SERVE'"
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
@@ -520,4 +526,10 @@ fi
 if [ "$VOLUMES" = 1 ]; then
   say "volume rows (bench/volumes.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/volumes.sh"
+fi
+# airlock serve: start, full-blob GET against sha256, 50 clients' RSS, TTFB (runs alone as
+# bench/serve.sh).
+if [ "$SERVE" = 1 ]; then
+  say "serve rows (bench/serve.sh)"
+  BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/serve.sh"
 fi

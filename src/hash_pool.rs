@@ -105,33 +105,50 @@ fn work(jobs: &Mutex<Receiver<Job>>, buffers: &Buffers) {
     }
 }
 
-/// A fixed number of buffers, allocated when first needed.
-struct Buffers {
+/// A fixed number of buffers of [`BUF_SIZE`] bytes, allocated when first needed (also the pool
+/// `serve` reads blobs into).
+pub(crate) struct Buffers {
     free: Mutex<(Vec<Vec<u8>>, usize)>,
     returned: Condvar,
     max: usize,
 }
 
 impl Buffers {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Buffers { free: Mutex::new((Vec::new(), 0)), returned: Condvar::new(), max }
     }
 
     fn take(&self) -> Vec<u8> {
+        // Without a deadline the wait only ends with a buffer.
+        self.take_until(None).unwrap_or_else(|| vec![0; BUF_SIZE])
+    }
+
+    /// A buffer, waiting at most `limit` for one to come back (`None`: none did).
+    pub(crate) fn take_within(&self, limit: std::time::Duration) -> Option<Vec<u8>> {
+        self.take_until(Some(std::time::Instant::now() + limit))
+    }
+
+    fn take_until(&self, deadline: Option<std::time::Instant>) -> Option<Vec<u8>> {
         let mut state = self.free.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(buf) = state.0.pop() {
-                return buf;
+                return Some(buf);
             }
             if state.1 < self.max {
                 state.1 += 1;
-                return vec![0; BUF_SIZE];
+                return Some(vec![0; BUF_SIZE]);
             }
-            state = self.returned.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = match deadline {
+                None => self.returned.wait(state).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.checked_duration_since(std::time::Instant::now())?;
+                    self.returned.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0
+                }
+            };
         }
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    pub(crate) fn give(&self, buf: Vec<u8>) {
         self.free.lock().unwrap_or_else(PoisonError::into_inner).0.push(buf);
         self.returned.notify_one();
     }

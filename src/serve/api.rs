@@ -195,7 +195,7 @@ fn blob_response(
     let (start, end) = range.unwrap_or((0, size));
     let digest = src.digest.to_string();
     let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
-    let body = if head { Body::empty() } else { Body::blob(src, start, end, Arc::clone(chunks)) };
+    let body = if head { Body::empty() } else { Body::blob(src, start, end, chunks) };
     let mut r = response(status, body, media_type, end - start);
     let h = r.headers_mut();
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));

@@ -1,29 +1,28 @@
 //! Response bodies: a small JSON document, or a blob read straight from its bundle file by offset.
 //!
-//! A blob is read in chunks by positional reads on tokio's blocking threads, one chunk ahead of the
-//! one being sent. Chunks come from a fixed [`Chunks`] pool shared by every connection, so memory
-//! stays flat in blob size and in the number of clients (a client past the pool waits for a chunk).
-//! A blob sent whole is hashed on the way; the last chunk is held back until the digest is known,
-//! and a mismatch (the file changed underneath) ends the body with an error, which cuts the
-//! connection before the client has every byte. A [`Body`] reports, when it is dropped, how many
-//! bytes it handed over and how it ended: the request log's line.
+//! A blob is read by one of tokio's blocking threads, in 256 KiB positional reads, and handed to
+//! the connection through a channel holding one chunk, so the thread reads (and hashes) the next
+//! chunk while the connection sends the last. Chunks come from a fixed [`Chunks`] pool shared by
+//! every connection, so memory stays flat in blob size and in the number of clients (a reader past
+//! the pool waits for a chunk to come back). A blob sent whole is hashed on the way; its last
+//! chunk is held back until the digest is known, and a mismatch (the file changed underneath) ends
+//! the body with an error, which cuts the connection before the client has every byte. A [`Body`]
+//! reports, when it is dropped, how many bytes it handed over and how it ended: the request log's
+//! line.
 
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use crate::digest::{Digest, Hasher, Mismatch};
+use crate::hash_pool::Buffers;
 use crate::local_file::ReadAt;
 
-/// Size of one chunk read from a bundle.
-const CHUNK: usize = 256 << 10;
 /// How long a read waits for a free chunk before the response is given up.
 const CHUNK_WAIT: Duration = Duration::from_secs(60);
 
@@ -42,27 +41,19 @@ pub enum Outcome {
 pub type OnEnd = Box<dyn FnOnce(u64, Outcome) + Send>;
 
 /// The fixed set of chunk buffers every blob read draws from.
-pub struct Chunks {
-    permits: Arc<Semaphore>,
-    free: Mutex<Vec<Vec<u8>>>,
-}
+pub struct Chunks(Arc<Buffers>);
 
 impl Chunks {
     pub fn new(count: usize) -> Arc<Self> {
-        Arc::new(Chunks { permits: Arc::new(Semaphore::new(count)), free: Mutex::new(Vec::new()) })
-    }
-
-    fn buffer(&self) -> Vec<u8> {
-        self.free.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_else(|| vec![0; CHUNK])
+        Arc::new(Chunks(Arc::new(Buffers::new(count))))
     }
 }
 
-/// A chunk handed to hyper; its buffer and permit go back to the pool when hyper drops it.
+/// A chunk handed to hyper; its buffer goes back to the pool when hyper drops it.
 struct Pooled {
     buf: Vec<u8>,
     len: usize,
-    pool: Arc<Chunks>,
-    _permit: OwnedSemaphorePermit,
+    pool: Arc<Buffers>,
 }
 
 impl AsRef<[u8]> for Pooled {
@@ -73,8 +64,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        self.pool.free.lock().unwrap_or_else(PoisonError::into_inner).push(buf);
+        self.pool.give(std::mem::take(&mut self.buf));
     }
 }
 
@@ -97,7 +87,7 @@ pub struct Body {
 
 enum Kind {
     Full(Option<Bytes>),
-    Blob(Box<BlobReader>),
+    Blob(BlobReader),
 }
 
 impl Body {
@@ -110,11 +100,11 @@ impl Body {
     }
 
     /// Bytes `start..end` of a blob; the whole blob (`0..size`) is verified as it goes.
-    pub fn blob(src: BlobSource, start: u64, end: u64, pool: Arc<Chunks>) -> Self {
-        let check = (start == 0 && end == src.size).then(|| Check { hasher: Hasher::default(), size: src.size });
-        let reader =
-            BlobReader { pos: src.offset + start, end: src.offset + end, src, check, pool, state: State::Idle };
-        Body::new(Kind::Blob(Box::new(reader)))
+    pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Chunks) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let pool = Arc::clone(&pool.0);
+        tokio::task::spawn_blocking(move || produce(&src, start, end, &pool, &tx));
+        Body::new(Kind::Blob(BlobReader { rx, left: end - start }))
     }
 
     fn new(kind: Kind) -> Self {
@@ -135,7 +125,16 @@ impl http_body::Body for Body {
         let this = &mut *self;
         let next = match &mut this.kind {
             Kind::Full(bytes) => Ok(bytes.take()),
-            Kind::Blob(reader) => ready!(reader.poll_chunk(cx)),
+            Kind::Blob(reader) => match reader.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    reader.left = reader.left.saturating_sub(chunk.len() as u64);
+                    Ok(Some(chunk))
+                }
+                Poll::Ready(Some(Err(e))) => Err(e),
+                Poll::Ready(None) if reader.left > 0 => Err(std::io::Error::other("the blob's reader stopped early")),
+                Poll::Ready(None) => Ok(None),
+            },
         };
         Poll::Ready(match next {
             Ok(Some(chunk)) => {
@@ -153,14 +152,14 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Blob(r) => r.pos >= r.end && matches!(r.state, State::Idle),
+            Kind::Blob(r) => r.left == 0,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Blob(r) => SizeHint::with_exact(r.end - r.pos + r.state.held()),
+            Kind::Blob(r) => SizeHint::with_exact(r.left),
         }
     }
 }
@@ -178,124 +177,45 @@ impl Drop for Body {
     }
 }
 
-/// The running sha256 of a blob sent whole.
-struct Check {
-    hasher: Hasher,
-    size: u64,
-}
-
-/// One chunk read (and hashed) on a blocking thread, with the hash state handed back.
-type Read = std::io::Result<(Bytes, Option<Check>)>;
-
-/// Waiting for a chunk of the pool (`None`: none came free in time).
-type Wait = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
-
-enum State {
-    Idle,
-    Waiting(Wait),
-    Reading(JoinHandle<Read>),
-    /// A chunk read ahead, to hand over on the next poll.
-    Ready(Bytes),
-}
-
-impl State {
-    /// Bytes already read from the file but not yet handed over.
-    fn held(&self) -> u64 {
-        match self {
-            State::Ready(b) => b.len() as u64,
-            _ => 0,
-        }
-    }
-}
-
+/// The receiving end of a blob's reader thread.
 struct BlobReader {
-    src: BlobSource,
-    pos: u64,
-    end: u64,
-    check: Option<Check>,
-    pool: Arc<Chunks>,
-    state: State,
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    /// Bytes not yet handed over.
+    left: u64,
 }
 
-impl BlobReader {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        loop {
-            match std::mem::replace(&mut self.state, State::Idle) {
-                State::Ready(chunk) => {
-                    // Read the next chunk while this one is sent.
-                    self.start(cx)?;
-                    return Poll::Ready(Ok(Some(chunk)));
-                }
-                State::Idle if self.pos >= self.end => return Poll::Ready(Ok(None)),
-                State::Idle => self.start(cx)?,
-                State::Waiting(mut wait) => match wait.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        self.state = State::Waiting(wait);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(None) => return Poll::Ready(Err(no_buffer())),
-                    Poll::Ready(Some(permit)) => self.spawn_read(permit),
-                },
-                State::Reading(mut task) => {
-                    let Poll::Ready(read) = Pin::new(&mut task).poll(cx) else {
-                        self.state = State::Reading(task);
-                        return Poll::Pending;
-                    };
-                    let (chunk, check) = read.map_err(std::io::Error::other)??;
-                    self.check = check;
-                    self.pos += chunk.len() as u64;
-                    if self.pos >= self.end {
-                        // The last chunk was held until the digest of the whole was known.
-                        return Poll::Ready(Ok(Some(chunk)));
-                    }
-                    self.state = State::Ready(chunk);
-                }
+/// Reads `start..end` of a blob chunk by chunk into `tx`, hashing a whole blob on the way; stops
+/// at the first error (sent as the last item) or when the body is gone.
+fn produce(src: &BlobSource, start: u64, end: u64, pool: &Arc<Buffers>, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+    let mut hasher = (start == 0 && end == src.size).then(Hasher::default);
+    let mut pos = start;
+    while pos < end {
+        let chunk = read_chunk(src, pos, end, pool);
+        let last = chunk.as_ref().is_ok_and(|c| pos + c.len as u64 >= end);
+        let item = chunk.and_then(|c| {
+            if let Some(h) = &mut hasher {
+                h.update(c.as_ref());
             }
+            if last {
+                verify(hasher.take(), &src.digest, src.size, &src.place)?;
+            }
+            pos += c.len as u64;
+            Ok(Bytes::from_owner(c))
+        });
+        let failed = item.is_err();
+        if tx.blocking_send(item).is_err() || failed {
+            return;
         }
     }
+}
 
-    /// Starts reading the next chunk, if any: takes a pool permit, waiting for one if need be.
-    fn start(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
-        if self.pos >= self.end {
-            return Ok(());
-        }
-        match Arc::clone(&self.pool.permits).try_acquire_owned() {
-            Ok(permit) => self.spawn_read(permit),
-            Err(_) => {
-                let permits = Arc::clone(&self.pool.permits);
-                let mut wait: Wait =
-                    Box::pin(async move { tokio::time::timeout(CHUNK_WAIT, permits.acquire_owned()).await.ok()?.ok() });
-                // Polled once now, so the waker is registered (or a permit freed meanwhile is taken).
-                match wait.as_mut().poll(cx) {
-                    Poll::Pending => self.state = State::Waiting(wait),
-                    Poll::Ready(None) => return Err(no_buffer()),
-                    Poll::Ready(Some(permit)) => self.spawn_read(permit),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn spawn_read(&mut self, permit: OwnedSemaphorePermit) {
-        let len = (self.end - self.pos).min(CHUNK as u64) as usize;
-        let (file, pos, pool, last) =
-            (Arc::clone(&self.src.file), self.pos, Arc::clone(&self.pool), self.pos + len as u64 >= self.end);
-        let mut check = self.check.take();
-        let (digest, place) = (self.src.digest.clone(), self.src.place.clone());
-        self.state = State::Reading(tokio::task::spawn_blocking(move || {
-            let mut buf = pool.buffer();
-            let read = file.read_exact_at(&mut buf[..len], pos);
-            let chunk = Pooled { buf, len, pool, _permit: permit };
-            read.map_err(|e| std::io::Error::new(e.kind(), format!("{place}: {e}")))?;
-            if let Some(c) = &mut check {
-                c.hasher.update(chunk.as_ref());
-                if last {
-                    verify(check.take().map(|c| (c.hasher, c.size)), &digest, &place)?;
-                }
-            }
-            Ok((Bytes::from_owner(chunk), check))
-        }));
-    }
+fn read_chunk(src: &BlobSource, pos: u64, end: u64, pool: &Arc<Buffers>) -> std::io::Result<Pooled> {
+    let mut buf = pool.take_within(CHUNK_WAIT).ok_or_else(no_buffer)?;
+    let len = buf.len().min(usize::try_from(end - pos).unwrap_or(usize::MAX));
+    let read = src.file.read_exact_at(&mut buf[..len], src.offset + pos);
+    let chunk = Pooled { buf, len, pool: Arc::clone(pool) };
+    read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))?;
+    Ok(chunk)
 }
 
 fn no_buffer() -> std::io::Error {
@@ -303,8 +223,8 @@ fn no_buffer() -> std::io::Error {
 }
 
 /// The digest of a blob sent whole, checked before its last chunk leaves.
-fn verify(check: Option<(Hasher, u64)>, digest: &Digest, place: &str) -> std::io::Result<()> {
-    let Some((hasher, size)) = check else { return Ok(()) };
+fn verify(hasher: Option<Hasher>, digest: &Digest, size: u64, place: &str) -> std::io::Result<()> {
+    let Some(hasher) = hasher else { return Ok(()) };
     let (found, len) = hasher.finish();
     let mismatch = if len != size {
         Some(Mismatch::Size { expected: size, found: len })

@@ -12,6 +12,7 @@ pub mod client_config;
 pub mod content;
 pub mod routes;
 pub mod server;
+mod stall;
 pub mod tls;
 pub mod verified;
 
@@ -27,7 +28,7 @@ use crate::serve::api::{BundleFile, Bundles};
 use crate::serve::content::{Content, Naming};
 use crate::serve::verified::{Identity, Record};
 use crate::state::{Applied, Policy, State};
-use crate::volume::input::Volumes;
+use crate::volume::input::{self, Source, Volumes};
 
 /// Which bundles to serve and how.
 pub struct Options<'a> {
@@ -106,8 +107,9 @@ fn check_complete(content: &Content, reports: &[Checked]) -> Result<()> {
     })
 }
 
-/// Opens one bundle: the signature, headers and manifests always; every blob unless the record
-/// says this very file was verified before. The file kept for serving must be the one checked.
+/// Opens one bundle (a file, or a split bundle's parts): the signature, headers and manifests
+/// always; every blob unless the record says these very files were verified before. The files
+/// served are the ones checked, and must not have changed while they were.
 fn open_one(
     path: &Path,
     opts: &Options<'_>,
@@ -115,27 +117,41 @@ fn open_one(
     observer: &dyn Observer,
 ) -> Result<(Checked, Arc<Volumes>)> {
     let place = || path.display().to_string();
-    let before = Identity::of(&fs_err::metadata(path).at(place)?);
-    let volumes = Arc::new(Volumes::file(path)?);
-    let mut bundle = IndexedBundle::open(Arc::clone(&volumes), opts.trust)?;
+    let volumes = match input::open(&[path.to_owned()], &opts.trust)? {
+        Source::Volumes(v) => v,
+        Source::Stdin | Source::Pipe(_) => {
+            let msg = "is not a file: serve reads blobs at their offsets, from a bundle file or a split bundle's parts";
+            return Err(Error::bad(place(), msg));
+        }
+    };
+    let before = identities(&volumes)?;
+    let mut bundle = IndexedBundle::open(Arc::clone(&volumes), opts.trust).map_err(|e| volumes.explain(e))?;
     let index = bundle.report().index_digest.clone();
-    let canonical = fs_err::canonicalize(path).at(place)?;
+    let first = volumes.members().next().map_or_else(|| path.to_owned(), |(p, _)| p.to_owned());
+    let canonical = fs_err::canonicalize(&first).at(place)?;
     let key = bundle.report().key_id.clone();
     let verified_before = match (&record, &key) {
         (Some(r), Some(k)) => r.verified_at(&canonical, &before, &index, k).map(str::to_owned),
         _ => None,
     };
     if verified_before.is_none() {
-        bundle.check_contents(observer)?;
+        bundle.check_contents(observer).map_err(|e| volumes.explain(e))?;
     }
-    let file = fs_err::File::open(path).at(place)?.into_file();
-    if Identity::of(&file.metadata().at(place)?) != before {
-        return Err(Error::integrity(place(), "changed while it was being verified"));
+    if identities(&volumes)? != before {
+        return Err(Error::integrity(volumes.place(), "changed while it was being verified"));
     }
     if let (Some(r), Some(k), None) = (record, &key, &verified_before) {
         r.remember(&canonical, before, index, k, created_rfc3339(opts.now)?);
     }
     Ok((Checked { bundle, verified_before }, volumes))
+}
+
+/// What identifies the state of each file of a bundle, from the open files themselves.
+fn identities(volumes: &Volumes) -> Result<Vec<Identity>> {
+    let of = |(path, file): (&Path, &std::fs::File)| {
+        file.metadata().map(|m| Identity::of(&m)).map_err(|e| Error::io(path.display().to_string(), e))
+    };
+    volumes.members().map(of).collect()
 }
 
 /// Checks the served bundles against the importers' state, as an import would: per signing key and

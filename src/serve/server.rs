@@ -4,8 +4,8 @@
 //! then returns the [`Summary`].
 //!
 //! Everything is bounded: connections (a fixed number at once; the next waits in the kernel's
-//! backlog), the time a client may take to send its headers or finish a TLS handshake, and the read
-//! buffers (see [`crate::serve::body`]).
+//! backlog), the time a client may take to send its headers or finish a TLS handshake, the time it
+//! may read nothing of a response, and the read buffers (see [`crate::serve::body`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,11 +26,14 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::serve::api::Api;
 use crate::serve::body::{Body, Outcome};
+use crate::serve::stall::Stalling;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
 /// Time a client has to send a request's headers, and to finish a TLS handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client may read nothing of a response before its connection is closed.
+const WRITE_STALL: Duration = Duration::from_secs(60);
 
 /// One request, as the log shows it.
 #[derive(Debug, Clone)]
@@ -190,6 +193,7 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let stream = Stalling::new(stream, WRITE_STALL);
     match &shared.tls {
         None => http(TokioIo::new(stream), peer, shared, stopped).await,
         Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {

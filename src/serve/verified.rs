@@ -1,9 +1,9 @@
 //! The record of bundles `serve` verified in full, so that starting again on the same unchanged
 //! files takes seconds instead of a read of every blob.
 //!
-//! A bundle counts as verified before when its file is the same file, unchanged: the same device,
-//! inode, size, modification time and status-change time (which no user can set back, and which
-//! any write or `touch` moves), the same signed index (its sha256) and the same signing key. The
+//! A bundle counts as verified before when its files (one, or a split bundle's data parts) are the
+//! same files, unchanged: the same device, inode, size, modification time and status-change time
+//! (which no user can set back, and which any write or `touch` moves), the same signed index (its sha256) and the same signing key. The
 //! signature, the headers and the manifests are still checked on every start (they cost no blob
 //! read), and every blob served whole is still hashed on the way, so a change the record misses
 //! is caught when it is read. The record is a small JSON file beside the importers' state
@@ -53,8 +53,10 @@ impl Identity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Entry {
+    /// The bundle file, or a split bundle's first part.
     path: PathBuf,
-    file: Identity,
+    /// Each file: the bundle, or every data part in order.
+    files: Vec<Identity>,
     index: Digest,
     key_id: String,
     /// When, RFC 3339.
@@ -85,15 +87,15 @@ impl Record {
     }
 
     /// When the bundle at `path` (canonical) was verified in full in this very state, if it was.
-    pub fn verified_at(&self, path: &Path, file: &Identity, index: &Digest, key_id: &str) -> Option<&str> {
+    pub fn verified_at(&self, path: &Path, files: &[Identity], index: &Digest, key_id: &str) -> Option<&str> {
         let e = self.doc.bundles.iter().find(|e| e.path == path)?;
-        (e.file == *file && e.index == *index && e.key_id == key_id).then_some(e.verified_at.as_str())
+        (e.files == files && e.index == *index && e.key_id == key_id).then_some(e.verified_at.as_str())
     }
 
     /// Remembers a full verification of the bundle at `path` (canonical).
-    pub fn remember(&mut self, path: &Path, file: Identity, index: Digest, key_id: &str, now: String) {
+    pub fn remember(&mut self, path: &Path, files: Vec<Identity>, index: Digest, key_id: &str, now: String) {
         self.doc.bundles.retain(|e| e.path != path);
-        let entry = Entry { path: path.to_owned(), file, index, key_id: key_id.to_owned(), verified_at: now };
+        let entry = Entry { path: path.to_owned(), files, index, key_id: key_id.to_owned(), verified_at: now };
         self.doc.bundles.push(entry);
         let excess = self.doc.bundles.len().saturating_sub(MAX_ENTRIES);
         self.doc.bundles.drain(..excess);
@@ -123,14 +125,17 @@ mod tests {
         let file = Identity { device: 1, inode: 2, size: 3, mtime_ns: 4, ctime_ns: 5 };
         let index = Digest::of_bytes(b"index");
         let mut r = Record::open(&path);
-        r.remember(Path::new("/b.tar"), file.clone(), index.clone(), "K", "2026-01-01T00:00:00Z".into());
+        r.remember(Path::new("/b.tar"), vec![file.clone()], index.clone(), "K", "2026-01-01T00:00:00Z".into());
         r.save().unwrap();
         let r = Record::open(&path);
-        assert_eq!(r.verified_at(Path::new("/b.tar"), &file, &index, "K"), Some("2026-01-01T00:00:00Z"));
+        let at = |files: &[Identity], index: &Digest, key: &str| r.verified_at(Path::new("/b.tar"), files, index, key);
+        let one = std::slice::from_ref(&file);
+        assert_eq!(at(one, &index, "K"), Some("2026-01-01T00:00:00Z"));
         let touched = Identity { ctime_ns: 6, ..file.clone() };
-        assert_eq!(r.verified_at(Path::new("/b.tar"), &touched, &index, "K"), None);
-        assert_eq!(r.verified_at(Path::new("/b.tar"), &file, &Digest::of_bytes(b"other"), "K"), None);
-        assert_eq!(r.verified_at(Path::new("/b.tar"), &file, &index, "L"), None);
+        assert_eq!(at(&[touched], &index, "K"), None);
+        assert_eq!(at(one, &Digest::of_bytes(b"other"), "K"), None);
+        assert_eq!(at(one, &index, "L"), None);
+        assert_eq!(at(&[file.clone(), file.clone()], &index, "K"), None, "another number of parts");
         std::fs::write(&path, "{damaged").unwrap();
         assert!(Record::open(&path).doc.bundles.is_empty(), "a damaged record is started afresh");
     }

@@ -74,6 +74,11 @@ impl Volumes {
         self.len == 0
     }
 
+    /// The files read, in order, with their paths (to check that none has changed).
+    pub fn members(&self) -> impl Iterator<Item = (&Path, &std::fs::File)> {
+        self.members.iter().map(|m| (m.path.as_path(), &m.file))
+    }
+
     /// How messages name the bundle: its file, or its first part.
     pub fn place(&self) -> &str {
         &self.place

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# bench/serve.sh - `airlock serve` (issue 12): `bench/run.sh serve` runs it alone; a full
+# bench/run.sh runs it after its own rows unless BENCH_SERVE=0.
+#
+# A bundle of two images (uncompressed, incompressible layers) is served on loopback; measured:
+#   - start: the first start (every blob verified) and a second start on the unchanged file
+#     (signature, headers and manifests checked; the record of the first verification used),
+#   - full-blob GET of one BENCH_SERVE_MB layer with curl, the fastest of BENCH_RUNS, against
+#     `openssl speed -evp sha256` (16 KiB blocks, one core) in the same run: every byte of a
+#     whole blob is hashed on the way, so sha256 on one core is the ceiling of one stream,
+#   - BENCH_SERVE_CLIENTS clients pulling the same image (manifest, config, a
+#     BENCH_SERVE_FLEET_MB layer) at once, with the server's RSS sampled every 50 ms: idle, during
+#     one client, during all of them,
+#   - time to first byte of a manifest (GET by tag): 200 requests on one kept-alive connection,
+#     median and 99th percentile.
+#
+# Settings (environment): BENCH_SERVE_MB=1024, BENCH_SERVE_FLEET_MB=64, BENCH_SERVE_CLIENTS=50,
+# and from bench/run.sh: BENCH_RUNS=3, BENCH_QUIET_WAIT=180, BENCH_KEEP=0, BENCH_AIRLOCK (a
+# binary to use instead of building one). Needs curl and openssl; not root.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+MB=${BENCH_SERVE_MB:-1024}
+FLEET_MB=${BENCH_SERVE_FLEET_MB:-64}
+CLIENTS=${BENCH_SERVE_CLIENTS:-50}
+RUNS=${BENCH_RUNS:-3}
+KEEP=${BENCH_KEEP:-0}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+for v in MB FLEET_MB CLIENTS RUNS QUIET_WAIT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+[ "$MB" -ge 1 ] && [ "$FLEET_MB" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$RUNS" -ge 1 ] || die "sizes, clients and runs must be >= 1"
+command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
+
+WORK=$(mktemp -d /tmp/aserve.XXXXXX)
+SERVER=""
+cleanup() {
+  [ -z "$SERVER" ] || { kill -TERM "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+  if [ "$KEEP" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+mkdir -p "$WORK/logs" "$WORK/layout/blobs/sha256"
+. "$ROOT/bench/lib.sh"
+
+if [ -n "${BENCH_AIRLOCK:-}" ]; then
+  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
+  REV="$AIRLOCK (given)"
+else
+  (cd "$ROOT" && cargo build --release >&2)
+  AIRLOCK=$ROOT/target/release/airlock
+  REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# An OCI layout of serve.example/big:1 (one MB MiB layer) and serve.example/fleet:1 (FLEET_MB).
+L=$WORK/layout
+blob() { # FILE: moves FILE into the layout's blobs; prints "DIGEST SIZE"
+  local d s
+  d=$(sha256sum "$1" | cut -d' ' -f1)
+  s=$(stat -c %s "$1")
+  mv "$1" "$L/blobs/sha256/$d"
+  echo "sha256:$d $s"
+}
+stream() { head -c "$2" < <(openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" -in /dev/zero 2>/dev/null); }
+LT=application/vnd.oci.image.layer.v1.tar
+entries=()
+image() { # NAME MIB
+  stream "$1" $(($2 << 20)) >"$WORK/a"
+  read -r AD AS <<<"$(blob "$WORK/a")"
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$AD" >"$WORK/c"
+  read -r CD CS <<<"$(blob "$WORK/c")"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d}]}' \
+    "$CD" "$CS" "$LT" "$AD" "$AS" >"$WORK/m"
+  read -r MD MS <<<"$(blob "$WORK/m")"
+  entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"serve.example/%s:1"}}' "$MD" "$MS" "$1")")
+  eval "${1^^}_LAYER=$AD ${1^^}_CONFIG=$CD"
+}
+say "a bundle of a $MB MiB image and a $FLEET_MB MiB image"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
+image big "$MB"
+image fleet "$FLEET_MB"
+(
+  IFS=,
+  printf '{"schemaVersion":2,"manifests":[%s]}' "${entries[*]}"
+) >"$L/index.json"
+cd "$WORK"
+"$AIRLOCK" keygen --no-password -o ops >/dev/null 2>&1
+"$AIRLOCK" create -k ops.key --compression none -o bundle.tar "oci:$L" >logs/create.log 2>&1
+rm -rf "$L"
+
+# start: launches the server, waits for its "serving" line; sets SERVER, ADDR and START (s).
+start() {
+  local t0=$EPOCHREALTIME
+  "$AIRLOCK" serve -p ops.pub --state "$WORK/state.json" --listen 127.0.0.1:0 bundle.tar \
+    >"$WORK/logs/requests.log" 2>"$WORK/logs/serve.err" &
+  SERVER=$!
+  until grep -q '^serving' "$WORK/logs/serve.err"; do
+    kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/logs/serve.err" >&2; die "airlock serve exited"; }
+    sleep 0.01
+  done
+  START=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
+  ADDR=$(sed -n 's|^serving.*://\([^ ]*\) .*|\1|p' "$WORK/logs/serve.err")
+}
+stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=""; }
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER/status" 2>/dev/null || echo 0; }
+
+say "start: full verification, then the record of it"
+warm bundle.tar
+quiet
+start
+START_FULL=$START
+stop
+quiet
+start
+START_AGAIN=$START
+grep -q 'every blob verified at' "$WORK/logs/serve.err" || die "the second start verified every blob again"
+
+sha() {
+  openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null |
+    awk '/^sha256/ { sub(/k$/, "", $2); printf "%.3f", $2 * 1000 / 1e9 }'
+}
+say "full-blob GET of the $MB MiB layer against openssl speed -evp sha256"
+quiet
+SHA0=$(sha)
+BEST=0
+for ((r = 1; r <= RUNS; r++)); do
+  quiet
+  s=$(curl -sS -o /dev/null -w '%{speed_download}' "http://$ADDR/v2/serve.example/big/blobs/$BIG_LAYER")
+  BEST=$(awk -v a="$s" -v b="$BEST" 'BEGIN { print (a > b) ? a : b }')
+done
+SHA1=$(sha)
+GET=$(awk -v b="$BEST" 'BEGIN { printf "%.3f", b / 1e9 }')
+SHA=$(awk -v a="$SHA0" -v b="$SHA1" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+
+# pull N: N clients at once, each GETs fleet's manifest, config and layer; prints wall seconds.
+pull() {
+  local i t0=$EPOCHREALTIME base="http://$ADDR/v2/serve.example/fleet"
+  for ((i = 1; i <= $1; i++)); do
+    curl -sS -o /dev/null -o /dev/null -o /dev/null "$base/manifests/1" "$base/blobs/$FLEET_CONFIG" \
+      "$base/blobs/$FLEET_LAYER" &
+  done
+  wait
+  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
+}
+# sampled CMD...: runs CMD with the server's RSS sampled every 50 ms; sets PEAK (KiB).
+sampled() {
+  local f=$WORK/rss.samples
+  : >"$f"
+  (while true; do rss >>"$f"; sleep 0.05; done) &
+  local sampler=$!
+  OUT=$("$@")
+  kill "$sampler"
+  wait "$sampler" 2>/dev/null || true
+  PEAK=$(sort -n "$f" | tail -n 1)
+}
+say "$CLIENTS clients pulling serve.example/fleet:1 at once, RSS sampled"
+IDLE=$(rss)
+quiet
+sampled pull 1
+ONE_S=$OUT ONE_PEAK=$PEAK
+quiet
+sampled pull "$CLIENTS"
+MANY_S=$OUT MANY_PEAK=$PEAK
+AFTER=$(rss)
+CUT=$(grep -c ' CUT: ' "$WORK/logs/requests.log" || true)
+
+say "time to first byte of a manifest: 200 GETs on one connection"
+urls=()
+for ((i = 0; i < 200; i++)); do urls+=(-o /dev/null "http://$ADDR/v2/serve.example/fleet/manifests/1"); done
+quiet
+curl -sS -w '%{time_starttransfer}\n' "${urls[@]}" | sort -n >"$WORK/ttfb"
+TTFB_MED=$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR / 2) + 1] * 1000 }' "$WORK/ttfb")
+TTFB_P99=$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR * 0.99)] * 1000 }' "$WORK/ttfb")
+stop
+
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
+echo
+echo "airlock serve: $REV; nproc=$(nproc); loopback, plain HTTP, page cache warm; curl as the client"
+printf '%-58s %s\n' "start, every blob verified (bundle $(awk -v b="$(stat -c %s bundle.tar)" 'BEGIN { printf "%.0f MiB", b / 1048576 }'))" "$START_FULL s"
+printf '%-58s %s\n' "start again, file unchanged (verification record)" "$START_AGAIN s"
+printf '%-58s %s\n' "full-blob GET, $MB MiB layer, best of $RUNS" "$GET GB/s = $(awk -v g="$GET" -v s="$SHA" 'BEGIN { printf "%.2f", g / s }') x sha256"
+printf '%-58s %s\n' "openssl speed -evp sha256, 16 KiB, one core (before/after)" "$SHA0 / $SHA1 GB/s"
+printf '%-58s %s\n' "server RSS idle / 1 client / $CLIENTS clients / after" "$(mib "$IDLE") / $(mib "$ONE_PEAK") / $(mib "$MANY_PEAK") / $(mib "$AFTER")"
+printf '%-58s %s\n' "$CLIENTS clients x $FLEET_MB MiB image: wall, aggregate" "$MANY_S s, $(awk -v n="$CLIENTS" -v m="$FLEET_MB" -v s="$MANY_S" 'BEGIN { printf "%.2f GB/s", n * m * 1048576 / s / 1e9 }') (1 client: $ONE_S s)"
+printf '%-58s %s\n' "manifest time to first byte, median / p99 of 200" "$TTFB_MED / $TTFB_P99 ms"
+printf '%-58s %s\n' "responses cut (should be 0)" "$CUT"
