@@ -5,15 +5,16 @@
 //! size check out; a partial file left by an interrupted run is resumed with an HTTP Range request,
 //! and one that turns out corrupt is discarded and fetched again whole. Within a run, a download
 //! that breaks resumes through [`Client::open_blob`], as it does without a cache.
-//! A cached blob is re-hashed before it is reused (and again when the bundle is written); one that
-//! does not match is fetched anew.
+//! A download is hashed as it is written (never read back to be checked); a cached blob is
+//! re-hashed before it is reused (and again when the bundle is written); one that does not match
+//! is fetched anew.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::plan::{Collection, Origin};
 use crate::progress::{self, Moving, Observer, Phase};
@@ -100,8 +101,10 @@ fn usable_partial(partial: &Path, size: u64) -> Result<u64> {
     }
 }
 
-/// Completes `partial` from byte `have` on (starting it afresh when `have` is 0), then checks the
-/// whole file. A mismatch removes it; a read failure is the registry's, a write failure the cache's.
+/// Completes `partial` from byte `have` on (starting it afresh when `have` is 0), hashing what it
+/// writes as it goes (an earlier run's bytes are hashed first, read back once), so the file is
+/// never read again to be checked. A mismatch removes it; a read failure is the registry's, a
+/// write failure the cache's.
 fn fetch(
     client: &Arc<Client>,
     repo: &str,
@@ -113,25 +116,24 @@ fn fetch(
 ) -> Result<()> {
     let at = || partial.display().to_string();
     let place = format!("{}/{repo}@{digest}", client.registry());
-    let mut file = OpenOptions::new().create(true).write(true).truncate(have == 0).open(partial).at(at)?;
+    let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(have == 0).open(partial).at(at)?;
+    let mut hasher = Hasher::default();
+    let mut buf = vec![0u8; 1 << 20];
+    if have > 0 {
+        let mut earlier = (&mut file).take(have);
+        copy_hashed(&mut earlier, &mut io::sink(), &mut hasher, &mut buf).map_err(|e| e.at(at(), at()))?;
+    }
     if have < size {
         io::Seek::seek(&mut file, io::SeekFrom::Start(have)).at(at)?;
         let body = client.open_blob(repo, digest, size, have)?.take(size - have);
         let mut body = Moving::begin(body, observer, Phase::Fetch, &place, size - have);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_error(&place, e)),
-            };
-            file.write_all(&buf[..n]).at(at)?;
-        }
-        file.flush().at(at)?;
+        copy_hashed(&mut body, &mut file, &mut hasher, &mut buf).map_err(|e| match e {
+            Failed::Read(e) => read_error(&place, e),
+            Failed::Write(e) => Error::io(at(), e),
+        })?;
         file.sync_all().at(at)?;
     }
-    let (found, len) = hash_file(partial)?;
+    let (found, len) = hasher.finish();
     if (&found, len) != (digest, size) {
         let _ = fs_err::remove_file(partial);
         // Resumed, the earlier run's bytes are the suspect (and the caller starts over).
@@ -140,6 +142,35 @@ fn fetch(
         return Err(Error::integrity(source, msg));
     }
     Ok(())
+}
+
+/// Which side of a copy failed.
+enum Failed {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+impl Failed {
+    fn at(self, read: String, write: String) -> Error {
+        match self {
+            Failed::Read(e) => Error::io(read, e),
+            Failed::Write(e) => Error::io(write, e),
+        }
+    }
+}
+
+/// Copies `src` to `dst` through `buf`, hashing every byte.
+fn copy_hashed(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher, buf: &mut [u8]) -> Result<(), Failed> {
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failed::Read(e)),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(Failed::Write)?;
+    }
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
