@@ -231,7 +231,7 @@ fn created(flag: Option<&str>) -> Result<u64> {
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
         return parse("SOURCE_DATE_EPOCH", &s);
     }
-    Ok(super::now())
+    Ok(airlock::ops::now())
 }
 
 /// `--series`, `--sequence` (default: the creation time, so a nightly job needs no counter and a
@@ -255,7 +255,7 @@ fn position(args: &CreateArgs, created: u64) -> Result<Position> {
 
 fn load_key(path: &std::path::Path) -> Result<SecretKey> {
     let place = path.display().to_string();
-    let text = super::trust::read_key(path, "a minisign secret key").context("cannot read the secret key")?;
+    let text = airlock::ops::read_key(path, "a minisign secret key").context("cannot read the secret key")?;
     let key = SecretKey::from_box(&place, &text, || {
         if let Ok(pw) = std::env::var(PASSWORD_ENV) {
             return Ok(pw);

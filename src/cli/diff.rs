@@ -57,7 +57,7 @@ pub fn run(args: DiffArgs) -> Result<()> {
 }
 
 fn read(path: &std::path::Path) -> Result<BundleIndex> {
-    let (src, place) = super::open_bundle(path)?;
+    let (src, place) = airlock::ops::open_one(path)?;
     Ok(reader::read_index(src, &place)?)
 }
 

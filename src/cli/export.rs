@@ -1,11 +1,9 @@
-//! `airlock export`: verify a bundle, then write it as a docker-archive or an OCI layout for hosts
-//! without airlock.
+//! `airlock export`: flags → [`airlock::ops::export::ExportOptions`], and what was written printed.
 
 use std::path::PathBuf;
 
-use airlock::atomic::parent_dir;
-use airlock::bundle::bases::Given;
-use airlock::sink::{self, docker_archive};
+use airlock::ops::export::{self, ExportFormat, ExportOptions, Exported};
+use airlock::sink::docker_archive::DockerImage;
 use anyhow::Result;
 use clap::ValueEnum;
 
@@ -46,40 +44,30 @@ enum Format {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let platform = super::platform_or_host(args.platform.as_deref())?;
-    let key = args.trust.load()?;
-    let state = args.state.open()?;
-    let shown = super::progress::observer();
-    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
-    let (src, place) = super::stream_shown(&source, &*shown)?;
-    super::interrupt::set_outcome(format!("{} was not written", args.output.display()));
-    let staged =
-        sink::stage(src, &place, super::trust::trust(&key), parent_dir(&args.output)).map_err(|e| source.explain(e))?;
-    super::print_verified(&place, &staged.report);
-    let admitted = args.state.admit(state, &staged.report, &place)?;
-    let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;
-    staged.fill_from(&given, &place)?;
-    match args.format {
-        Format::Oci => {
-            let n = staged.index().images.len();
-            staged.persist_layout(&args.output)?;
-            super::interrupt::set_outcome(format!("{} was written", args.output.display()));
-            println!("{}: OCI image layout with {n} images", args.output.display());
-        }
-        Format::DockerArchive => {
-            let images = docker_archive::plan(&staged, &platform)?;
-            let mtime = super::created_epoch(staged.index());
-            docker_archive::write_file(&staged, &images, &args.output, mtime, &*shown)?;
-            super::interrupt::set_outcome(format!("{} was written", args.output.display()));
-            println!("{}: docker-archive with {} images", args.output.display(), images.len());
+    let format = match args.format {
+        Format::DockerArchive => ExportFormat::DockerArchive,
+        Format::Oci => ExportFormat::Oci,
+    };
+    let opts = ExportOptions {
+        bundle: args.bundle,
+        import: args.state.import(&args.trust),
+        bases: args.bases,
+        format,
+        output: args.output,
+        platform: super::platform_flag(args.platform.as_deref())?,
+    };
+    let output = opts.output.display();
+    match export::export(&opts, &(super::progress::observer() as _))? {
+        Exported::Oci { images } => println!("{output}: OCI image layout with {images} images"),
+        Exported::DockerArchive { images } => {
+            println!("{output}: docker-archive with {} images", images.len());
             print_plan(&images);
         }
     }
-    admitted.record()?;
     Ok(())
 }
 
-pub fn print_plan(images: &[docker_archive::DockerImage]) {
+pub fn print_plan(images: &[DockerImage]) {
     for i in images {
         let chosen = match &i.chosen_from {
             Some(index) => format!(" (platform {} chosen from multi-platform index {})", i.platform, index),

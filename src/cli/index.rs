@@ -23,7 +23,7 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
-    let (src, place) = super::open_bundle(&args.bundle)?;
+    let (src, place) = airlock::ops::open_one(&args.bundle)?;
     let index = delta::write_index_file(src, &place, &args.output)?;
     println!(
         "{}: signed index of bundle {} ({}; not verified: `create --base` checks its signature)",

@@ -1,11 +1,8 @@
-//! `airlock inspect`: the bundle's images as a table or JSON, from its index alone.
+//! `airlock inspect`: the bundle's images ([`airlock::ops::inspect`]) as a table or JSON.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
-use airlock::bundle::format::BundleIndex;
-use airlock::bundle::reader;
-use airlock::digest::Digest;
+use airlock::ops::inspect::{self, Inspected};
 use anyhow::Result;
 use serde_json::json;
 
@@ -26,11 +23,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
-    // inspect reads the unsigned index only; the part list's signature is not checked either.
-    let source = super::open_source(&args.bundle, &airlock::bundle::reader::Trust::Insecure)?;
-    let (src, place) = source.reader()?;
-    let index = reader::read_index(src, &place)?;
-    let rows = rows(&index);
+    let Inspected { place, index, rows } = inspect::inspect(&args.bundle)?;
     if args.json {
         let images: Vec<_> = rows
             .iter()
@@ -75,34 +68,4 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     println!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
     Ok(())
-}
-
-struct Row {
-    name: String,
-    digest: Digest,
-    platforms: Vec<String>,
-    size: u64,
-    /// How many of its blobs other images (with other digests) use too.
-    shared: usize,
-}
-
-fn rows(index: &BundleIndex) -> Vec<Row> {
-    let sizes: HashMap<&Digest, u64> = index.blobs.iter().map(|b| (&b.digest, b.size)).collect();
-    let mut users: BTreeMap<&Digest, HashSet<&Digest>> = BTreeMap::new();
-    for img in &index.images {
-        for b in &img.blobs {
-            users.entry(b).or_default().insert(&img.digest);
-        }
-    }
-    index
-        .images
-        .iter()
-        .map(|img| Row {
-            name: img.name.clone(),
-            digest: img.digest.clone(),
-            platforms: img.platforms.clone(),
-            size: img.blobs.iter().map(|b| sizes.get(b).copied().unwrap_or(0)).sum(),
-            shared: img.blobs.iter().filter(|b| users[b].len() > 1).count(),
-        })
-        .collect()
 }

@@ -1,10 +1,8 @@
-//! `airlock load`: verify a bundle, then stream it into the local Docker Engine.
+//! `airlock load`: flags → [`airlock::ops::load::LoadOptions`], and what the engine said printed.
 
 use std::path::PathBuf;
 
-use airlock::bundle::bases::Given;
-use airlock::daemon::{self, DockerHost};
-use airlock::sink::{self, docker_archive};
+use airlock::ops::load::{self, LoadOptions};
 use anyhow::Result;
 
 /// `--help` ends with these (the README's examples).
@@ -35,30 +33,17 @@ pub struct LoadArgs {
 }
 
 pub fn run(args: LoadArgs) -> Result<()> {
-    let platform = super::platform_or_host(args.platform.as_deref())?;
-    let host = DockerHost::from_env()?;
-    let key = args.trust.load()?;
-    let state = args.state.open()?;
-    let shown = super::progress::observer();
-    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
-    let (src, place) = super::stream_shown(&source, &*shown)?;
-    let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    super::interrupt::set_outcome(
-        "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",
-    );
-    let staged = sink::stage(src, &place, super::trust::trust(&key), &tmp).map_err(|e| source.explain(e))?;
-    super::print_verified(&place, &staged.report);
-    let admitted = args.state.admit(state, &staged.report, &place)?;
-    let given = Given::open(&args.bases, super::trust::trust(&key), staged.index())?;
-    staged.fill_from(&given, &place)?;
-    let images = docker_archive::plan(&staged, &platform)?;
-    let mtime = super::created_epoch(staged.index());
-    let to = (&*shown as &dyn airlock::progress::Observer, "to the Docker Engine");
-    let loaded = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
-    admitted.record()?;
-    for line in loaded {
+    let opts = LoadOptions {
+        bundle: args.bundle,
+        import: args.state.import(&args.trust),
+        bases: args.bases,
+        platform: super::platform_flag(args.platform.as_deref())?,
+        tmp_dir: args.tmp_dir,
+    };
+    let loaded = load::load(&opts, &(super::progress::observer() as _))?;
+    for line in loaded.engine_lines {
         println!("{line}");
     }
-    super::export::print_plan(&images);
+    super::export::print_plan(&loaded.images);
     Ok(())
 }

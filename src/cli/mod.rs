@@ -18,12 +18,9 @@ mod state_args;
 mod trust;
 mod verify;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use airlock::bundle::reader::Trust;
 use airlock::error::{Class, Error};
-use airlock::volume::input::Source;
 use clap::{Parser, Subcommand};
 
 /// Exit codes, one per error class (2 is clap's usage error).
@@ -121,48 +118,18 @@ pub fn bytes(n: u64) -> String {
 pub const BUNDLE_HELP: &str =
     "The bundle (or - for stdin); a split bundle: its first part, all its parts in order, or its directory";
 
-/// Opens the bundle named on the command line: a file, a split bundle's parts, a pipe or stdin.
-pub fn open_source(paths: &[PathBuf], trust: &Trust<'_>) -> airlock::error::Result<Source> {
-    airlock::volume::input::open(paths, trust)
-}
-
-/// A sequential reader of a bundle whose index alone is read (not verified, so the part list's
-/// signature is not checked either): a file, a split bundle's parts, a pipe or stdin.
-pub fn open_bundle(path: &std::path::Path) -> airlock::error::Result<(Box<dyn std::io::Read>, String)> {
-    open_source(&[path.to_owned()], &Trust::Insecure)?.reader()
-}
-
-/// A sequential reader of the bundle, showing the bytes read (and so verified) as they move.
-pub fn stream_shown<'o>(
-    source: &'o Source,
-    observer: &'o dyn airlock::progress::Observer,
-) -> airlock::error::Result<(Box<dyn std::io::Read + 'o>, String)> {
-    let (src, place) = source.reader()?;
-    let total = source.known_len().unwrap_or(0);
-    let moving = airlock::progress::Moving::begin(src, observer, airlock::progress::Phase::Verify, &place, total);
-    Ok((Box::new(moving), place))
-}
-
-/// `--platform` for sinks, or the host's platform.
-pub fn platform_or_host(flag: Option<&str>) -> airlock::error::Result<airlock::image::Platform> {
-    match flag {
-        Some(p) => airlock::image::Platform::parse(p).map_err(|e| Error::bad("--platform", e)),
-        None => Ok(airlock::sink::docker_archive::host_platform()),
-    }
+/// `--platform` for sinks, checked (`None`: the operation takes the host's).
+pub fn platform_flag(flag: Option<&str>) -> airlock::error::Result<Option<airlock::image::Platform>> {
+    flag.map(|p| airlock::image::Platform::parse(p).map_err(|e| Error::bad("--platform", e))).transpose()
 }
 
 /// One line on stderr saying what was verified before anything was written.
-pub fn print_verified(place: &str, r: &airlock::bundle::reader::Report) {
+pub fn verified_line(place: &str, r: &airlock::bundle::reader::Report) -> String {
     let sig = match &r.key_id {
         Some(k) => format!("signature by key {k}"),
         None => "SIGNATURE NOT CHECKED (--insecure-no-signature)".into(),
     };
-    eprintln!("{place}: verified {sig}, {} blobs, {}", r.blobs_checked, bytes(r.bytes_checked));
-}
-
-/// The bundle's creation time in seconds, used as mtime of what is written from it.
-pub fn created_epoch(index: &airlock::bundle::format::BundleIndex) -> u64 {
-    airlock::bundle::format::epoch_seconds(&index.created).unwrap_or(0)
+    format!("{place}: verified {sig}, {} blobs, {}", r.blobs_checked, bytes(r.bytes_checked))
 }
 
 /// The bundle's series, sequence and expiry in one line, saying whether it has expired.
@@ -189,10 +156,5 @@ pub fn print_bases(index: &airlock::bundle::format::BundleIndex) {
 
 /// Whether the bundle's signed expiry has passed.
 pub fn expired(index: &airlock::bundle::format::BundleIndex) -> bool {
-    index.position().and_then(|p| p.expires).is_some_and(|e| now() > e)
-}
-
-/// The time now in seconds since the epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    index.position().and_then(|p| p.expires).is_some_and(|e| airlock::ops::now() > e)
 }

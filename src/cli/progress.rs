@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use airlock::ops::{Event, Ui};
 use airlock::progress::{Observer, Phase, Task};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -33,7 +34,7 @@ struct Shown1 {
     started: Instant,
 }
 
-/// Bars on a terminal, log lines otherwise.
+/// Bars on a terminal, log lines otherwise; also the [`Ui`] operations report to.
 pub fn observer() -> Arc<Shown> {
     let bars = std::io::stderr().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
     Arc::new(Shown { bars, tasks: Mutex::new(HashMap::new()), next: AtomicU64::new(1) })
@@ -133,4 +134,25 @@ fn short(what: &str) -> String {
     }
     let tail: String = chars[chars.len() - (MAX - 1)..].iter().collect();
     format!("…{tail}")
+}
+
+impl Ui for Shown {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Verified { place, report } => self.println(&super::verified_line(place, report)),
+            Event::Note(note) => self.println(&format!("note: {note}")),
+            Event::Step(step) => self.println(step),
+            Event::WaitingForState(path) => {
+                self.println(&format!("waiting for another import to release {}.lock", path.display()));
+            }
+            Event::Recorded { applied: a, state } => self.println(&format!(
+                "series `{}` of key {} is now at sequence {} ({})",
+                a.series,
+                a.key_id,
+                a.sequence,
+                state.display()
+            )),
+            Event::Outcome(text) => super::interrupt::set_outcome(text),
+        }
+    }
 }

@@ -1,16 +1,9 @@
-//! `airlock push`: verify a bundle, then replay it into a registry under `--to`.
+//! `airlock push`: flags → [`airlock::ops::push::PushOptions`], and the report printed.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use airlock::bundle::bases::Given;
-use airlock::bundle::indexed::IndexedBundle;
-use airlock::error::Error;
-use airlock::registry::Client;
-use airlock::sink::absent;
-use airlock::sink::push::{Blobs, PushOptions, PushReport, Target};
-use airlock::sink::{self, Staged};
-use airlock::volume::input::Source;
+use airlock::ops::push::{self, PushOptions};
+use airlock::sink::push::PushReport;
 use anyhow::Result;
 
 /// `--help` ends with these (the README's examples).
@@ -54,54 +47,17 @@ pub struct PushArgs {
 }
 
 pub fn run(args: PushArgs) -> Result<()> {
-    let target = Target::parse(&args.to)?;
-    let client = Client::new(&target.registry, &args.registry.options()?)?;
-    let key = args.trust.load()?;
-    let trust = super::trust::trust(&key);
-    let state = args.state.open()?;
-    super::interrupt::set_outcome(format!(
-        "blobs and manifests already pushed to {} stay (each was verified; tags are pushed last, so \
-         no tag points at anything incomplete); run the push again to send the rest",
-        args.to
-    ));
-    let staged: Staged;
-    let indexed: IndexedBundle;
-    let source = super::open_source(&args.bundle, &trust)?;
-    let split = match &source {
-        Source::Volumes(v) => Some(Arc::clone(v)),
-        _ => None,
+    let opts = PushOptions {
+        bundle: args.bundle,
+        import: args.state.import(&args.trust),
+        to: args.to,
+        registry: args.registry.options()?,
+        keep_registry_host: args.keep_registry_host,
+        dry_run: args.dry_run,
+        bases: args.bases,
+        tmp_dir: args.tmp_dir,
     };
-    let (bundle, report): (&dyn Blobs, _) = match source {
-        Source::Volumes(volumes) => {
-            indexed = IndexedBundle::open(Arc::clone(&volumes), trust).map_err(|e| volumes.explain(e))?;
-            (&indexed, indexed.report())
-        }
-        Source::Stdin if args.registry.password_stdin => {
-            let msg = "stdin carries the bundle; give the password another way";
-            return Err(Error::bad("--password-stdin", msg).into());
-        }
-        stream => {
-            let tmp = args.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
-            let (src, place) = stream.reader()?;
-            staged = sink::stage(src, &place, trust, &tmp)?;
-            super::print_verified(&place, &staged.report);
-            (&staged, &staged.report)
-        }
-    };
-    let admitted = args.state.admit(state, report, &args.bundle[0].display().to_string())?;
-    let given = Given::open(&args.bases, trust, bundle.index())?;
-    let shown = super::progress::observer();
-    let observer = shown.clone();
-    let keep_host = args.keep_registry_host;
-    let opts = PushOptions { target, keep_host, dry_run: args.dry_run, observer, held: Default::default() };
-    let report =
-        absent::push(bundle, &given, &client, opts, &|event, _| shown.println(event)).map_err(|e| match &split {
-            Some(v) => v.explain(e),
-            None => e,
-        })?;
-    if !args.dry_run {
-        admitted.record()?;
-    }
+    let report = push::push(&opts, &(super::progress::observer() as _))?;
     print_report(&report, args.json)
 }
 

@@ -23,11 +23,11 @@ pub struct RepairArgs {
 }
 
 pub fn run(args: RepairArgs) -> Result<()> {
-    let key = args.trust.load()?;
+    let key = airlock::ops::load_public_key(args.trust.public_key())?;
     let place = args.bundle.display().to_string();
     let names = input::split_names(&args.bundle)?
         .ok_or_else(|| Error::bad(&place, "is not a split bundle (no OUT.parts beside it): nothing to repair"))?;
-    let list = list::load(&names, &super::trust::trust(&key))?;
+    let list = list::load(&names, &airlock::ops::trust(&key))?;
     super::interrupt::set_outcome("parts already rebuilt stay (each was checked against the signed part list)");
     let repaired = repair::repair(&names, &list)?;
     if repaired.rebuilt.is_empty() {

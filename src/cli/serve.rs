@@ -73,10 +73,10 @@ pub struct ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let key = args.trust.load()?;
+    let key = airlock::ops::load_public_key(args.trust.public_key())?;
     let naming = if args.drop_registry_host { Naming::DropHost } else { Naming::KeepHost };
     if let Some(client) = args.print_config.as_deref().and_then(Client::parse) {
-        let registries = lib::registries(&args.bundles, super::trust::trust(&key))?;
+        let registries = lib::registries(&args.bundles, airlock::ops::trust(&key))?;
         let https = args.tls_cert.is_some() || args.self_signed.is_some();
         let server = ClientSide { address: client_address(&args), https, private_ca: https, naming, registries };
         print!("{}", client_config::snippet(client, &server));
@@ -86,13 +86,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Beside the state file: both are this host's memory of the bundles it took in.
     let record = (!args.reverify).then(|| args.state.path()).transpose()?.map(|p| p.with_file_name(RECORD));
-    let trust = super::trust::trust(&key);
-    let opts = lib::Options { bundles: args.bundles.clone(), trust, naming, record, now: super::now() };
+    let trust = airlock::ops::trust(&key);
+    let opts = lib::Options { bundles: args.bundles.clone(), trust, naming, record, now: airlock::ops::now() };
     let opened = lib::open(&opts, &*super::progress::observer())?;
     for c in &opened.reports {
         let (place, report) = (c.bundle.place(), c.bundle.report());
         match &c.verified_before {
-            None => super::print_verified(place, report),
+            None => eprintln!("{}", super::verified_line(place, report)),
             Some(at) => eprintln!(
                 "{place}: verified signature by key {}; every blob verified at {at}, file unchanged since \
                  (--reverify reads them again)",

@@ -1,10 +1,6 @@
 //! The flags every command that reads a bundle shares: which public key it must be signed with.
 
-use std::path::PathBuf;
-
-use airlock::bundle::reader::Trust;
-use airlock::bundle::sign::PublicKey;
-use airlock::error::Error;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct TrustArgs {
@@ -17,23 +13,8 @@ pub struct TrustArgs {
 }
 
 impl TrustArgs {
-    pub fn load(&self) -> airlock::error::Result<Option<PublicKey>> {
-        let Some(p) = &self.public_key else { return Ok(None) };
-        let place = p.display().to_string();
-        let text = read_key(p, "a minisign public key")?;
-        Ok(Some(PublicKey::from_box(&place, &text)?))
+    /// The key file; `None` with `--insecure-no-signature`.
+    pub fn public_key(&self) -> Option<&Path> {
+        self.public_key.as_deref()
     }
-}
-
-/// Reads a key file, size-capped before it is read; a key that cannot be read is a trust failure.
-pub fn read_key(path: &std::path::Path, what: &str) -> airlock::error::Result<String> {
-    airlock::local_file::read_text(path, airlock::local_file::MAX_KEY_BYTES, what).map_err(|e| match e {
-        Error::BadInput { place, msg } => Error::trust(format!("{place}: {msg}")),
-        other => other,
-    })
-}
-
-/// The trust level for a loaded key (`None`: `--insecure-no-signature`).
-pub fn trust(key: &Option<PublicKey>) -> Trust<'_> {
-    key.as_ref().map_or(Trust::Insecure, Trust::Key)
 }

@@ -1,17 +1,15 @@
-//! `airlock verify`: signature first, then every blob and file, streamed; a report for auditors.
+//! `airlock verify`: flags → [`airlock::ops::verify::VerifyOptions`]; the result as a line per
+//! image or as a JSON report for auditors.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use airlock::bundle::bases::{self, Given, StateChecked};
+use airlock::bundle::bases::StateChecked;
 use airlock::bundle::format::BlobEntry;
-use airlock::bundle::indexed::IndexedBundle;
-use airlock::bundle::layers::{self, Checked};
-use airlock::bundle::reader::{self, Report};
-use airlock::bundle::sign::PublicKey;
+use airlock::bundle::layers::Checked;
+use airlock::bundle::reader::Report;
 use airlock::error::Error;
+use airlock::ops::verify::{self, Verified, VerifyOptions};
 use airlock::volume::Names;
-use airlock::volume::input::{Source, Volumes};
 use airlock::volume::list::{self, Which};
 use airlock::volume::repair;
 use anyhow::Result;
@@ -53,18 +51,21 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     if let Some(part) = &args.part {
         return verify_part(part, &args);
     }
-    let result = verify(&args).and_then(|(r, layers)| {
-        let bases = check_bases(&args, &r)?;
-        Ok((r, layers, bases))
-    });
+    let opts = VerifyOptions {
+        bundle: args.bundle.clone(),
+        public_key: args.trust.public_key().map(Into::into),
+        check_layers: args.check_layers,
+        bases: args.bases.clone(),
+    };
+    let result = verify::verify(&opts, &(super::progress::observer() as _));
     if args.json {
         let doc = match &result {
-            Ok((r, layers, bases)) => report_json(r, layers.as_ref(), bases.as_ref(), &args),
+            Ok(v) => report_json(&v.report, v.layers.as_ref(), v.bases.as_ref(), &args),
             Err(e) => json!({"bundle": args.bundle[0], "result": "failed", "error": e.to_string()}),
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    let (r, layers, bases) = result?;
+    let Verified { report: r, layers, bases } = result?;
     if !args.json {
         let sig = match &r.key_id {
             Some(k) => format!("signature by key {k} verified"),
@@ -90,70 +91,13 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_bases(r: &Report, checked: Option<&StateChecked>) {
-    if r.index.bases.is_empty() {
-        return;
-    }
-    let absent = r.index.absent_blobs().count();
-    println!("  a delta: {absent} blobs are left to the base bundles it relies on:");
-    super::print_bases(&r.index);
-    match checked {
-        Some(c) => println!(
-            "  the whole state is at hand: {} blobs ({}) checked in the given bases",
-            c.blobs,
-            super::bytes(c.bytes)
-        ),
-        None => println!("  (not checked: give the bases with --base to check the whole state)"),
-    }
-}
-
-/// With `--base`: the whole state the delta lists is at hand.
-fn check_bases(args: &VerifyArgs, r: &Report) -> Result<Option<StateChecked>> {
-    if args.bases.is_empty() {
-        return Ok(None);
-    }
-    let key = args.trust.load()?;
-    let given = Given::open(&args.bases, super::trust::trust(&key), &r.index)?;
-    let place = args.bundle[0].display().to_string();
-    Ok(Some(bases::check_state(&given, &r.index, &place, &*super::progress::observer())?))
-}
-
-fn verify(args: &VerifyArgs) -> Result<(Report, Option<Checked>)> {
-    let key = args.trust.load()?;
-    let source = super::open_source(&args.bundle, &super::trust::trust(&key))?;
-    if let Source::Volumes(volumes) = &source {
-        // Files can be read at many places at once: every blob hashes on its own core.
-        let checked = check_files(Arc::clone(volumes), &key, args.check_layers);
-        return checked.map_err(|e| volumes.explain(e).into());
-    }
-    if args.check_layers {
-        let msg = "needs a bundle file, not stdin or a pipe: layers are read in parallel, after every blob verified";
-        return Err(Error::bad("--check-layers", msg).into());
-    }
-    let shown = super::progress::observer();
-    let (src, place) = super::stream_shown(&source, &*shown)?;
-    let report = reader::read(src, &place, super::trust::trust(&key), &mut |_| Ok(()), &mut |_, _| Ok(()))?;
-    Ok((report, None))
-}
-
-fn check_files(
-    volumes: Arc<Volumes>,
-    key: &Option<PublicKey>,
-    check_layers: bool,
-) -> Result<(Report, Option<Checked>), Error> {
-    let mut bundle = IndexedBundle::open(volumes, super::trust::trust(key))?;
-    bundle.check_contents(&*super::progress::observer())?;
-    let layers = if check_layers { Some(layers::check_bundle(&bundle)?) } else { None };
-    Ok((bundle.into_report(), layers))
-}
-
 /// `--part`: one part's size and sha256 against the signed part list.
 fn verify_part(part: &std::path::Path, args: &VerifyArgs) -> Result<()> {
-    let key = args.trust.load()?;
+    let key = airlock::ops::load_public_key(args.trust.public_key())?;
     let names = Names::of_member(part).ok_or_else(|| {
         Error::bad(part.display().to_string(), "is not named as a part of a split bundle (OUT.001, OUT.p01)")
     })?;
-    let list = list::load(&names, &super::trust::trust(&key))?;
+    let list = list::load(&names, &airlock::ops::trust(&key))?;
     let (which, size) = repair::check_part(&names, &list, part)?;
     let what = match which {
         Which::Data(i) => format!("data part {} of {}", i + 1, list.parts.len()),
@@ -175,6 +119,23 @@ fn verify_part(part: &std::path::Path, args: &VerifyArgs) -> Result<()> {
         super::bytes(size)
     );
     Ok(())
+}
+
+fn print_bases(r: &Report, checked: Option<&StateChecked>) {
+    if r.index.bases.is_empty() {
+        return;
+    }
+    let absent = r.index.absent_blobs().count();
+    println!("  a delta: {absent} blobs are left to the base bundles it relies on:");
+    super::print_bases(&r.index);
+    match checked {
+        Some(c) => println!(
+            "  the whole state is at hand: {} blobs ({}) checked in the given bases",
+            c.blobs,
+            super::bytes(c.bytes)
+        ),
+        None => println!("  (not checked: give the bases with --base to check the whole state)"),
+    }
 }
 
 fn report_json(

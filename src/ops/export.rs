@@ -1,0 +1,71 @@
+//! The `export` operation: verify a bundle while unpacking it beside the output, then write it
+//! for hosts without airlock, as an OCI image layout or as a `docker load` archive of one platform.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::atomic::parent_dir;
+use crate::bundle::bases::Given;
+use crate::error::Result;
+use crate::image::Platform;
+use crate::ops::import::ImportOptions;
+use crate::ops::{Event, Ui};
+use crate::sink::docker_archive::{self, DockerImage};
+use crate::sink::{self};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    DockerArchive,
+    Oci,
+}
+
+pub struct ExportOptions {
+    /// The bundle: a file, a split bundle's parts, a pipe, or `-` for stdin.
+    pub bundle: Vec<PathBuf>,
+    pub import: ImportOptions,
+    /// For a delta: base bundles holding blobs it leaves out.
+    pub bases: Vec<PathBuf>,
+    pub format: ExportFormat,
+    /// A tar file (docker-archive) or a new directory (OCI layout).
+    pub output: PathBuf,
+    /// The platform to take from multi-platform images for a docker-archive (default: this host's).
+    pub platform: Option<Platform>,
+}
+
+/// What was written.
+pub enum Exported {
+    /// An OCI layout holding this many images.
+    Oci { images: usize },
+    /// A docker-archive of these images.
+    DockerArchive { images: Vec<DockerImage> },
+}
+
+pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
+    let platform = opts.platform.clone().unwrap_or_else(docker_archive::host_platform);
+    let mut import = opts.import.begin(&**ui)?;
+    let source = super::open_source(&opts.bundle, &import.trust())?;
+    let (src, place) = super::stream_shown(&source, &**ui)?;
+    let output = opts.output.display();
+    ui.event(Event::Outcome(&format!("{output} was not written")));
+    let staged = sink::stage(src, &place, import.trust(), parent_dir(&opts.output)).map_err(|e| source.explain(e))?;
+    ui.event(Event::Verified { place: &place, report: &staged.report });
+    import.admit(&staged.report, &place)?;
+    let given = Given::open(&opts.bases, import.trust(), staged.index())?;
+    staged.fill_from(&given, &place)?;
+    let exported = match opts.format {
+        ExportFormat::Oci => {
+            let images = staged.index().images.len();
+            staged.persist_layout(&opts.output)?;
+            Exported::Oci { images }
+        }
+        ExportFormat::DockerArchive => {
+            let images = docker_archive::plan(&staged, &platform)?;
+            let mtime = super::created_epoch(staged.index());
+            docker_archive::write_file(&staged, &images, &opts.output, mtime, &**ui)?;
+            Exported::DockerArchive { images }
+        }
+    };
+    ui.event(Event::Outcome(&format!("{output} was written")));
+    import.record()?;
+    Ok(exported)
+}

@@ -1,0 +1,55 @@
+//! The `load` operation: verify a bundle while unpacking it, then stream the chosen platform of
+//! its images into the Docker Engine at `DOCKER_HOST` as one `docker load` archive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::bundle::bases::Given;
+use crate::daemon::{self, DockerHost};
+use crate::error::Result;
+use crate::image::Platform;
+use crate::ops::import::{ImportOptions, tmp_dir_or_default};
+use crate::ops::{Event, Ui};
+use crate::sink::docker_archive::{self, DockerImage};
+use crate::sink::{self};
+
+pub struct LoadOptions {
+    /// The bundle: a file, a split bundle's parts, a pipe, or `-` for stdin.
+    pub bundle: Vec<PathBuf>,
+    pub import: ImportOptions,
+    /// For a delta: base bundles holding blobs it leaves out.
+    pub bases: Vec<PathBuf>,
+    /// The platform to take from multi-platform images (default: this host's).
+    pub platform: Option<Platform>,
+    /// Where the bundle is unpacked while it is verified (default: the system's temporary directory).
+    pub tmp_dir: Option<PathBuf>,
+}
+
+/// What the Docker Engine said, and which image of each name it was given.
+pub struct Loaded {
+    pub engine_lines: Vec<String>,
+    pub images: Vec<DockerImage>,
+}
+
+pub fn load(opts: &LoadOptions, ui: &Arc<dyn Ui>) -> Result<Loaded> {
+    let platform = opts.platform.clone().unwrap_or_else(docker_archive::host_platform);
+    let host = DockerHost::from_env()?;
+    let mut import = opts.import.begin(&**ui)?;
+    let source = super::open_source(&opts.bundle, &import.trust())?;
+    let (src, place) = super::stream_shown(&source, &**ui)?;
+    let tmp = tmp_dir_or_default(opts.tmp_dir.as_deref());
+    ui.event(Event::Outcome(
+        "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",
+    ));
+    let staged = sink::stage(src, &place, import.trust(), &tmp).map_err(|e| source.explain(e))?;
+    ui.event(Event::Verified { place: &place, report: &staged.report });
+    import.admit(&staged.report, &place)?;
+    let given = Given::open(&opts.bases, import.trust(), staged.index())?;
+    staged.fill_from(&given, &place)?;
+    let images = docker_archive::plan(&staged, &platform)?;
+    let mtime = super::created_epoch(staged.index());
+    let to = (&**ui as &dyn crate::progress::Observer, "to the Docker Engine");
+    let engine_lines = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
+    import.record()?;
+    Ok(Loaded { engine_lines, images })
+}
