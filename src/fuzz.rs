@@ -72,6 +72,7 @@ pub fn tar_store(data: &[u8]) {
         platforms: Vec::new(),
         skip_missing_platforms: false,
         registries: Arc::new(Registries::new(ClientOptions::default())),
+        attachments: crate::attachments::Selection::All,
     };
     let Ok(stager) = Stager::new(scratch_dir(), Compression::None) else { return };
     for transport in ["oci-archive", "docker-archive"] {

@@ -105,6 +105,9 @@ pub struct Manifest {
     pub layers: Vec<Descriptor>,
     #[serde(default)]
     pub artifact_type: Option<String>,
+    /// OCI 1.1: the manifest this one is attached to (a signature's or an SBOM's image).
+    #[serde(default)]
+    pub subject: Option<Descriptor>,
 }
 
 impl Manifest {
@@ -167,6 +170,28 @@ pub fn is_manifest_type(media_type: &str) -> bool {
 /// Parses manifest or index bytes that a descriptor of `media_type` pointed at. The document must
 /// be exactly one of the two kinds and, if it names its own media type, the same one.
 pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> {
+    let parsed = parse_document(bytes, media_type)?;
+    match &parsed {
+        Parsed::Manifest(m) if m.is_image() => match m.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
+            Some(l) => Err(format!(
+                "layer {} has media type `{}`, which is not a layer type (an image's layers must be)",
+                l.digest,
+                l.media_type.escape_debug()
+            )),
+            None => Ok(parsed),
+        },
+        _ => Ok(parsed),
+    }
+}
+
+/// Parses an attachment's manifest (a cosign signature, an attestation, an SBOM): like
+/// [`parse_manifest`], but its layers are opaque whatever its config says (cosign gives its
+/// signatures an image config and `application/vnd.dev.cosign.simplesigning.v1+json` layers).
+pub fn parse_artifact(bytes: &[u8], media_type: &str) -> Result<Parsed, String> {
+    parse_document(bytes, media_type)
+}
+
+fn parse_document(bytes: &[u8], media_type: &str) -> Result<Parsed, String> {
     let value = json::parse(bytes)?;
     let obj = value.as_object().ok_or("a manifest must be a JSON object")?;
     let has_manifests = obj.contains_key("manifests");
@@ -198,14 +223,6 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> 
     let parsed = typed(value)?;
     match &parsed {
         Parsed::Manifest(m) if m.schema_version != 2 => Err(format!("schemaVersion {} (want 2)", m.schema_version)),
-        Parsed::Manifest(m) if m.is_image() => match m.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
-            Some(l) => Err(format!(
-                "layer {} has media type `{}`, which is not a layer type (an image's layers must be)",
-                l.digest,
-                l.media_type.escape_debug()
-            )),
-            None => Ok(parsed),
-        },
         Parsed::Index(i) if i.schema_version != 2 => Err(format!("schemaVersion {} (want 2)", i.schema_version)),
         _ => Ok(parsed),
     }

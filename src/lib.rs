@@ -14,7 +14,7 @@
 //! | the plan of a bundle | [`plan`] |
 //! | sources, where images come from | [`source`] |
 //! | peers | [`registry`], [`daemon`] |
-//! | model and primitives | [`digest`], [`reference`], [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
+//! | model and primitives | [`attachments`], [`digest`], [`reference`], [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
 
 // operations
 pub mod ops;
@@ -40,6 +40,7 @@ pub mod registry;
 // model and primitives
 pub mod archive;
 pub mod atomic;
+pub mod attachments;
 pub mod cleanup;
 pub mod digest;
 pub mod error;

@@ -36,6 +36,13 @@ impl Visited {
         Ok(true)
     }
 
+    /// The manifests visited, in digest order.
+    pub fn sorted(&self) -> Vec<Digest> {
+        let mut v: Vec<Digest> = self.seen.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// How many distinct manifests were visited.
     pub fn len(&self) -> usize {
         self.seen.len()

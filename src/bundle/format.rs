@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attachments::Attachment;
 use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
 use crate::image::{self, Platform};
@@ -139,6 +140,10 @@ pub struct ImageEntry {
     pub docker_load: bool,
     /// Every blob the image uses: its manifest or index, child manifests, configs and layers.
     pub blobs: Vec<Digest>,
+    /// Optional: signatures, attestations, SBOMs and referrers attached to the image's digests
+    /// (absent when there are none, so bundles without them read as before).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -265,6 +270,12 @@ impl BundleIndex {
             .chain(&self.expires)
             .chain(self.bases.iter().map(|b| &b.bundle_id))
             .chain(self.images.iter().map(|i| &i.media_type))
+            .chain(
+                self.images
+                    .iter()
+                    .flat_map(|i| &i.attachments)
+                    .flat_map(|a| [&a.media_type].into_iter().chain(&a.artifact_type)),
+            )
             .chain(self.blobs.iter().map(|b| &b.media_type))
             .chain(self.files.iter().map(|f| &f.path));
         for t in texts {

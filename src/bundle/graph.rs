@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::attachments::MAX_ATTACHMENTS;
 use crate::bundle::format::{BlobEntry, BundleIndex, ImageEntry};
 use crate::bundle::views::Parts;
 use crate::digest::Digest;
@@ -27,12 +28,22 @@ pub(crate) struct Graph<'a> {
     index: &'a BundleIndex,
     slots: HashMap<&'a Digest, u32>,
     nodes: HashMap<u32, Node>,
+    /// Attachments' manifests, whose layers are opaque ([`image::parse_artifact`]).
+    artifacts: HashSet<&'a Digest>,
 }
 
 impl<'a> Graph<'a> {
     pub fn new(index: &'a BundleIndex) -> Self {
         let slots = index.blobs.iter().enumerate().map(|(i, b)| (&b.digest, i as u32)).collect();
-        Graph { index, slots, nodes: HashMap::new() }
+        let images: HashSet<&Digest> = index.images.iter().flat_map(|i| &i.blobs).collect();
+        let artifacts = index
+            .images
+            .iter()
+            .flat_map(|i| &i.attachments)
+            .map(|a| &a.digest)
+            .filter(|d| !images.contains(d))
+            .collect();
+        Graph { index, slots, nodes: HashMap::new(), artifacts }
     }
 
     fn blob(&self, slot: u32) -> &'a BlobEntry {
@@ -42,7 +53,8 @@ impl<'a> Graph<'a> {
     /// Records a manifest or index read from the bundle (already verified against its digest).
     pub fn add(&mut self, blob: &BlobEntry, bytes: &[u8], place: &str) -> Result<()> {
         let at = format!("{place}: manifest {}", blob.digest);
-        let parsed = image::parse_manifest(bytes, &blob.media_type).map_err(|e| Error::integrity(&at, e))?;
+        let parse = if self.artifacts.contains(&blob.digest) { image::parse_artifact } else { image::parse_manifest };
+        let parsed = parse(bytes, &blob.media_type).map_err(|e| Error::integrity(&at, e))?;
         let node = match parsed {
             Parsed::Index(i) => {
                 let mut seen = HashSet::new();
@@ -133,7 +145,41 @@ impl<'a> Graph<'a> {
                 "the blobs its manifests use differ from the blobs the signed index lists for it",
             ));
         }
-        self.check_platforms(img, root, at)
+        self.check_platforms(img, root, at)?;
+        self.check_attachments(img, at)
+    }
+
+    /// Each attachment is a manifest of the bundle, attached to one of the image's manifests or
+    /// to an attachment listed before it, using exactly the blobs the signed index lists for it.
+    fn check_attachments(&self, img: &ImageEntry, at: &str) -> Result<()> {
+        if img.attachments.len() > MAX_ATTACHMENTS {
+            return Err(Error::integrity(at, format!("more than {MAX_ATTACHMENTS} attachments")));
+        }
+        let mut subjects: HashSet<&Digest> = img.blobs.iter().collect();
+        for a in &img.attachments {
+            let at = format!("{at}: attachment {}", a.digest);
+            if !subjects.contains(&a.subject) {
+                let msg =
+                    format!("is attached to {}, which is neither the image's nor an earlier attachment's", a.subject);
+                return Err(Error::integrity(at, msg));
+            }
+            let slot = *self.slots.get(&a.digest).ok_or_else(|| Error::integrity(&at, "is not in the bundle"))?;
+            let listed = self.blob(slot);
+            if listed.media_type != a.media_type || listed.size != a.size {
+                return Err(Error::integrity(at, "its media type or size differs from its manifest's blob entry"));
+            }
+            let Some(Node::Manifest(parts)) = self.nodes.get(&slot) else {
+                return Err(Error::integrity(at, "is not a manifest of the bundle"));
+            };
+            let reached: HashSet<u32> = std::iter::once(slot).chain(parts.iter().copied()).collect();
+            let claimed = a.blobs.iter().map(|d| self.slots.get(d).copied()).collect::<Option<HashSet<u32>>>();
+            if claimed.as_ref() != Some(&reached) {
+                let msg = "the blobs its manifest uses differ from the blobs the signed index lists for it";
+                return Err(Error::integrity(at, msg));
+            }
+            subjects.insert(&a.digest);
+        }
+        Ok(())
     }
 
     /// The platforms the signed index shows are those of the index's children (a manifest: one).

@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::attachments::{ANNOTATION_KIND, ANNOTATION_SUBJECT};
 use crate::bundle::format::{BundleIndex, FileEntry, ImageEntry};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -44,6 +45,7 @@ pub fn files(
                 "annotations": {ANNOTATION_CONTAINERD_NAME: i.name, ANNOTATION_REF_NAME: i.name},
             })
         })
+        .chain(attachment_entries(images))
         .collect();
     let oci_index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     let (docker, repositories) = docker_load(images, parts)?;
@@ -54,6 +56,26 @@ pub fn files(
         ("manifest.json".into(), to_bytes(&docker)),
         ("repositories".into(), to_bytes(&repositories)),
     ])
+}
+
+/// `index.json` lists every attachment once after the images, so that layout readers (oras,
+/// `skopeo copy oci:DIR:sha256-<hex>.sig`) find them: cosign's under their tag as `ref.name`,
+/// each marked with its kind and subject, which is how airlock's own layout source tells them
+/// from images.
+fn attachment_entries(images: &[ImageEntry]) -> impl Iterator<Item = Value> + '_ {
+    let mut seen = std::collections::HashSet::new();
+    images.iter().flat_map(|i| &i.attachments).filter(move |a| seen.insert(&a.digest)).map(|a| {
+        let mut annotations = json!({ANNOTATION_KIND: a.kind, ANNOTATION_SUBJECT: a.subject});
+        if let Some(tag) = a.tag() {
+            annotations[ANNOTATION_REF_NAME] = json!(tag);
+        }
+        let mut entry = json!({"mediaType": a.media_type, "digest": a.digest, "size": a.size});
+        if let Some(t) = &a.artifact_type {
+            entry["artifactType"] = json!(t);
+        }
+        entry["annotations"] = annotations;
+        entry
+    })
 }
 
 /// `manifest.json` (one entry per single-platform manifest, with all its tags) and `repositories`.

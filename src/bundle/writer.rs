@@ -192,6 +192,7 @@ fn image_entries(coll: &Collection, delta: &Delta) -> Vec<ImageEntry> {
             filtered_from: i.filtered_from.clone(),
             docker_load: views::docker_loadable(&i.root.media_type, &i.name, &i.blobs, &|d| delta.carries(d)),
             blobs: i.blobs.clone(),
+            attachments: i.attachments.clone(),
         })
         .collect()
 }

@@ -68,8 +68,12 @@ fn print_report(report: &PushReport, json: bool) -> Result<()> {
     }
     let verb = if report.dry_run { "would upload" } else { "uploaded" };
     for i in &report.images {
+        let attached = match i.attachments_pushed {
+            0 => String::new(),
+            n => format!(", {n} attachments written"),
+        };
         println!(
-            "{} -> {}@{}: {verb} {} blobs ({}), {} already there, {} mounted, {} manifests written",
+            "{} -> {}@{}: {verb} {} blobs ({}), {} already there, {} mounted, {} manifests written{attached}",
             i.source,
             i.reference,
             i.digest,

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::attachments::Selection;
 use crate::bundle::delta::{self, Delta};
 use crate::bundle::format::Position;
 use crate::bundle::sign::SecretKey;
@@ -40,6 +41,8 @@ pub struct CreateOptions {
     pub sequence_given: bool,
     /// Write volumes of a fixed size, with parity parts (`--volume-size`, `--parity`).
     pub split: Option<Split>,
+    /// Which signatures, SBOMs and referrers to carry with the images.
+    pub attachments: Selection,
 }
 
 /// What `create` wrote, and what the user should know about what it read.
@@ -69,6 +72,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         platforms: opts.platforms.clone(),
         skip_missing_platforms: opts.skip_missing_platforms,
         registries: Arc::new(Registries::new(opts.registry.clone())),
+        attachments: opts.attachments.clone(),
     };
     let mut coll = plan::read_all(&opts.sources, &read_opts, &stager, &pool)?;
     let descriptors = coll.blobs.values().map(|b| &b.descriptor);

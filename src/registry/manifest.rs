@@ -9,7 +9,7 @@ use std::io::Read;
 use ureq::http::{Method, Response};
 
 use super::pace::Watchdog;
-use super::transport::{Attempt, Body, Failure, Request, header, retrying, status_error_codes};
+use super::transport::{Attempt, Body, Failure, Request, header, registry_message, retrying, status_error_codes};
 use super::{Client, MANIFEST_MAX_BYTES, MANIFEST_MEDIA_TYPES, check_content_digest, expect, scopes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -114,21 +114,35 @@ impl Client {
     /// `GET /v2/<name>/manifests/<reference>`: the manifest bytes (at most
     /// [`MANIFEST_MAX_BYTES`]) and media type. A manifest fetched by digest is checked against it.
     pub fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String)> {
+        // Only 200 is accepted, so `None` (a 404) cannot come back; the error keeps it so.
+        self.fetch_manifest(repo, reference, &[200])?
+            .ok_or_else(|| Error::registry(format!("{}/{repo}", self.name), "manifest not found"))
+    }
+
+    /// [`Client::get_manifest`], `None` when the registry has no such manifest (404): how
+    /// cosign's tags (`sha256-<hex>.sig`) and the referrers fallback tag are looked up.
+    pub fn find_manifest(&self, repo: &str, reference: &str) -> Result<Option<(Vec<u8>, String)>> {
+        self.fetch_manifest(repo, reference, &[200, 404])
+    }
+
+    fn fetch_manifest(&self, repo: &str, reference: &str, ok: &[u16]) -> Result<Option<(Vec<u8>, String)>> {
         let (place, parsed) = self.manifest_place(repo, reference)?;
         let scopes = scopes(repo, "pull");
         let req = self.manifest_request(Method::GET, repo, &parsed, &scopes, &place);
-        let (bytes, media_type) = retrying(&self.transport.pace, || {
-            let resp = expect(self.transport.send(&req, Body::Empty)?, &[200], &req)?;
+        let Some((bytes, media_type)) = retrying(&self.transport.pace, || {
+            let resp = expect(self.transport.send(&req, Body::Empty)?, ok, &req)?;
+            if resp.status() == 404 {
+                // Read, so that the connection goes back to the pool.
+                registry_message(resp);
+                return Ok(None);
+            }
             let media_type = media_type(&resp);
-            let mut bytes = Vec::new();
-            Watchdog::new(resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1))
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::Retry {
-                    err: Error::registry_caused(&place, "reading the manifest failed", e),
-                    after: None,
-                })?;
-            Ok((bytes, media_type))
-        })?;
+            let bytes = read_document(resp, &place)?;
+            Ok(Some((bytes, media_type)))
+        })?
+        else {
+            return Ok(None);
+        };
         if bytes.len() as u64 > MANIFEST_MAX_BYTES {
             return Err(Error::bad(place, format!("manifest larger than {MANIFEST_MAX_BYTES} bytes")));
         }
@@ -141,7 +155,31 @@ impl Client {
         let media_type = media_type
             .or_else(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["mediaType"].as_str().map(Into::into))
             .ok_or_else(|| Error::bad(&place, "manifest without Content-Type or mediaType"))?;
-        Ok((bytes, media_type))
+        Ok(Some((bytes, media_type)))
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>`: the image index listing the manifests whose `subject`
+    /// is `digest` (at most [`MANIFEST_MAX_BYTES`], one page), or `None` when the registry has no
+    /// referrers API (distribution 2.8 answers 404; some registries 400 or 405).
+    pub fn referrers(&self, repo: &str, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let place = self.place(repo, &format!("@{digest} (referrers)"))?;
+        let scopes = scopes(repo, "pull");
+        let mut req = self.request(Method::GET, format!("/v2/{repo}/referrers/{digest}"), &scopes, &place);
+        req.headers.push(("accept", super::OCI_INDEX.to_owned()));
+        let bytes = retrying(&self.transport.pace, || {
+            let resp = expect(self.transport.send(&req, Body::Empty)?, &[200, 400, 404, 405], &req)?;
+            if resp.status() != 200 {
+                registry_message(resp);
+                return Ok(None);
+            }
+            read_document(resp, &place).map(Some)
+        })?;
+        match bytes {
+            Some(b) if b.len() as u64 > MANIFEST_MAX_BYTES => {
+                Err(Error::bad(place, format!("referrers list larger than {MANIFEST_MAX_BYTES} bytes")))
+            }
+            other => Ok(other),
+        }
     }
 
     fn manifest_request<'a>(
@@ -162,6 +200,16 @@ impl Client {
         let parsed = ManifestRef::parse(reference, &format!("{}/{repo}: reference `{shown}`", self.name))?;
         Ok((self.place(repo, &parsed.to_string())?, parsed))
     }
+}
+
+/// A manifest or referrers body, read up to one byte past [`MANIFEST_MAX_BYTES`] so the caller
+/// can refuse a larger one.
+fn read_document(resp: Response<ureq::Body>, place: &str) -> Attempt<Vec<u8>> {
+    let mut bytes = Vec::new();
+    Watchdog::new(resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1)).read_to_end(&mut bytes).map_err(
+        |e| Failure::Retry { err: Error::registry_caused(place, "reading the manifest failed", e), after: None },
+    )?;
+    Ok(bytes)
 }
 
 /// The response's media type, without parameters.

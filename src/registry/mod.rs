@@ -52,6 +52,9 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
+/// What the referrers API answers with.
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
 /// The spec lets registries refuse manifests above 4 MiB; we refuse to read larger ones.
 pub const MANIFEST_MAX_BYTES: u64 = 4 << 20;
 

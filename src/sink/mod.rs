@@ -7,6 +7,7 @@
 //! is removed.
 
 pub mod absent;
+pub mod attachments;
 mod claims;
 pub mod docker_archive;
 pub mod push;

@@ -26,6 +26,7 @@ use crate::progress::{Observer, Phase, Ticking};
 use crate::reference::Reference;
 use crate::registry::{Client, Landed};
 use crate::sink::Staged;
+use crate::sink::attachments::{self, Destination};
 use crate::sink::claims::{Claim, Claims, Holder, Stop};
 use crate::transfer::Pool;
 
@@ -134,6 +135,13 @@ pub struct ImageResult {
     pub bytes_uploaded: u64,
     /// Manifests (and indexes) written; 0 when the registry had them all.
     pub manifests_pushed: usize,
+    /// Attachment manifests (signatures, SBOMs, referrers) written; absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attachments_pushed: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,9 +219,13 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
     let ready = settle(pool.try_map(&plans, |p| Ok(run.guarded(|| run.stage(p))))?)?;
     let items: Vec<(&Plan<'_>, &Ready)> = plans.iter().zip(&ready).collect();
     let tagged = settle(pool.try_map(&items, |(p, r)| Ok(run.guarded(|| run.tag(p, r))))?)?;
+    // What is attached to the images goes after them, so a signature never names a missing image.
+    let to =
+        Destination { client, pool: &pool, target: &opts.target, keep_host: opts.keep_host, observer: &opts.observer };
+    let attached = attachments::push(bundle, &to)?;
     let mut images = Vec::new();
-    for ((plan, ready), tagged) in plans.iter().zip(&ready).zip(tagged) {
-        let result = image_result(plan, ready, tagged);
+    for (((plan, ready), tagged), attached) in plans.iter().zip(&ready).zip(tagged).zip(attached) {
+        let result = ImageResult { attachments_pushed: attached, ..image_result(plan, ready, tagged) };
         let what = if result.manifests_pushed == 0 { "up to date" } else { "pushed" };
         progress(&format!("{what}: {}@{}", plan.target, plan.entry.digest), 0);
         images.push(result);
@@ -243,6 +255,7 @@ fn image_result(plan: &Plan<'_>, ready: &Ready, tagged: usize) -> ImageResult {
         blobs_mounted: count(&[Outcome::Mounted]),
         bytes_uploaded,
         manifests_pushed: ready.children + tagged,
+        attachments_pushed: 0,
     }
 }
 
@@ -374,7 +387,7 @@ impl Run<'_> {
 }
 
 /// A manifest of the bundle, read whole and verified.
-fn read_manifest(bundle: &dyn Blobs, m: &BlobEntry) -> Result<Vec<u8>> {
+pub(crate) fn read_manifest(bundle: &dyn Blobs, m: &BlobEntry) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let place = format!("{}: entry {}", bundle.place(), m.digest.blob_path());
     bundle.open(&m.digest)?.read_to_end(&mut bytes).map_err(|e| Error::io(place, e).into_integrity())?;
@@ -470,13 +483,14 @@ fn initial_result(p: &Plan<'_>, current: bool, have: &Held) -> ImageResult {
         blobs_mounted: 0,
         bytes_uploaded: missing.iter().map(|b| b.size).sum(),
         manifests_pushed: 0,
+        attachments_pushed: 0,
     }
 }
 
 /// Uploads one blob from the bundle, or with `mount_from` first offers the registry to mount it
 /// from there. An integrity failure here is the bundle's: it names the bundle's entry, not the
 /// target.
-fn push_blob(
+pub(crate) fn push_blob(
     bundle: &dyn Blobs,
     client: &Client,
     repo: &str,

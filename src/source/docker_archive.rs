@@ -171,6 +171,7 @@ fn read_legacy(
                 filtered_from: None,
                 blobs: blobs.clone(),
                 source: spec.to_string(),
+                attachments: Vec::new(),
             })?;
         }
     }

@@ -9,6 +9,7 @@
 //! A reader hands what it finds to a [`Found`] (the plan's collection), and each blob's [`Origin`]
 //! says how to open its bytes again when the bundle is written.
 
+pub mod attachments;
 pub mod docker_archive;
 pub mod list;
 pub mod oci;
@@ -23,6 +24,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::attachments::{Attachment, Selection};
 use crate::digest::Digest;
 use crate::error::{Error, Result, shown};
 use crate::image::{Descriptor, Platform};
@@ -285,6 +287,8 @@ pub struct Image {
     pub blobs: Vec<Digest>,
     /// The source it came from, for messages.
     pub source: String,
+    /// Signatures, SBOMs and referrers found attached to its digests, parents before children.
+    pub attachments: Vec<Attachment>,
 }
 
 /// What `create` reads sources with.
@@ -295,6 +299,8 @@ pub struct ReadOptions {
     /// Take the requested platforms an image has instead of failing on one it lacks.
     pub skip_missing_platforms: bool,
     pub registries: Arc<registry::Registries>,
+    /// Which attachments to carry.
+    pub attachments: Selection,
 }
 
 /// Reads one source, handing what it finds to `out`.

@@ -14,6 +14,7 @@ use crate::error::{Error, IoContext, Result, shown};
 use crate::image::{self, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME, Descriptor, Index, Parsed, Platform};
 use crate::json;
 use crate::reference::Reference;
+use crate::source::attachments;
 use crate::source::store::Store;
 use crate::source::{Blob, Found, Image, Origin, ReadOptions, SourceSpec, needs_name};
 use crate::walk::Visited;
@@ -22,7 +23,10 @@ use crate::walk::Visited;
 pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &mut dyn Found) -> Result<()> {
     check_layout(store.as_ref())?;
     let index = read_index(store.as_ref())?;
-    let chosen = select(spec, &index.manifests)?;
+    let (attached, entries): (Vec<Descriptor>, Vec<Descriptor>) =
+        index.manifests.iter().cloned().partition(attachments::is_layout_attachment);
+    let chosen = select(spec, &entries)?;
+    let carried = attachments::read_layout(&StoreFetch(store.clone()), &attached, &entries, chosen.len(), opts)?;
     if spec.name.is_some() && chosen.len() > 1 {
         return Err(Error::bad(
             spec.to_string(),
@@ -41,7 +45,10 @@ pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &
                 return Err(needs_name(spec, &what));
             }
         };
-        add_image(&StoreFetch(store.clone()), desc, name, spec.to_string(), opts, out)?;
+        let fetch = StoreFetch(store.clone());
+        let (mut image, manifests) = walk(&fetch, desc, name, spec.to_string(), opts, out)?;
+        image.attachments = attachments::attached_to(&manifests, &carried, out);
+        out.add_image(image)?;
     }
     Ok(())
 }
@@ -100,11 +107,29 @@ pub fn add_image(
     opts: &ReadOptions,
     out: &mut dyn Found,
 ) -> Result<()> {
+    let (image, _) = walk(fetch, root, name, source, opts, out)?;
+    out.add_image(image)
+}
+
+/// Walks one named image from its root descriptor, adding every blob it uses; returns the image
+/// (for the caller to add) and the digests of its manifests and indexes the source holds (what
+/// signatures and referrers may be attached to), in digest order.
+pub fn walk(
+    fetch: &dyn Fetch,
+    root: &Descriptor,
+    name: Reference,
+    source: String,
+    opts: &ReadOptions,
+    out: &mut dyn Found,
+) -> Result<(Image, Vec<Digest>)> {
     let mut walker = Walker { fetch, opts, out, name: &name, used: Vec::new(), visited: Visited::default() };
     let (root, platforms, filtered_from) = walker.root(root)?;
     let mut seen = std::collections::HashSet::new();
     let blobs = walker.used.into_iter().filter(|d| seen.insert(d.clone())).collect();
-    out.add_image(Image { name, root, platforms, filtered_from, blobs, source })
+    // A root that --platform filtered is airlock's own: nothing is attached to it, and the
+    // source's root is not in the bundle.
+    let manifests = walker.visited.sorted().into_iter().filter(|d| Some(d) != filtered_from.as_ref()).collect();
+    Ok((Image { name, root, platforms, filtered_from, blobs, source, attachments: Vec::new() }, manifests))
 }
 
 pub(crate) fn check_layout(store: &dyn Store) -> Result<()> {

@@ -13,6 +13,7 @@ use crate::image::{self, Descriptor};
 use crate::json;
 use crate::reference::Reference;
 use crate::registry::{Client, ClientOptions};
+use crate::source::attachments::{self, Repository};
 use crate::source::oci::{self, Fetch};
 use crate::source::{Found, Origin, ReadOptions, SourceSpec};
 
@@ -48,9 +49,16 @@ pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &
     };
     let (bytes, media_type) = client.get_manifest(&repo, &wanted)?;
     let root = Descriptor::new(&media_type, Digest::of_bytes(&bytes), bytes.len() as u64);
-    let fetch = RegistryFetch { client, repo, cache: Mutex::new(HashMap::from([(root.digest.clone(), Ok(bytes))])) };
+    let fetch = RegistryFetch {
+        client: client.clone(),
+        repo: repo.clone(),
+        cache: Mutex::new(HashMap::from([(root.digest.clone(), Ok(bytes))])),
+    };
     let name = spec.name.clone().unwrap_or_else(|| reference.clone());
-    oci::add_image(&fetch, &root, name, spec.to_string(), opts, out)
+    let (mut image, manifests) = oci::walk(&fetch, &root, name.clone(), spec.to_string(), opts, out)?;
+    let at = Repository { client, repo };
+    image.attachments = attachments::discover(&at, &name, &manifests, &opts.attachments, out)?;
+    out.add_image(image)
 }
 
 struct RegistryFetch {

@@ -162,6 +162,10 @@ pub enum Peer {
     /// Docker Engine 26 (AIRLOCK_TEST_DOCKERD26, from `peers.sh install-modern-dockerd`), which
     /// tests start themselves with [`Dockerd::start`].
     Docker26,
+    /// sigstore's `cosign` (`peers.sh install-go-peers`).
+    Cosign,
+    /// `oras` (`peers.sh install-go-peers`).
+    Oras,
     /// go-containerregistry's `crane` (`peers.sh install-go-peers`).
     Crane,
     /// The OCI distribution-spec conformance suite, `distribution-conformance.test`
@@ -182,6 +186,8 @@ impl Peer {
             Peer::Podman => on_path("podman"),
             Peer::Minisign => on_path("minisign"),
             Peer::Docker26 => env("AIRLOCK_TEST_DOCKERD26") && on_path("docker") && on_path("ctr"),
+            Peer::Cosign => on_path("cosign"),
+            Peer::Oras => on_path("oras"),
             Peer::Crane => on_path("crane"),
             Peer::Conformance => on_path("distribution-conformance.test"),
             Peer::Vfat => on_path("mkfs.vfat"),
@@ -197,6 +203,8 @@ impl Peer {
             Peer::Podman => "podman",
             Peer::Minisign => "minisign",
             Peer::Docker26 => "dockerd 26 (AIRLOCK_TEST_DOCKERD26)",
+            Peer::Cosign => "cosign",
+            Peer::Oras => "oras",
             Peer::Crane => "crane",
             Peer::Conformance => "distribution-conformance.test",
             Peer::Vfat => "mkfs.vfat (dosfstools)",

@@ -2,6 +2,7 @@
 //! operator would, and checks what they would see (exit code, message, files, what real docker,
 //! podman, containerd, skopeo and minisign make of the result).
 
+mod attachments;
 mod big_save;
 mod check_layers;
 mod cli;

@@ -1,0 +1,289 @@
+//! Signatures, attestations, SBOMs and referrers across the gap: images signed and attested with
+//! the real `cosign` and given an artifact with the real `oras` in a real registry on loopback,
+//! carried by `create`, replayed by `push` into a fresh registry under another prefix, where
+//! `cosign verify`, `cosign verify-attestation`, `cosign tree` and `oras discover` must succeed on
+//! the new names. cosign never leaves loopback: keys, no transparency log.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{EXIT_BAD_INPUT, Env, Peer, Registry, Run, fixture_str, signed_index, skip_without, tool};
+
+const PASSWORD: &str = "cosign-test-password";
+
+/// Runs a Go peer in the test directory, with a HOME of its own (cosign keeps a cache there).
+fn peer(env: &Env, program: &str, args: &[&str]) -> Run {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(env.dir.path())
+        .env("HOME", env.path("home"))
+        .env("COSIGN_PASSWORD", PASSWORD)
+        .env("COSIGN_EXPERIMENTAL", "1")
+        .env("SIGSTORE_NO_CACHE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/peers.sh install-go-peers): {e}"));
+    Run::from_output(out)
+}
+
+/// Copies an OCI archive fixture into the registry with skopeo; returns the digest it serves.
+fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
+    let dest = format!("docker://{}/{repo}", reg.host);
+    let src = format!("oci-archive:{}", fixture_str(fixture));
+    tool("skopeo", &["copy", "--all", "--dest-tls-verify=false", &src, &dest], &[]).ok();
+    let inspect = ["inspect", "--format", "{{.Digest}}", "--tls-verify=false", &dest];
+    tool("skopeo", &inspect, &[]).ok().stdout.trim().to_owned()
+}
+
+/// `cosign.key` / `cosign.pub` (ECDSA P-256, as cosign writes them) under `prefix`.
+fn cosign_keys(env: &Env, prefix: &str) {
+    std::fs::create_dir_all(env.path("home")).unwrap();
+    peer(env, "cosign", &["generate-key-pair", "--output-key-prefix", prefix]).ok();
+}
+
+fn cosign_sign(env: &Env, key: &str, image: &str, extra: &[&str]) {
+    let mut args = vec!["sign", "--key", key, "--tlog-upload=false", "--yes", "--allow-http-registry"];
+    args.extend(extra);
+    args.push(image);
+    peer(env, "cosign", &args).ok();
+}
+
+/// A registry holding busybox (signed and attested with cosign's tags) and a two-platform image
+/// (signed with `--registry-referrers-mode=oci-1-1` and given a note with `oras attach`).
+struct Signed {
+    reg: Registry,
+    busybox: String,
+    multi: String,
+}
+
+fn signed_registry(env: &Env) -> Signed {
+    let reg = Registry::start(&[]);
+    let busybox = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
+    cosign_keys(env, "cosign");
+    let by_digest = format!("{}/src/busybox@{busybox}", reg.host);
+    cosign_sign(env, "cosign.key", &by_digest, &[]);
+    std::fs::write(
+        env.path("sbom.spdx.json"),
+        r#"{"spdxVersion":"SPDX-2.3","name":"busybox","SPDXID":"SPDXRef-DOCUMENT"}"#,
+    )
+    .unwrap();
+    let attest = ["attest", "--key", "cosign.key", "--tlog-upload=false", "--yes", "--allow-http-registry"];
+    let attest: Vec<&str> = attest.into_iter().chain(["--type", "spdxjson", "--predicate", "sbom.spdx.json"]).collect();
+    peer(env, "cosign", &[&attest[..], &[by_digest.as_str()]].concat()).ok();
+    let multi_ref = format!("{}/src/multi@{multi}", reg.host);
+    cosign_sign(env, "cosign.key", &multi_ref, &["--registry-referrers-mode=oci-1-1"]);
+    std::fs::write(env.path("note.txt"), "carried across the gap\n").unwrap();
+    peer(
+        env,
+        "oras",
+        &["attach", "--plain-http", "--artifact-type", "application/vnd.example.note", &multi_ref, "note.txt"],
+    )
+    .ok();
+    Signed { reg, busybox, multi }
+}
+
+fn create_from(env: &Env, s: &Signed, extra: &[&str]) -> Run {
+    if !env.path("ops.key").exists() {
+        env.keygen("ops");
+    }
+    let busybox = format!("{}/src/busybox:1.36", s.reg.host);
+    let multi = format!("{}/src/multi:2.0", s.reg.host);
+    let mut args = vec!["create", "-k", "ops.key", "-o", "b.tar"];
+    args.extend(extra);
+    args.extend([busybox.as_str(), multi.as_str()]);
+    env.run(&args)
+}
+
+fn kinds(image: &Value) -> Vec<String> {
+    let mut v: Vec<String> = image["attachments"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["kind"].as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn signed_images_pushed_under_another_prefix_verify_with_cosign_and_oras_there() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, &[]).ok();
+    let index = signed_index(&env, "b.tar");
+    let busybox = crate::common::image(&index, &format!("{}/src/busybox:1.36", s.reg.host));
+    assert_eq!(kinds(busybox), ["cosign-attestation", "cosign-signature"]);
+    let multi = crate::common::image(&index, &format!("{}/src/multi:2.0", s.reg.host));
+    assert_eq!(kinds(multi), ["referrer", "referrer"]);
+    env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
+
+    let inside = Registry::start(&[]);
+    let to = format!("{}/inside", inside.host);
+    let pushed = env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to]).ok();
+    assert!(pushed.stdout.contains("2 attachments written"), "{}", pushed.stdout);
+
+    let new_busybox = format!("{to}/src/busybox:1.36");
+    let verify = ["verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry"];
+    let out = peer(&env, "cosign", &[&verify[..], &[new_busybox.as_str()]].concat()).ok();
+    assert!(out.stdout.contains(&s.busybox), "cosign verify names another digest:\n{}", out.stdout);
+    let attest = ["verify-attestation", "--key", "cosign.pub", "--type", "spdxjson", "--insecure-ignore-tlog=true"];
+    peer(&env, "cosign", &[&attest[..], &["--allow-http-registry", &new_busybox]].concat()).ok();
+    let tree = peer(&env, "cosign", &["tree", "--allow-http-registry", &new_busybox]).ok();
+    assert!(tree.stdout.contains("Signatures") && tree.stdout.contains("Attestations"), "{}", tree.stdout);
+
+    let new_multi = format!("{to}/src/multi@{}", s.multi);
+    let found = peer(&env, "oras", &["discover", "--plain-http", "--format", "json", &new_multi]).ok();
+    let found: Value = serde_json::from_str(&found.stdout).unwrap();
+    let mut types: Vec<&str> =
+        found["referrers"].as_array().unwrap().iter().map(|r| r["artifactType"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["application/vnd.dev.cosign.artifact.sig.v1+json", "application/vnd.example.note"]);
+}
+
+#[test]
+fn a_repeat_push_writes_no_attachment_again_and_keeps_what_the_fallback_index_lists() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, &[]).ok();
+    let inside = Registry::start(&[]);
+    let to = format!("{}/inside", inside.host);
+    // Something attached inside, before the bundle arrives: the push must keep it listed.
+    seed(&inside, "multiarch.oci.tar", "inside/src/multi:2.0");
+    let inner = format!("{to}/src/multi@{}", s.multi);
+    std::fs::write(env.path("scan.txt"), "scanned inside\n").unwrap();
+    peer(
+        &env,
+        "oras",
+        &["attach", "--plain-http", "--artifact-type", "application/vnd.example.scan", &inner, "scan.txt"],
+    )
+    .ok();
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to]).ok();
+    let again = env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--allow-rollback"]).ok();
+    assert!(!again.stdout.contains("attachments written"), "{}", again.stdout);
+    let found = peer(&env, "oras", &["discover", "--plain-http", "--format", "json", &inner]).ok();
+    let found: Value = serde_json::from_str(&found.stdout).unwrap();
+    let mut types: Vec<&str> =
+        found["referrers"].as_array().unwrap().iter().map(|r| r["artifactType"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            "application/vnd.example.note",
+            "application/vnd.example.scan"
+        ]
+    );
+}
+
+#[test]
+fn no_attachments_and_an_artifact_type_filter_choose_what_is_carried() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, &["--no-attachments"]).ok();
+    let index = signed_index(&env, "b.tar");
+    assert!(index["images"].as_array().unwrap().iter().all(|i| i.get("attachments").is_none()));
+    std::fs::remove_file(env.path("b.tar")).unwrap();
+    create_from(&env, &s, &["--attachments", "cosign-signature,application/vnd.example.note"]).ok();
+    let index = signed_index(&env, "b.tar");
+    let busybox = crate::common::image(&index, &format!("{}/src/busybox:1.36", s.reg.host));
+    assert_eq!(kinds(busybox), ["cosign-signature"]);
+    let multi = crate::common::image(&index, &format!("{}/src/multi:2.0", s.reg.host));
+    assert_eq!(multi["attachments"][0]["artifactType"], "application/vnd.example.note");
+    assert_eq!(multi["attachments"].as_array().unwrap().len(), 1);
+}
+
+/// Puts a JSON document into the registry as a manifest under `reference` (with `curl`).
+fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, doc: &Value) {
+    let url = format!("http://{}/v2/{repo}/manifests/{reference}", reg.host);
+    let body = doc.to_string();
+    let ctype = format!("Content-Type: {media_type}");
+    tool("curl", &["-sf", "-X", "PUT", "-H", &ctype, "--data-binary", &body, &url], &[]).ok();
+}
+
+#[test]
+fn a_fallback_index_listing_the_image_itself_is_refused_naming_the_loop() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let digest = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let size = tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/src/busybox:1.36", reg.host)],
+        &[],
+    )
+    .ok()
+    .stdout
+    .len();
+    let me =
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [me]});
+    let tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    put_manifest(&reg, "src/busybox", &tag, "application/vnd.oci.image.index.v1+json", &index);
+    let src = format!("{}/src/busybox:1.36", reg.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).fails(
+        EXIT_BAD_INPUT,
+        &[&format!("image {src}: attachments"), &format!("lists the image's own manifest {digest} as attached to it")],
+    );
+    assert!(!env.path("b.tar").exists());
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--no-attachments", &src]).ok();
+}
+
+#[test]
+fn more_referrers_than_an_image_may_carry_are_refused_naming_the_limit() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let digest = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    // 257 distinct artifacts with the image as subject (their config: the image's own, which
+    // the registry holds), listed in its fallback index.
+    let raw = tool(
+        "skopeo",
+        &["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/src/busybox:1.36", reg.host)],
+        &[],
+    )
+    .ok()
+    .stdout;
+    let size = raw.len();
+    let config = serde_json::from_str::<Value>(&raw).unwrap()["config"].clone();
+    let subject =
+        serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
+    let mut listed = Vec::new();
+    for i in 0..257 {
+        let doc = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.example.flood",
+            "config": {"mediaType": "application/vnd.example.flood.config", "digest": config["digest"], "size": config["size"]},
+            "layers": [],
+            "subject": subject, "annotations": {"n": i.to_string()}});
+        let bytes = doc.to_string();
+        let d = format!("sha256:{}", sha256_hex(bytes.as_bytes()));
+        put_manifest(&reg, "src/busybox", &d, "application/vnd.oci.image.manifest.v1+json", &doc);
+        listed.push(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d,
+            "size": bytes.len(), "artifactType": "application/vnd.example.flood"}));
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": listed});
+    let tag = format!("sha256-{}", digest.trim_start_matches("sha256:"));
+    put_manifest(&reg, "src/busybox", &tag, "application/vnd.oci.image.index.v1+json", &index);
+    let src = format!("{}/src/busybox:1.36", reg.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src])
+        .fails(EXIT_BAD_INPUT, &["lists 257 referrers, more than the 256 an image may carry"]);
+    assert!(!env.path("b.tar").exists());
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
