@@ -292,6 +292,11 @@ impl BundleIndex {
         v
     }
 
+    /// How many attachments (signatures, SBOMs, referrers) the images carry in all.
+    pub fn attachment_count(&self) -> usize {
+        self.images.iter().map(|i| i.attachments.len()).sum()
+    }
+
     pub fn total_blob_bytes(&self) -> u64 {
         self.blobs.iter().map(|b| b.size).sum()
     }

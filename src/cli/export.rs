@@ -59,12 +59,24 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let output = opts.output.display();
     match export::export(&opts, &(super::progress::observer() as _))? {
         Exported::Oci { images } => println!("{output}: OCI image layout with {images} images"),
-        Exported::DockerArchive { images } => {
+        Exported::DockerArchive { images, attachments_left } => {
             println!("{output}: docker-archive with {} images", images.len());
             print_plan(&images);
+            note_attachments_left(attachments_left, "a docker-archive");
         }
     }
     Ok(())
+}
+
+/// One note when the bundle carries signatures, SBOMs or referrers that `where_to` has nowhere
+/// to keep (Docker's image store, a docker-archive).
+pub fn note_attachments_left(n: usize, where_to: &str) {
+    if n > 0 {
+        eprintln!(
+            "note: {n} attachments (signatures, attestations, SBOMs, referrers) left out: {where_to} has nowhere \
+             to keep them; `airlock push` and `export --format oci` carry them"
+        );
+    }
 }
 
 pub fn print_plan(images: &[DockerImage]) {

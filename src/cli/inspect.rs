@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use airlock::attachments::Attachment;
 use airlock::ops::inspect::{self, Inspected};
 use anyhow::Result;
 use serde_json::json;
@@ -27,7 +28,14 @@ pub fn run(args: InspectArgs) -> Result<()> {
     if args.json {
         let images: Vec<_> = rows
             .iter()
-            .map(|r| json!({"name": r.name, "digest": r.digest, "platforms": r.platforms, "size": r.size, "sharedBlobs": r.shared}))
+            .zip(&index.images)
+            .map(|(r, img)| {
+                let mut row = json!({"name": r.name, "digest": r.digest, "platforms": r.platforms, "size": r.size, "sharedBlobs": r.shared});
+                if !img.attachments.is_empty() {
+                    row["attachments"] = attachments_json(&img.attachments);
+                }
+                row
+            })
             .collect();
         let doc = json!({
             "bundle": place, "bundleId": index.bundle_id, "created": index.created, "tool": index.tool,
@@ -55,7 +63,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
     println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");
-    for r in &rows {
+    for (r, img) in rows.iter().zip(&index.images) {
         let digest = format!("sha256:{}", r.digest.short());
         println!(
             "{:w$}  {:pw$}  {:19}  {:>10}  {}",
@@ -65,7 +73,20 @@ pub fn run(args: InspectArgs) -> Result<()> {
             super::bytes(r.size),
             r.shared
         );
+        for a in &img.attachments {
+            let on = if a.subject == img.digest { String::new() } else { format!(" on sha256:{}", a.subject.short()) };
+            let what = a.artifact_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
+            println!("  + {} sha256:{}{what}{on}", a.kind, a.digest.short());
+        }
     }
     println!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
     Ok(())
+}
+
+/// What `inspect --json` shows of each attachment (the signed index's entry, without its blobs).
+fn attachments_json(attachments: &[Attachment]) -> serde_json::Value {
+    attachments
+        .iter()
+        .map(|a| json!({"kind": a.kind, "subject": a.subject, "digest": a.digest, "artifactType": a.artifact_type}))
+        .collect()
 }

@@ -45,5 +45,6 @@ pub fn run(args: LoadArgs) -> Result<()> {
         println!("{line}");
     }
     super::export::print_plan(&loaded.images);
+    super::export::note_attachments_left(loaded.attachments_left, "the Docker Engine");
     Ok(())
 }

@@ -36,8 +36,9 @@ pub struct ExportOptions {
 pub enum Exported {
     /// An OCI layout holding this many images.
     Oci { images: usize },
-    /// A docker-archive of these images.
-    DockerArchive { images: Vec<DockerImage> },
+    /// A docker-archive of these images; `attachments_left`: signatures, SBOMs and referrers the
+    /// bundle carries that a docker-archive has nowhere to keep.
+    DockerArchive { images: Vec<DockerImage>, attachments_left: usize },
 }
 
 pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
@@ -62,7 +63,7 @@ pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
             let images = docker_archive::plan(&staged, &platform)?;
             let mtime = super::created_epoch(staged.index());
             docker_archive::write_file(&staged, &images, &opts.output, mtime, &**ui)?;
-            Exported::DockerArchive { images }
+            Exported::DockerArchive { images, attachments_left: staged.index().attachment_count() }
         }
     };
     ui.event(Event::Outcome(&format!("{output} was written")));

@@ -29,6 +29,8 @@ pub struct LoadOptions {
 pub struct Loaded {
     pub engine_lines: Vec<String>,
     pub images: Vec<DockerImage>,
+    /// Signatures, SBOMs and referrers the bundle carries that Docker has nowhere to keep.
+    pub attachments_left: usize,
 }
 
 pub fn load(opts: &LoadOptions, ui: &Arc<dyn Ui>) -> Result<Loaded> {
@@ -51,5 +53,5 @@ pub fn load(opts: &LoadOptions, ui: &Arc<dyn Ui>) -> Result<Loaded> {
     let to = (&**ui as &dyn crate::progress::Observer, "to the Docker Engine");
     let engine_lines = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
     import.record()?;
-    Ok(Loaded { engine_lines, images })
+    Ok(Loaded { engine_lines, images, attachments_left: staged.index().attachment_count() })
 }

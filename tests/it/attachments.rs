@@ -287,3 +287,33 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[test]
+fn a_cosign_save_layout_and_an_exported_layout_carry_their_attachments() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    env.keygen("ops");
+    let by_digest = format!("{}/src/busybox@{}", s.reg.host, s.busybox);
+    peer(&env, "cosign", &["save", "--dir", "saved", &by_digest]).ok();
+    env.run(&["create", "-k", "ops.key", "-o", "saved.tar", "oci:saved=registry.example/busybox:1.36"]).ok();
+    let index = signed_index(&env, "saved.tar");
+    let img = crate::common::image(&index, "registry.example/busybox:1.36");
+    assert_eq!(kinds(img), ["cosign-attestation", "cosign-signature"]);
+    assert!(img["attachments"].as_array().unwrap().iter().all(|a| a["subject"] == s.busybox.as_str()));
+
+    create_from(&env, &s, &[]).ok();
+    env.run(&["export", "-p", "ops.pub", "--format", "oci", "-o", "layout", "b.tar"]).ok();
+    env.run(&["create", "-k", "ops.key", "-o", "again.tar", "oci:layout"]).ok();
+    let (before, after) = (signed_index(&env, "b.tar"), signed_index(&env, "again.tar"));
+    for img in before["images"].as_array().unwrap() {
+        let name = img["name"].as_str().unwrap();
+        assert_eq!(crate::common::image(&after, name)["attachments"], img["attachments"], "{name}");
+    }
+    let docker = env
+        .run(&["export", "-p", "ops.pub", "--format", "docker-archive", "-o", "d.tar", "b.tar", "--allow-rollback"])
+        .ok();
+    assert!(docker.stderr.contains("note: 4 attachments"), "{}", docker.stderr);
+}

@@ -632,14 +632,20 @@ fn a_split_bundle_is_served_from_its_parts_and_restarts_on_the_record() {
     }
     let env = Env::new();
     env.keygen("ops");
-    let (legacy, multi) = (crate::common::fixture_str("legacy-save.tar"), crate::common::fixture_str("multiarch.oci.tar"));
+    let (legacy, multi) =
+        (crate::common::fixture_str("legacy-save.tar"), crate::common::fixture_str("multiarch.oci.tar"));
     let sources = [format!("docker-archive:{legacy}"), format!("oci-archive:{multi}")];
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--volume-size", "300K", &sources[0], &sources[1]]).ok();
     assert!(env.path("b.tar.003").exists() && !env.path("b.tar").exists(), "{:?}", env.listing());
     let index = signed_index(&env, "b.tar.001");
     let served = Served::start(&env, &["-p", "ops.pub", "b.tar.001"]);
     let dest = format!("oci:{}:x", env.path("out").display());
-    tool("skopeo", &["copy", "--all", "--src-tls-verify=false", &format!("docker://{}/{MULTI}", served.addr), &dest], &[]).ok();
+    tool(
+        "skopeo",
+        &["copy", "--all", "--src-tls-verify=false", &format!("docker://{}/{MULTI}", served.addr), &dest],
+        &[],
+    )
+    .ok();
     let raw = tool("skopeo", &["inspect", "--raw", &dest], &[]).ok();
     assert_eq!(format!("sha256:{}", sha256_hex(raw.stdout.as_bytes())), digest_of(&index, MULTI));
     served.stop().ok();
