@@ -11,7 +11,7 @@
 //! - Docker 25+ with the containerd image store: `index.json` may name a multi-platform image
 //!   index of which only the pulled platforms are present; `manifest.json` lists the config of
 //!   the platform the entry was saved for. The index is followed to its children (see
-//!   [`oci::add_image`] for the platforms left out).
+//!   [`oci::walk`] for the platforms left out).
 //!
 //! In both Docker 25+ forms `manifest.json` must agree with `index.json`.
 
@@ -197,7 +197,9 @@ fn read_docker25(
             continue;
         }
         for name in names {
-            oci::add_image(&oci::StoreFetch(store.clone()), found.root, name.clone(), spec.to_string(), opts, out)?;
+            let fetch = oci::StoreFetch(store.clone());
+            let (image, _) = oci::walk(&fetch, found.root, name.clone(), spec.to_string(), opts, out)?;
+            out.add_image(image)?;
         }
     }
     read_legacy(spec, store.as_ref(), opts, stager, &recompress, out)

@@ -98,19 +98,6 @@ impl Fetch for StoreFetch {
     }
 }
 
-/// Walks one named image from its root descriptor and adds it with every blob it uses.
-pub fn add_image(
-    fetch: &dyn Fetch,
-    root: &Descriptor,
-    name: Reference,
-    source: String,
-    opts: &ReadOptions,
-    out: &mut dyn Found,
-) -> Result<()> {
-    let (image, _) = walk(fetch, root, name, source, opts, out)?;
-    out.add_image(image)
-}
-
 /// Walks one named image from its root descriptor, adding every blob it uses; returns the image
 /// (for the caller to add) and the digests of its manifests and indexes the source holds (what
 /// signatures and referrers may be attached to), in digest order.

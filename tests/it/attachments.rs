@@ -8,7 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, Env, Peer, Registry, Run, fixture_str, signed_index, skip_without, tool};
+use crate::common::{EXIT_BAD_INPUT, Env, Peer, Registry, Run, signed_index, skip_without, tool};
+use crate::registry_source::seed;
 
 const PASSWORD: &str = "cosign-test-password";
 
@@ -24,15 +25,6 @@ fn peer(env: &Env, program: &str, args: &[&str]) -> Run {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {program} (scripts/peers.sh install-go-peers): {e}"));
     Run::from_output(out)
-}
-
-/// Copies an OCI archive fixture into the registry with skopeo; returns the digest it serves.
-fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
-    let dest = format!("docker://{}/{repo}", reg.host);
-    let src = format!("oci-archive:{}", fixture_str(fixture));
-    tool("skopeo", &["copy", "--all", "--dest-tls-verify=false", &src, &dest], &[]).ok();
-    let inspect = ["inspect", "--format", "{{.Digest}}", "--tls-verify=false", &dest];
-    tool("skopeo", &inspect, &[]).ok().stdout.trim().to_owned()
 }
 
 /// `cosign.key` / `cosign.pub` (ECDSA P-256, as cosign writes them) under `prefix`.
@@ -208,23 +200,24 @@ fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, d
     tool("curl", &["-sf", "-X", "PUT", "-H", &ctype, "--data-binary", &body, &url], &[]).ok();
 }
 
+/// A registry with busybox as `src/busybox:1.36`: the registry, the image's digest and manifest.
+fn hostile_source(env: &Env) -> (Registry, String, String) {
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    let digest = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let src = format!("docker://{}/src/busybox:1.36", reg.host);
+    let raw = tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &src], &[]).ok().stdout;
+    (reg, digest, raw)
+}
+
 #[test]
 fn a_fallback_index_listing_the_image_itself_is_refused_naming_the_loop() {
     if skip_without(&[Peer::Registry, Peer::Skopeo]) {
         return;
     }
     let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
-    let digest = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
-    let size = tool(
-        "skopeo",
-        &["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/src/busybox:1.36", reg.host)],
-        &[],
-    )
-    .ok()
-    .stdout
-    .len();
+    let (reg, digest, manifest) = hostile_source(&env);
+    let size = manifest.len();
     let me =
         serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [me]});
@@ -245,20 +238,11 @@ fn more_referrers_than_an_image_may_carry_are_refused_naming_the_limit() {
         return;
     }
     let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
-    let digest = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
+    let (reg, digest, manifest) = hostile_source(&env);
     // 257 distinct artifacts with the image as subject (their config: the image's own, which
     // the registry holds), listed in its fallback index.
-    let raw = tool(
-        "skopeo",
-        &["inspect", "--raw", "--tls-verify=false", &format!("docker://{}/src/busybox:1.36", reg.host)],
-        &[],
-    )
-    .ok()
-    .stdout;
-    let size = raw.len();
-    let config = serde_json::from_str::<Value>(&raw).unwrap()["config"].clone();
+    let size = manifest.len();
+    let config = serde_json::from_str::<Value>(&manifest).unwrap()["config"].clone();
     let subject =
         serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size});
     let mut listed = Vec::new();

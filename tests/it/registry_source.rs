@@ -11,7 +11,7 @@ use crate::common::{EXIT_INTEGRITY, Env, Peer, Registry, fixture_str, skip_witho
 const EXIT_REGISTRY: i32 = 7;
 
 /// Copies a fixture into the registry with skopeo; returns the digest the registry serves.
-fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
+pub(crate) fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
     let dest = format!("docker://{}/{repo}", reg.host);
     let src = format!("oci-archive:{}", fixture_str(fixture));
     tool("skopeo", &["copy", "--all", "--dest-tls-verify=false", &src, &dest], &[]).ok();
