@@ -106,6 +106,8 @@ start() {
 }
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=""; }
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER/status" 2>/dev/null || echo 0; }
+# The server's user + system CPU time so far, in clock ticks.
+cpu_ticks() { local a st; st=$(cat "/proc/$SERVER/stat"); read -r -a a <<<"${st##*) }"; echo $((a[11] + a[12])); }
 
 say "start: full verification, then the record of it"
 warm bundle.tar
@@ -126,11 +128,16 @@ say "full-blob GET of the $MB MiB layer against openssl speed -evp sha256"
 quiet
 SHA0=$(sha)
 BEST=0
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+T0=$(cpu_ticks)
 for ((r = 1; r <= RUNS; r++)); do
   quiet
   s=$(curl -sS -o /dev/null -w '%{speed_download}' "http://$ADDR/v2/serve.example/big/blobs/$BIG_LAYER")
   BEST=$(awk -v a="$s" -v b="$BEST" 'BEGIN { print (a > b) ? a : b }')
 done
+# The server's CPU time per GiB sent: what a busy machine does not distort.
+CPU_GIB=$(awk -v t=$(($(cpu_ticks) - T0)) -v hz="$HZ" -v n="$RUNS" -v mb="$MB" 'BEGIN { printf "%.2f", t / hz / (n * mb / 1024) }')
+LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 SHA1=$(sha)
 GET=$(awk -v b="$BEST" 'BEGIN { printf "%.3f", b / 1e9 }')
 SHA=$(awk -v a="$SHA0" -v b="$SHA1" 'BEGIN { printf "%.3f", (a + b) / 2 }')
@@ -183,6 +190,7 @@ printf '%-58s %s\n' "start, every blob verified (bundle $(awk -v b="$(stat -c %s
 printf '%-58s %s\n' "start again, file unchanged (verification record)" "$START_AGAIN s"
 printf '%-58s %s\n' "full-blob GET, $MB MiB layer, best of $RUNS" "$GET GB/s = $(awk -v g="$GET" -v s="$SHA" 'BEGIN { printf "%.2f", g / s }') x sha256"
 printf '%-58s %s\n' "openssl speed -evp sha256, 16 KiB, one core (before/after)" "$SHA0 / $SHA1 GB/s"
+printf '%-58s %s\n' "server CPU per GiB sent whole (sha256 alone: $(awk -v s="$SHA" 'BEGIN { printf "%.2f", 1.073741824 / s }') s)" "$CPU_GIB s (load average $LOAD0 / $LOAD1)"
 printf '%-58s %s\n' "server RSS idle / 1 client / $CLIENTS clients / after" "$(mib "$IDLE") / $(mib "$ONE_PEAK") / $(mib "$MANY_PEAK") / $(mib "$AFTER")"
 printf '%-58s %s\n' "$CLIENTS clients x $FLEET_MB MiB image: wall, aggregate" "$MANY_S s, $(awk -v n="$CLIENTS" -v m="$FLEET_MB" -v s="$MANY_S" 'BEGIN { printf "%.2f GB/s", n * m * 1048576 / s / 1e9 }') (1 client: $ONE_S s)"
 printf '%-58s %s\n' "manifest time to first byte, median / p99 of 200" "$TTFB_MED / $TTFB_P99 ms"
