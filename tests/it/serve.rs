@@ -68,9 +68,15 @@ impl Served {
     }
 
     /// Sends SIGTERM and returns the finished run (exit code, request log, stderr).
-    fn stop(mut self) -> Run {
+    fn stop(self) -> Run {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        tool("kill", &["-TERM", &pid], &[]).ok();
+        self.wait()
+    }
+
+    /// Waits for the server to end on its own (after a signal sent already).
+    fn wait(mut self) -> Run {
         let mut child = self.child.take().unwrap();
-        tool("kill", &["-TERM", &child.id().to_string()], &[]).ok();
         let status = child.wait().unwrap();
         for r in self.readers.drain(..) {
             r.join().unwrap();
@@ -651,4 +657,31 @@ fn a_split_bundle_is_served_from_its_parts_and_restarts_on_the_record() {
     served.stop().ok();
     let again = Served::start(&env, &["-p", "ops.pub", "b.tar.001"]).stop().ok();
     assert!(again.stderr.contains("every blob verified at"), "{}", again.stderr);
+}
+
+#[test]
+fn sigterm_lets_a_download_in_flight_finish_and_takes_no_new_connection() {
+    let env = Env::new();
+    let (served, index) = standard(&env, &[]);
+    let (repo, digest, size) = largest_blob(&index);
+    let mut s = TcpStream::connect(&served.addr).unwrap();
+    let req = format!("GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut first = [0u8; 1];
+    s.read_exact(&mut first).unwrap();
+    let pid = served.child.as_ref().unwrap().id().to_string();
+    tool("kill", &["-TERM", &pid], &[]).ok();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(TcpStream::connect(&served.addr).is_err(), "a new connection was taken after SIGTERM");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let whole = [&first[..], &rest].concat();
+    let body = &whole[whole.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert_eq!((body.len() as u64, format!("sha256:{}", sha256_hex(body))), (size, digest));
+    let run = served.wait().ok();
+    assert!(
+        run.stderr.contains("stopping: no new connections") && run.stderr.contains("0 abandoned"),
+        "{}",
+        run.stderr
+    );
 }
