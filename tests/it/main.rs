@@ -3,6 +3,7 @@
 //! podman, containerd, skopeo and minisign make of the result).
 
 mod attachments;
+mod big_layer;
 mod big_save;
 mod check_layers;
 mod cli;
