@@ -2,7 +2,7 @@
 # bench/volumes.sh - split bundles and parity (`bench/run.sh volumes` runs it alone; a full
 # bench/run.sh runs it after its own rows unless BENCH_VOLUMES=0).
 #
-#   - Reed–Solomon parity encoding speed on one core (bench/parity_speed.rs: the encoder
+#   - Reed–Solomon parity encoding speed per CPU-second of one core (bench/parity_speed.rs: the encoder
 #     `create --parity` uses, 256 KiB stripes of k=8 data parts, N = 1, 2, 4);
 #   - airlock create of one image with a single BENCH_VOLUMES_MB MiB incompressible layer
 #     (--compression none), unsplit, then --volume-size 256M, then --volume-size 256M --parity 2:
@@ -20,7 +20,7 @@ say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 cd "$ROOT"
 say "parity encoding, one core"
-nice -n 19 cargo run --quiet --release --example parity_speed -- 8 2048
+nice -n 19 cargo run --quiet --release --example parity_speed -- 8 4096
 AIRLOCK=${BENCH_AIRLOCK:-}
 if [ -z "$AIRLOCK" ]; then
   cargo build --quiet --release
