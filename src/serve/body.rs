@@ -1,15 +1,17 @@
 //! Response bodies: a small JSON document, or a blob read straight from its bundle file by offset.
 //!
-//! A blob is read by one of tokio's blocking threads, in 256 KiB positional reads, and handed to
-//! the connection through a channel holding one chunk, so the thread reads (and hashes) the next
-//! chunk while the connection sends the last. Chunks come from a fixed [`Chunks`] pool shared by
-//! every connection, so memory stays flat in blob size and in the number of clients (a reader past
-//! the pool waits for a chunk to come back). A blob sent whole is hashed on the way; its last
-//! chunk is held back until the digest is known, and a mismatch (the file changed underneath) ends
-//! the body with an error, which cuts the connection before the client has every byte. A [`Body`]
-//! reports, when it is dropped, how many bytes it handed over and how it ended: the request log's
-//! line.
+//! A blob is read in 256 KiB positional reads on tokio's blocking threads, one at a time and only
+//! when the connection asks for more: a client that stops reading stops the reads, and holds no
+//! blocking thread and no pooled buffer. Each read borrows a buffer from a fixed [`Chunks`] pool
+//! shared by every connection and gives it back as soon as its bytes are copied out, so the pool
+//! is held only while the disk is read and idle clients cannot starve the others (what a stalled
+//! connection keeps is the one chunk the connection queued, until its write stalls out). A blob
+//! sent whole is hashed on the way; its last chunk is held back until the digest is known, and a
+//! mismatch (the file changed underneath) ends the body with an error, which cuts the connection
+//! before the client has every byte. A [`Body`] reports, when it is dropped, how many bytes it
+//! handed over and how it ended: the request log's line.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::digest::{Digest, Hasher, Mismatch};
 use crate::hash_pool::Buffers;
@@ -49,7 +51,7 @@ impl Chunks {
     }
 }
 
-/// A chunk handed to hyper; its buffer goes back to the pool when hyper drops it.
+/// A chunk being read; its buffer goes back to the pool when it is dropped.
 struct Pooled {
     buf: Vec<u8>,
     len: usize,
@@ -101,10 +103,9 @@ impl Body {
 
     /// Bytes `start..end` of a blob; the whole blob (`0..size`) is verified as it goes.
     pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Chunks) -> Self {
-        let (tx, rx) = mpsc::channel(1);
+        let hasher = (start == 0 && end == src.size).then(Hasher::default);
         let pool = Arc::clone(&pool.0);
-        tokio::task::spawn_blocking(move || produce(&src, start, end, &pool, &tx));
-        Body::new(Kind::Blob(BlobReader { rx, left: end - start }))
+        Body::new(Kind::Blob(BlobReader { src: Arc::new(src), pool, pos: start, end, hasher, reading: None }))
     }
 
     fn new(kind: Kind) -> Self {
@@ -125,15 +126,9 @@ impl http_body::Body for Body {
         let this = &mut *self;
         let next = match &mut this.kind {
             Kind::Full(bytes) => Ok(bytes.take()),
-            Kind::Blob(reader) => match reader.rx.poll_recv(cx) {
+            Kind::Blob(reader) => match reader.poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    reader.left = reader.left.saturating_sub(chunk.len() as u64);
-                    Ok(Some(chunk))
-                }
-                Poll::Ready(Some(Err(e))) => Err(e),
-                Poll::Ready(None) if reader.left > 0 => Err(std::io::Error::other("the blob's reader stopped early")),
-                Poll::Ready(None) => Ok(None),
+                Poll::Ready(next) => next,
             },
         };
         Poll::Ready(match next {
@@ -152,14 +147,14 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
-            Kind::Blob(r) => r.left == 0,
+            Kind::Blob(r) => r.pos >= r.end,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-            Kind::Blob(r) => SizeHint::with_exact(r.left),
+            Kind::Blob(r) => SizeHint::with_exact(r.end.saturating_sub(r.pos)),
         }
     }
 }
@@ -177,36 +172,57 @@ impl Drop for Body {
     }
 }
 
-/// The receiving end of a blob's reader thread.
+/// The rest of a blob to send, and the read under way if the connection asked for more.
 struct BlobReader {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    /// Bytes not yet handed over.
-    left: u64,
+    src: Arc<BlobSource>,
+    pool: Arc<Buffers>,
+    /// The next byte to read, and the end of the range.
+    pos: u64,
+    end: u64,
+    /// Set when the blob is sent whole; taken by the read under way.
+    hasher: Option<Hasher>,
+    reading: Option<JoinHandle<Read>>,
 }
 
-/// Reads `start..end` of a blob chunk by chunk into `tx`, hashing a whole blob on the way; stops
-/// at the first error (sent as the last item) or when the body is gone.
-fn produce(src: &BlobSource, start: u64, end: u64, pool: &Arc<Buffers>, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
-    let mut hasher = (start == 0 && end == src.size).then(Hasher::default);
-    let mut pos = start;
-    while pos < end {
-        let chunk = read_chunk(src, pos, end, pool);
-        let last = chunk.as_ref().is_ok_and(|c| pos + c.len as u64 >= end);
-        let item = chunk.and_then(|c| {
-            if let Some(h) = &mut hasher {
-                h.update(c.as_ref());
-            }
-            if last {
-                verify(hasher.take(), &src.digest, src.size, &src.place)?;
-            }
-            pos += c.len as u64;
-            Ok(Bytes::from_owner(c))
-        });
-        let failed = item.is_err();
-        if tx.blocking_send(item).is_err() || failed {
-            return;
+/// What one read hands back: the hasher, and the chunk (an error ends the body).
+type Read = (Option<Hasher>, std::io::Result<Bytes>);
+
+impl BlobReader {
+    /// The next chunk, read now: nothing is read ahead of what the connection takes.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
+        if self.pos >= self.end {
+            return Poll::Ready(Ok(None));
         }
+        let reading = self.reading.get_or_insert_with(|| {
+            let (src, pool, hasher) = (Arc::clone(&self.src), Arc::clone(&self.pool), self.hasher.take());
+            let (pos, end) = (self.pos, self.end);
+            tokio::task::spawn_blocking(move || next_chunk(&src, pos, end, &pool, hasher))
+        });
+        let (hasher, chunk) = match Pin::new(reading).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(joined) => joined.unwrap_or_else(|e| (None, Err(std::io::Error::other(e)))),
+        };
+        self.reading = None;
+        self.hasher = hasher;
+        let chunk = chunk?;
+        self.pos += chunk.len() as u64;
+        Poll::Ready(Ok(Some(chunk)))
     }
+}
+
+/// Reads the chunk at `pos`, hashing a whole blob on the way (its last chunk is checked before it
+/// is handed over); the pooled buffer goes back as soon as the bytes are copied out of it.
+fn next_chunk(src: &BlobSource, pos: u64, end: u64, pool: &Arc<Buffers>, mut hasher: Option<Hasher>) -> Read {
+    let chunk = read_chunk(src, pos, end, pool).and_then(|c| {
+        if let Some(h) = &mut hasher {
+            h.update(c.as_ref());
+        }
+        if pos + c.len as u64 >= end {
+            verify(hasher.take(), &src.digest, src.size, &src.place)?;
+        }
+        Ok(Bytes::copy_from_slice(c.as_ref()))
+    });
+    (hasher, chunk)
 }
 
 fn read_chunk(src: &BlobSource, pos: u64, end: u64, pool: &Arc<Buffers>) -> std::io::Result<Pooled> {

@@ -34,6 +34,9 @@ const MAX_CONNECTIONS: usize = 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client may read nothing of a response before its connection is closed.
 const WRITE_STALL: Duration = Duration::from_secs(60);
+/// hyper's buffer per connection, for a request's head and for what a response has queued: a
+/// client that sends a huge head or stops reading keeps at most this and one blob chunk.
+const CONNECTION_BUFFER: usize = 64 << 10;
 
 /// One request, as the log shows it.
 #[derive(Debug, Clone)]
@@ -215,6 +218,7 @@ where
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(CONNECTION_BUFFER)
         .serve_connection(io, service);
     tokio::pin!(conn);
     let stop = Stop::wait(stopped);

@@ -14,10 +14,10 @@ use serde_json::Value;
 use crate::common::{Env, Peer, Run, docker_host, image, signed_index, skip_without, tool};
 
 /// A running `airlock serve`, stopped with SIGTERM when dropped.
-struct Served {
+pub(crate) struct Served {
     child: Option<Child>,
     /// `127.0.0.1:PORT`.
-    addr: String,
+    pub(crate) addr: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -39,7 +39,7 @@ fn collect(stream: impl Read + Send + 'static) -> (Arc<Mutex<String>>, JoinHandl
 
 impl Served {
     /// Starts `airlock serve ARGS` on a free loopback port and waits until it listens.
-    fn start(env: &Env, args: &[&str]) -> Served {
+    pub(crate) fn start(env: &Env, args: &[&str]) -> Served {
         let mut child = env
             .cmd()
             .arg("serve")
@@ -68,7 +68,7 @@ impl Served {
     }
 
     /// Sends SIGTERM and returns the finished run (exit code, request log, stderr).
-    fn stop(self) -> Run {
+    pub(crate) fn stop(self) -> Run {
         let pid = self.child.as_ref().unwrap().id().to_string();
         tool("kill", &["-TERM", &pid], &[]).ok();
         self.wait()
@@ -100,23 +100,23 @@ impl Drop for Served {
 
 /// One HTTP/1.1 exchange on its own connection: status, headers (lowercase names) and body, and
 /// whether the body was as long as Content-Length said.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
-fn http(addr: &str, method: &str, path: &str, extra: &[&str]) -> Reply {
+pub(crate) fn http(addr: &str, method: &str, path: &str, extra: &[&str]) -> Reply {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -181,7 +181,7 @@ fn skopeo_copies_every_image_from_serve_with_the_signed_digests() {
     assert!(run.stderr.contains("stopped:") && run.stderr.contains(" 0 cut"), "{}", run.stderr);
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -297,7 +297,7 @@ fn manifests_come_with_their_stored_bytes_type_digest_and_length() {
 }
 
 /// The largest blob of the bundle, as (repository, digest, size).
-fn largest_blob(index: &Value) -> (String, String, u64) {
+pub(crate) fn largest_blob(index: &Value) -> (String, String, u64) {
     let blob = index["blobs"].as_array().unwrap().iter().max_by_key(|b| b["size"].as_u64().unwrap()).unwrap();
     let digest = blob["digest"].as_str().unwrap();
     let img = index["images"]
