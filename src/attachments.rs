@@ -116,6 +116,21 @@ impl Attachment {
     }
 }
 
+impl Attachment {
+    /// Its entry in a referrers index (the referrers API's answer, or a fallback tag index): its
+    /// descriptor, artifact type and the annotations of its manifest, `manifest`.
+    pub fn referrer_descriptor(&self, manifest: &[u8]) -> serde_json::Value {
+        let mut d = serde_json::json!({"mediaType": self.media_type, "digest": self.digest, "size": self.size});
+        if let Some(t) = &self.artifact_type {
+            d["artifactType"] = serde_json::json!(t);
+        }
+        if let Some(annotations) = json::parse(manifest).ok().and_then(|m| m.get("annotations").cloned()) {
+            d["annotations"] = annotations;
+        }
+        d
+    }
+}
+
 /// The referrers fallback tag of `subject` (`sha256-<hex>`), and the stem of cosign's tags.
 pub fn fallback_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())

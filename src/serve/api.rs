@@ -83,9 +83,14 @@ impl Api {
                 let media_type = "application/octet-stream".to_owned();
                 Ok(Reply::Blob { src: self.source(&digest, blob), media_type, range })
             }
-            Route::Referrers { repo, artifact_type, .. } => {
-                content.repo(&repo).ok_or_else(|| name_unknown(&repo))?;
-                let doc = serde_json::json!({"schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": []});
+            Route::Referrers { repo, digest, artifact_type } => {
+                let r = content.repo(&repo).ok_or_else(|| name_unknown(&repo))?;
+                let listed = r.referrers.get(&digest).into_iter().flatten();
+                let wanted =
+                    |d: &&serde_json::Value| artifact_type.as_ref().is_none_or(|t| d["artifactType"] == t.as_str());
+                let manifests: Vec<&serde_json::Value> = listed.filter(wanted).collect();
+                let doc =
+                    serde_json::json!({"schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": manifests});
                 let mut reply = Reply::json(doc.to_string().into_bytes());
                 if let Reply::Json { media_type, filtered, .. } = &mut reply {
                     *media_type = image::OCI_INDEX;

@@ -9,7 +9,7 @@
 use std::fmt::Write;
 
 use crate::reference::DOCKER_HUB;
-use crate::serve::content::Naming;
+use crate::serve::content::{Naming, host_component};
 
 /// A client whose configuration can be printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ fn scheme(server: &Server) -> &'static str {
 /// Where a registry's pulls go on this server: its repositories live under the host, or at the root.
 fn mirror_path(server: &Server, registry: &str) -> String {
     match server.naming {
-        Naming::KeepHost => format!("{}/{registry}", server.address),
+        Naming::KeepHost => format!("{}/{}", server.address, host_component(registry)),
         Naming::DropHost => server.address.clone(),
     }
 }
@@ -80,7 +80,7 @@ fn containerd(server: &Server) -> String {
         let dir = format!("/etc/containerd/certs.d/{r}");
         let _ = writeln!(out, "# file: {dir}/hosts.toml\nserver = \"https://{upstream}\"\n");
         let url = match server.naming {
-            Naming::KeepHost => format!("{}://{}/v2/{r}", scheme(server), server.address),
+            Naming::KeepHost => format!("{}://{}/v2/{}", scheme(server), server.address, host_component(r)),
             Naming::DropHost => format!("{}://{}", scheme(server), server.address),
         };
         let _ = writeln!(out, "[host.\"{url}\"]\n  capabilities = [\"pull\", \"resolve\"]");

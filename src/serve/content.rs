@@ -4,12 +4,19 @@
 //! and a blob a delta does not carry is found in whichever served bundle does.
 //!
 //! Repository names are the bundle's own (`docker.io/library/busybox`) unless the registry host is
-//! dropped (`library/busybox`), which is what a docker `registry-mirrors` entry asks for.
+//! dropped (`library/busybox`), which is what a docker `registry-mirrors` entry asks for. A host's
+//! port becomes `_PORT` (`registry.local_5000/team/app`): a path component cannot hold a `:`, and
+//! a host name cannot hold a `_`, so the two never meet.
+//!
+//! Attachments travel with their image: cosign's signatures, attestations and SBOMs under cosign's
+//! tags in the image's repository, OCI referrers listed by the referrers API.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::attachments::Kind;
 use crate::bundle::format::BundleIndex;
 use crate::digest::Digest;
+use crate::error::Result;
 use crate::image;
 use crate::reference::Reference;
 
@@ -48,6 +55,8 @@ pub struct Repo {
     pub tags: BTreeMap<String, Digest>,
     /// Every blob an image of this repository uses: the only ones it hands out.
     pub digests: BTreeSet<Digest>,
+    /// The referrers of each subject: their entries in a referrers index.
+    pub referrers: BTreeMap<Digest, Vec<serde_json::Value>>,
 }
 
 /// A bundle's blobs as [`Content::add`] needs them: its signed index and where each blob it
@@ -56,6 +65,8 @@ pub trait Carried {
     fn index(&self) -> &BundleIndex;
     /// Offset and size of a blob this bundle carries (`None`: carried by another bundle).
     fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)>;
+    /// A small blob it carries (a manifest), read and verified whole.
+    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>>;
 }
 
 impl Carried for crate::bundle::indexed::IndexedBundle {
@@ -65,6 +76,10 @@ impl Carried for crate::bundle::indexed::IndexedBundle {
 
     fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)> {
         self.blob_at(digest)
+    }
+
+    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
+        self.read_small(digest)
     }
 }
 
@@ -89,7 +104,8 @@ impl Content {
     }
 
     /// Adds the `n`th served bundle; call in sequence order, oldest first: a later tag wins.
-    pub fn add(&mut self, n: usize, bundle: &dyn Carried) {
+    /// Reads the manifests of its referrers (for their annotations).
+    pub fn add(&mut self, n: usize, bundle: &dyn Carried) -> Result<()> {
         let index = bundle.index();
         for b in &index.blobs {
             if let Some((offset, size)) = bundle.blob_at(&b.digest) {
@@ -106,13 +122,27 @@ impl Content {
             if let Some(tag) = r.tag() {
                 repo.tags.insert(tag.to_owned(), img.digest.clone());
             }
+            for a in &img.attachments {
+                repo.digests.extend(a.blobs.iter().cloned());
+                repo.digests.insert(a.digest.clone());
+                if let Some(tag) = a.tag() {
+                    repo.tags.insert(tag, a.digest.clone());
+                }
+                if a.kind == Kind::Referrer {
+                    let listed = repo.referrers.entry(a.subject.clone()).or_default();
+                    if !listed.iter().any(|d| d["digest"] == a.digest.as_str()) {
+                        listed.push(a.referrer_descriptor(&bundle.read_small(&a.digest)?));
+                    }
+                }
+            }
             self.images += 1;
         }
+        Ok(())
     }
 
     fn repo_name(&self, r: &Reference) -> String {
         match self.naming {
-            Naming::KeepHost => r.name(),
+            Naming::KeepHost => format!("{}/{}", host_component(r.registry()), r.repository()),
             Naming::DropHost => r.repository().to_owned(),
         }
     }
@@ -156,6 +186,12 @@ impl Content {
     }
 }
 
+/// A registry host as the first component of a repository path: `registry.local:5000` becomes
+/// `registry.local_5000`.
+pub fn host_component(registry: &str) -> String {
+    registry.replace(':', "_")
+}
+
 /// One page of a sorted list: the names after `last`, at most `n` of them, and whether more
 /// follow (the caller then gives a `Link` to the next page).
 pub fn page<'a>(names: impl Iterator<Item = &'a str>, n: Option<usize>, last: Option<&str>) -> (Vec<&'a str>, bool) {
@@ -179,6 +215,10 @@ mod tests {
 
         fn blob_at(&self, digest: &Digest) -> Option<(u64, u64)> {
             self.1.iter().position(|d| d == digest).map(|i| (i as u64 * 1024, 10))
+        }
+
+        fn read_small(&self, _: &Digest) -> Result<Vec<u8>> {
+            Ok(br#"{"annotations":{"a":"b"}}"#.to_vec())
         }
     }
 
@@ -213,8 +253,8 @@ mod tests {
         let full = bundle(1, &[("docker.io/library/busybox:1", 'a', &['a', 'c'])], &['a', 'c']);
         let delta = bundle(2, &[("docker.io/library/busybox:1", 'b', &['b', 'c'])], &['b']);
         let mut content = Content::new(Naming::KeepHost);
-        content.add(0, &full);
-        content.add(1, &delta);
+        content.add(0, &full).unwrap();
+        content.add(1, &delta).unwrap();
         let repo = "docker.io/library/busybox";
         let (d, blob) = content.manifest(repo, &ManifestRef::Tag("1".into())).unwrap();
         assert_eq!((d, blob.at.bundle), (&digest('b'), 1));
@@ -225,11 +265,14 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_host_names_repositories_by_path_alone() {
-        let b = bundle(1, &[("registry.example/team/app:1.4", 'a', &['a'])], &['a']);
-        let mut content = Content::new(Naming::DropHost);
-        content.add(0, &b);
-        assert_eq!(content.repo_names().collect::<Vec<_>>(), ["team/app"]);
+    fn dropping_the_host_names_repositories_by_path_alone_and_a_kept_port_becomes_underscore() {
+        let b = bundle(1, &[("registry.example:5000/team/app:1.4", 'a', &['a'])], &['a']);
+        let mut dropped = Content::new(Naming::DropHost);
+        dropped.add(0, &b).unwrap();
+        assert_eq!(dropped.repo_names().collect::<Vec<_>>(), ["team/app"]);
+        let mut kept = Content::new(Naming::KeepHost);
+        kept.add(0, &b).unwrap();
+        assert_eq!(kept.repo_names().collect::<Vec<_>>(), ["registry.example_5000/team/app"]);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn open(opts: &Options<'_>, observer: &dyn Observer) -> Result<Opened> {
     let mut files = Vec::new();
     let mut reports = Vec::new();
     for (n, (checked, file)) in opened.into_iter().enumerate() {
-        content.add(n, &checked.bundle);
+        content.add(n, &checked.bundle)?;
         files.push(BundleFile { file, place: checked.bundle.place().to_owned() });
         reports.push(checked);
     }

@@ -109,9 +109,8 @@ fn repo_name(parts: &[&str]) -> Result<String, ApiError> {
         !b.is_empty()
             && b[0].is_ascii_alphanumeric()
             && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-' | b':'))
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-'))
     };
-    // `:` only so that a kept registry host with a port (`host:5000/app`) is a name too.
     if parts.iter().all(|p| component(p)) { Ok(parts.join("/")) } else { Err(invalid()) }
 }
 

@@ -163,7 +163,7 @@ fn merge_fallback(
     let before = listed.len();
     for a in referrers {
         if !listed.iter().any(|e| e.get("digest").and_then(Value::as_str) == Some(a.digest.as_str())) {
-            listed.push(descriptor(a, &read_small(bundle, &a.digest)?));
+            listed.push(a.referrer_descriptor(&read_small(bundle, &a.digest)?));
         }
     }
     if listed.len() == before {
@@ -171,17 +171,4 @@ fn merge_fallback(
     }
     let bytes = serde_json::to_vec(&doc).map_err(|e| Error::bad(&place, e.to_string()))?;
     client.put_manifest(repo, &tag, OCI_INDEX, &bytes, &mut || Ok(())).map(drop)
-}
-
-/// A referrer's entry in a referrers index: its descriptor, artifact type and the annotations of
-/// its manifest (what the referrers API lists).
-fn descriptor(a: &Attachment, manifest: &[u8]) -> Value {
-    let mut d = json!({"mediaType": a.media_type, "digest": a.digest, "size": a.size});
-    if let Some(t) = &a.artifact_type {
-        d["artifactType"] = json!(t);
-    }
-    if let Some(annotations) = json::parse(manifest).ok().and_then(|m| m.get("annotations").cloned()) {
-        d["annotations"] = annotations;
-    }
-    d
 }

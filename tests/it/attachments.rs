@@ -14,7 +14,7 @@ use crate::registry_source::seed;
 const PASSWORD: &str = "cosign-test-password";
 
 /// Runs a Go peer in the test directory, with a HOME of its own (cosign keeps a cache there).
-fn peer(env: &Env, program: &str, args: &[&str]) -> Run {
+pub(crate) fn peer(env: &Env, program: &str, args: &[&str]) -> Run {
     let out = Command::new(program)
         .args(args)
         .current_dir(env.dir.path())
@@ -42,13 +42,13 @@ fn cosign_sign(env: &Env, key: &str, image: &str, extra: &[&str]) {
 
 /// A registry holding busybox (signed and attested with cosign's tags) and a two-platform image
 /// (signed with `--registry-referrers-mode=oci-1-1` and given a note with `oras attach`).
-struct Signed {
-    reg: Registry,
-    busybox: String,
-    multi: String,
+pub(crate) struct Signed {
+    pub(crate) reg: Registry,
+    pub(crate) busybox: String,
+    pub(crate) multi: String,
 }
 
-fn signed_registry(env: &Env) -> Signed {
+pub(crate) fn signed_registry(env: &Env) -> Signed {
     let reg = Registry::start(&[]);
     let busybox = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
     let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
@@ -75,7 +75,7 @@ fn signed_registry(env: &Env) -> Signed {
     Signed { reg, busybox, multi }
 }
 
-fn create_from(env: &Env, s: &Signed, extra: &[&str]) -> Run {
+pub(crate) fn create_from(env: &Env, s: &Signed, extra: &[&str]) -> Run {
     if !env.path("ops.key").exists() {
         env.keygen("ops");
     }

@@ -685,3 +685,34 @@ fn sigterm_lets_a_download_in_flight_finish_and_takes_no_new_connection() {
         run.stderr
     );
 }
+
+#[test]
+fn cosign_verifies_and_oras_discovers_the_attachments_serve_carries() {
+    if skip_without(&[Peer::Registry, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = crate::attachments::signed_registry(&env);
+    crate::attachments::create_from(&env, &s, &[]).ok();
+    let served = Served::start(&env, &["-p", "ops.pub", "b.tar"]);
+    // The original registry's port becomes `_PORT`: a path component holds no `:`.
+    let host = s.reg.host.replace(':', "_");
+    drop(s.reg);
+    let busybox = format!("{}/{host}/src/busybox:1.36", served.addr);
+    let verify = ["verify", "--key", "cosign.pub", "--insecure-ignore-tlog=true", "--allow-http-registry"];
+    let out = crate::attachments::peer(&env, "cosign", &[&verify[..], &[busybox.as_str()]].concat()).ok();
+    assert!(out.stdout.contains(&s.busybox), "cosign verify names another digest:\n{}", out.stdout);
+    let attest = ["verify-attestation", "--key", "cosign.pub", "--type", "spdxjson", "--insecure-ignore-tlog=true"];
+    crate::attachments::peer(&env, "cosign", &[&attest[..], &["--allow-http-registry", &busybox]].concat()).ok();
+    let multi = format!("{}/{host}/src/multi@{}", served.addr, s.multi);
+    let found = crate::attachments::peer(&env, "oras", &["discover", "--plain-http", "--format", "json", &multi]).ok();
+    let found: Value = serde_json::from_str(&found.stdout).unwrap();
+    let mut types: Vec<&str> =
+        found["referrers"].as_array().unwrap().iter().map(|r| r["artifactType"].as_str().unwrap()).collect();
+    types.sort();
+    assert_eq!(types, ["application/vnd.dev.cosign.artifact.sig.v1+json", "application/vnd.example.note"]);
+    let path = format!("/v2/{host}/src/multi/referrers/{}?artifactType=application/vnd.example.note", s.multi);
+    let filtered = http(&served.addr, "GET", &path, &[]);
+    assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
+    assert_eq!(filtered.json()["manifests"].as_array().unwrap().len(), 1);
+}
