@@ -103,7 +103,7 @@ pub fn image(data: &[u8]) {
         let _ = image::parse_manifest(data, media_type);
     }
     if let Ok(config) = image::parse_config(data) {
-        let _ = config.platform().to_string();
+        let _ = config.platform().map(|p| p.to_string());
     }
     let _ = BundleIndex::parse("fuzz", data);
 }

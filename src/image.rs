@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::error::shown;
 use crate::json;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -51,26 +52,69 @@ impl Descriptor {
     }
 }
 
+/// An `os/arch[/variant]` platform whose parts are plain words (letters, digits, `_`, `.`),
+/// whether it came from `--platform`, an image config or an index: anything else is refused
+/// where it is read, so a platform prints safely and reads back the same from a bundle's index.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawPlatform")]
 pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
-    pub os_version: Option<String>,
+    os: String,
+    architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    #[serde(rename = "os.version", skip_serializing_if = "Option::is_none")]
+    os_version: Option<String>,
+}
+
+/// A platform as a descriptor spells it, before it is checked.
+#[derive(Deserialize)]
+struct RawPlatform {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default, rename = "os.version")]
+    os_version: Option<String>,
+}
+
+impl TryFrom<RawPlatform> for Platform {
+    type Error = String;
+
+    fn try_from(raw: RawPlatform) -> Result<Self, String> {
+        let mut p = Platform::checked(&raw.os, &raw.architecture, raw.variant.as_deref())?;
+        p.os_version = raw.os_version;
+        Ok(p)
+    }
 }
 
 impl Platform {
     /// Parses `os/arch[/variant]`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform::new(os, arch, Some(v))),
-            _ => Err(format!("`{text}` is not a platform (want os/arch or os/arch/variant, e.g. linux/arm64/v8)")),
+        let bad = || format!("`{text}` is not a platform (want os/arch or os/arch/variant, e.g. linux/arm64/v8)");
+        match text.split('/').collect::<Vec<_>>().as_slice() {
+            [os, arch] => Platform::checked(os, arch, None).map_err(|_| bad()),
+            [os, arch, v] => Platform::checked(os, arch, Some(v)).map_err(|_| bad()),
+            _ => Err(bad()),
         }
+    }
+
+    /// The platform of an image that declares none (an artifact).
+    pub fn unknown() -> Self {
+        Platform::new("unknown", "unknown", None)
+    }
+
+    /// Linux on `arch` (a Go architecture name: `amd64`, `arm64`, …).
+    pub fn linux(arch: &'static str) -> Self {
+        Platform::new("linux", arch, None)
+    }
+
+    fn checked(os: &str, arch: &str, variant: Option<&str>) -> Result<Self, String> {
+        let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        if word(os) && word(arch) && variant.is_none_or(word) {
+            return Ok(Platform::new(os, arch, variant));
+        }
+        let v = variant.map(|v| format!("/{v}")).unwrap_or_default();
+        Err(format!("platform `{}` is not os/arch[/variant] of plain words", shown(&format!("{os}/{arch}{v}"))))
     }
 
     fn new(os: &str, arch: &str, variant: Option<&str>) -> Self {
@@ -147,8 +191,9 @@ pub struct RootFs {
 }
 
 impl Config {
-    pub fn platform(&self) -> Platform {
-        Platform::new(&self.os, &self.architecture, self.variant.as_deref())
+    /// The platform the config declares, checked like any other.
+    pub fn platform(&self) -> Result<Platform, String> {
+        Platform::checked(&self.os, &self.architecture, self.variant.as_deref())
     }
 }
 

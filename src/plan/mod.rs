@@ -93,7 +93,7 @@ impl Collection {
 /// on which answered first); sources that carry compressed layers come before legacy
 /// `docker save` archives, so these can reuse those layers.
 pub fn read_all(specs: &[SourceSpec], opts: &ReadOptions, stager: &Stager, pool: &Pool) -> Result<Collection> {
-    let remote: Vec<&SourceSpec> = specs.iter().filter(|s| s.transport == Transport::Registry).collect();
+    let remote: Vec<&SourceSpec> = specs.iter().filter(|s| s.transport() == Transport::Registry).collect();
     let mut resolved = pool
         .try_map(&remote, |spec| {
             let mut own = Collection::default();
@@ -102,10 +102,10 @@ pub fn read_all(specs: &[SourceSpec], opts: &ReadOptions, stager: &Stager, pool:
         })?
         .into_iter();
     let (legacy, compressed): (Vec<&SourceSpec>, Vec<&SourceSpec>) =
-        specs.iter().partition(|s| s.transport == Transport::DockerArchive);
+        specs.iter().partition(|s| s.transport() == Transport::DockerArchive);
     let mut coll = Collection::default();
     for spec in compressed.into_iter().chain(legacy) {
-        match spec.transport {
+        match spec.transport() {
             Transport::Registry => coll.merge(resolved.next().expect("one collection per registry source"))?,
             _ => source::read(spec, opts, stager, &mut coll)?,
         }

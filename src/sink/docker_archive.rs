@@ -40,7 +40,7 @@ pub fn host_platform() -> Platform {
         "powerpc64" => "ppc64le",
         other => other,
     };
-    Platform::parse(&format!("linux/{arch}")).expect("valid platform")
+    Platform::linux(arch)
 }
 
 /// Resolves every image of the bundle to one manifest for `platform`.

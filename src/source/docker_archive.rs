@@ -63,7 +63,7 @@ fn select<'a>(
     entries: &'a [SaveEntry],
 ) -> Result<Vec<(&'a SaveEntry, Vec<Reference>)>> {
     let mut chosen = Vec::new();
-    let wanted = match &spec.selector {
+    let wanted = match &spec.selector() {
         Some(s) => Some(Reference::parse(s).map_err(|e| Error::bad(spec.to_string(), e.to_string()))?),
         None => None,
     };
@@ -80,7 +80,7 @@ fn select<'a>(
             }
             names = vec![w.clone()];
         }
-        if let Some(n) = &spec.name {
+        if let Some(n) = spec.name() {
             names = vec![n.clone()];
         }
         if names.is_empty() {
@@ -91,7 +91,7 @@ fn select<'a>(
     if chosen.is_empty() {
         return Err(Error::bad(spec.to_string(), "no image with that tag in manifest.json"));
     }
-    if spec.name.is_some() && chosen.len() > 1 {
+    if spec.name().is_some() && chosen.len() > 1 {
         return Err(Error::bad(
             spec.to_string(),
             "`=NAME` names one image, but this archive holds several; select one with `:TAG`",
@@ -137,7 +137,8 @@ fn read_legacy(
         for (path, diff_id) in entry.layers.iter().zip(&cfg.rootfs.diff_ids) {
             jobs.push(LayerJob { store, path: path.clone(), diff_id: diff_id.clone() });
         }
-        configs.push((Descriptor::new(OCI_CONFIG, digest, bytes.len() as u64), bytes, cfg.platform()));
+        let platform = cfg.platform().map_err(|e| Error::bad(store.place(&entry.config), e))?;
+        configs.push((Descriptor::new(OCI_CONFIG, digest, bytes.len() as u64), bytes, platform));
     }
     let staged = stager.stage_all(&jobs, out.compressed_layers())?;
     let mut staged = staged.into_iter();

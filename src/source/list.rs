@@ -240,7 +240,7 @@ mod tests {
     fn hauler_manifests_with_platforms() {
         let text = "apiVersion: content.hauler.cattle.io/v1\nkind: Images\nmetadata:\n  name: x\nspec:\n  images:\n    - name: nginx:1.27\n      platform: linux/arm64\n    - name: registry.example/team/api:1.4\n";
         let specs = parse(text).unwrap();
-        assert_eq!(specs[0].reference.as_ref().unwrap().to_string(), "docker.io/library/nginx:1.27");
+        assert_eq!(specs[0].to_string(), "docker://docker.io/library/nginx:1.27");
         assert_eq!(specs[0].platforms[0].to_string(), "linux/arm64");
         assert!(specs[1].platforms.is_empty());
     }
@@ -248,11 +248,14 @@ mod tests {
     #[test]
     fn mindthegap_images_files() {
         let text = "docker.io:\n  images:\n    library/nginx:\n      - 1.21.5\n      - \"1.27\"\nregistry.example:5000:\n  images:\n    team/api: [\"1.4\"]\n";
-        let names: Vec<String> =
-            parse(text).unwrap().iter().map(|s| s.reference.as_ref().unwrap().to_string()).collect();
+        let names: Vec<String> = parse(text).unwrap().iter().map(|s| s.to_string()).collect();
         assert_eq!(
             names,
-            ["docker.io/library/nginx:1.21.5", "docker.io/library/nginx:1.27", "registry.example:5000/team/api:1.4"]
+            [
+                "docker://docker.io/library/nginx:1.21.5",
+                "docker://docker.io/library/nginx:1.27",
+                "docker://registry.example:5000/team/api:1.4"
+            ]
         );
     }
 
@@ -289,8 +292,8 @@ mod tests {
         }
         let text = "kind: Images\nspec:\n  images:\n    - name: docker-daemon:nginx:1\n";
         let specs = parse_allowing(text, Allow::Local).unwrap();
-        assert_eq!(specs[0].transport, crate::source::Transport::Daemon);
+        assert_eq!(specs[0].transport(), crate::source::Transport::Daemon);
         let text = "kind: Images\nspec:\n  images:\n    - name: docker://nginx:1\n";
-        assert_eq!(parse(text).unwrap()[0].transport, crate::source::Transport::Registry);
+        assert_eq!(parse(text).unwrap()[0].transport(), crate::source::Transport::Registry);
     }
 }

@@ -55,17 +55,23 @@ impl Transport {
     }
 }
 
-/// One source named on the command line or in an image list.
+/// Where a source's images are: a local archive or layout, a registry, or the Docker Engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `docker-archive:`, `oci:` or `oci-archive:` at `path`; `selector` (`:REF`) picks one image.
+    Local { transport: Transport, path: PathBuf, selector: Option<String> },
+    /// `docker://REF`, or a bare reference that names no file.
+    Registry(Reference),
+    /// `docker-daemon:REF`: the Docker Engine at `DOCKER_HOST`.
+    Daemon(Reference),
+}
+
+/// One source named on the command line or in an image list, parsed once.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
-    pub transport: Transport,
-    pub path: PathBuf,
-    /// Which image of the source (`:REF`); `None` takes every image.
-    pub selector: Option<String>,
+    pub location: Location,
     /// The name to give the image (`=NAME`).
     pub name: Option<Reference>,
-    /// The image of a registry source.
-    pub reference: Option<Reference>,
     /// Platforms to keep of this source's multi-platform images (an image list's per-image
     /// platforms); empty: the command line's `--platform`.
     pub platforms: Vec<Platform>,
@@ -75,6 +81,8 @@ impl SourceSpec {
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |msg: String| Error::bad(format!("source `{}`", shown(text)), msg);
         let (body, name) = split_name(text).map_err(|e| bad(e.to_string()))?;
+        let spec = |location| SourceSpec { location, name: name.clone(), platforms: Vec::new() };
+        let reference = |r: &str| Reference::parse(r).map_err(|e| bad(e.to_string()));
         let (transport, rest) = match body.split_once(':') {
             Some(("docker-archive", rest)) => (Some(Transport::DockerArchive), rest),
             Some(("oci", rest)) => (Some(Transport::Oci), rest),
@@ -83,13 +91,9 @@ impl SourceSpec {
                 let r = rest
                     .strip_prefix("//")
                     .ok_or_else(|| bad("write registry sources as docker://REFERENCE".into()))?;
-                return Self::registry(r, name).map_err(bad);
+                return Ok(spec(Location::Registry(reference(r)?)));
             }
-            Some(("docker-daemon", rest)) => {
-                let mut spec = Self::registry(rest, name).map_err(bad)?;
-                spec.transport = Transport::Daemon;
-                return Ok(spec);
-            }
+            Some(("docker-daemon", rest)) => return Ok(spec(Location::Daemon(reference(rest)?))),
             _ => (None, body),
         };
         // As in skopeo, the path ends at the first ':'; the rest selects an image.
@@ -104,22 +108,38 @@ impl SourceSpec {
         let path = PathBuf::from(path);
         let transport = match transport {
             Some(t) => t,
-            None if !path.exists() && looks_like_reference(body) => return Self::registry(body, name).map_err(bad),
+            None if !path.exists() && looks_like_reference(body) => {
+                return Ok(spec(Location::Registry(reference(body)?)));
+            }
             None => detect(&path).map_err(bad)?,
         };
-        Ok(SourceSpec { transport, path, selector, name, reference: None, platforms: Vec::new() })
+        Ok(spec(Location::Local { transport, path, selector }))
     }
 
-    fn registry(text: &str, name: Option<Reference>) -> std::result::Result<Self, String> {
-        let r = Reference::parse(text).map_err(|e| e.to_string())?;
-        Ok(SourceSpec {
-            transport: Transport::Registry,
-            path: PathBuf::new(),
-            selector: None,
-            name,
-            reference: Some(r),
-            platforms: Vec::new(),
-        })
+    /// The source's transport.
+    pub fn transport(&self) -> Transport {
+        match &self.location {
+            Location::Local { transport, .. } => *transport,
+            Location::Registry(_) => Transport::Registry,
+            Location::Daemon(_) => Transport::Daemon,
+        }
+    }
+
+    /// Which image of an archive to take (`:REF`); the daemon's image by its tag, if it has one.
+    pub fn selector(&self) -> Option<String> {
+        match &self.location {
+            Location::Local { selector, .. } => selector.clone(),
+            Location::Daemon(r) => r.tag().map(|_| r.to_string()),
+            Location::Registry(_) => None,
+        }
+    }
+
+    /// The name given with `=NAME`; a daemon's image is named by its reference otherwise.
+    pub fn name(&self) -> Option<&Reference> {
+        match &self.location {
+            Location::Daemon(r) => self.name.as_ref().or(Some(r)),
+            _ => self.name.as_ref(),
+        }
     }
 }
 
@@ -163,17 +183,17 @@ fn detect(path: &Path) -> std::result::Result<Transport, String> {
 
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(r) = &self.reference {
-            return match self.transport {
-                Transport::Daemon => write!(f, "docker-daemon:{r}"),
-                _ => write!(f, "docker://{r}"),
-            };
+        match &self.location {
+            Location::Registry(r) => write!(f, "docker://{r}"),
+            Location::Daemon(r) => write!(f, "docker-daemon:{r}"),
+            Location::Local { transport, path, selector } => {
+                write!(f, "{}:{}", transport.prefix(), shown(&path.display().to_string()))?;
+                if let Some(s) = selector {
+                    write!(f, ":{}", shown(s))?;
+                }
+                Ok(())
+            }
         }
-        write!(f, "{}:{}", self.transport.prefix(), shown(&self.path.display().to_string()))?;
-        if let Some(s) = &self.selector {
-            write!(f, ":{}", shown(s))?;
-        }
-        Ok(())
     }
 }
 
@@ -312,31 +332,27 @@ pub fn read(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut dy
         own = ReadOptions { platforms: spec.platforms.clone(), ..opts.clone() };
         &own
     };
-    match spec.transport {
-        Transport::Oci => {
-            let store: Arc<dyn Store> = Arc::new(DirStore::open(&spec.path)?);
-            oci::read(spec, store, opts, out)
-        }
-        Transport::OciArchive => {
-            let store: Arc<dyn Store> = Arc::new(TarStore::open(&spec.path)?);
-            oci::read(spec, store, opts, out)
-        }
-        Transport::DockerArchive => {
-            let store: Arc<dyn Store> = Arc::new(TarStore::open(&spec.path)?);
-            docker_archive::read(spec, store, opts, stager, out)
-        }
-        Transport::Registry => {
-            let r = spec.reference.as_ref().expect("registry sources carry a reference");
-            registry::read(spec, r, opts, out)
-        }
-        Transport::Daemon => read_daemon(spec, opts, stager, out),
+    match &spec.location {
+        Location::Local { transport, path, .. } => match transport {
+            Transport::Oci => oci::read(spec, Arc::new(DirStore::open(path)?), opts, out),
+            Transport::OciArchive => oci::read(spec, Arc::new(TarStore::open(path)?), opts, out),
+            _ => docker_archive::read(spec, Arc::new(TarStore::open(path)?), opts, stager, out),
+        },
+        Location::Registry(r) => registry::read(spec, r, opts, out),
+        Location::Daemon(r) => read_daemon(spec, r, opts, stager, out),
     }
 }
 
 /// `docker-daemon:REF`: the daemon's `docker save` of the image, streamed to a temporary file
-/// in the staging directory, then read like any docker-archive.
-fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut dyn Found) -> Result<()> {
-    let r = spec.reference.as_ref().expect("daemon sources carry a reference");
+/// in the staging directory, then read like any docker-archive (by the spec's [`SourceSpec::name`]
+/// and [`SourceSpec::selector`], which name the daemon's image).
+fn read_daemon(
+    spec: &SourceSpec,
+    r: &Reference,
+    opts: &ReadOptions,
+    stager: &Stager,
+    out: &mut dyn Found,
+) -> Result<()> {
     let host = crate::daemon::DockerHost::from_env()?;
     let mut file = stager.temp_file()?;
     let name = if r.digest().is_some() { r.to_string() } else { r.familiar() };
@@ -346,24 +362,14 @@ fn read_daemon(spec: &SourceSpec, opts: &ReadOptions, stager: &Stager, out: &mut
     let (_, path) = file.keep().map_err(|e| Error::io(spec.to_string(), e.error))?;
     // Messages name the daemon's image, not the temporary file.
     let store: Arc<dyn Store> = Arc::new(TarStore::open_as(&path, spec.to_string())?);
-    let archive = SourceSpec {
-        selector: r.tag().map(|_| r.to_string()),
-        name: spec.name.clone().or_else(|| Some(r.clone())),
-        ..spec.clone()
-    };
-    docker_archive::read(&archive, store, opts, stager, out)
+    docker_archive::read(spec, store, opts, stager, out)
 }
 
 /// A nameless image needs `=NAME`; this says so with the exact syntax.
 pub(crate) fn needs_name(spec: &SourceSpec, what: &str) -> Error {
     Error::bad(
         spec.to_string(),
-        format!(
-            "{what} has no image name; name it on the command line as `{}:{}{}=REGISTRY/REPOSITORY:TAG`",
-            spec.transport.prefix(),
-            spec.path.display(),
-            spec.selector.as_ref().map(|s| format!(":{s}")).unwrap_or_default()
-        ),
+        format!("{what} has no image name; name it on the command line as `{spec}=REGISTRY/REPOSITORY:TAG`"),
     )
 }
 
@@ -374,20 +380,19 @@ mod tests {
     #[test]
     fn source_specs_parse_like_skopeo() {
         let s = SourceSpec::parse("oci:./layout:web-1.4").unwrap();
-        assert_eq!(
-            (s.transport, s.path.to_str().unwrap(), s.selector.as_deref()),
-            (Transport::Oci, "./layout", Some("web-1.4"))
-        );
+        let want =
+            Location::Local { transport: Transport::Oci, path: "./layout".into(), selector: Some("web-1.4".into()) };
+        assert_eq!(s.location, want);
         let s = SourceSpec::parse("oci-archive:t.tar:registry.example:5000/a/b:1=reg.io/x:2").unwrap();
-        assert_eq!(s.selector.as_deref(), Some("registry.example:5000/a/b:1"));
+        assert_eq!(s.selector().as_deref(), Some("registry.example:5000/a/b:1"));
         assert_eq!(s.name.unwrap().to_string(), "reg.io/x:2");
         let s = SourceSpec::parse("docker://nginx").unwrap();
-        assert_eq!(
-            (s.transport, s.reference.unwrap().to_string()),
-            (Transport::Registry, "docker.io/library/nginx:latest".into())
-        );
+        assert_eq!(s.location, Location::Registry(Reference::parse("docker.io/library/nginx:latest").unwrap()));
         let s = SourceSpec::parse("registry.example:5000/team/api:1.4").unwrap();
-        assert_eq!(s.transport, Transport::Registry, "a bare reference that is no file is a registry source");
+        assert_eq!(s.transport(), Transport::Registry, "a bare reference that is no file is a registry source");
+        let s = SourceSpec::parse("docker-daemon:busybox:1.36").unwrap();
+        assert_eq!(s.name().map(ToString::to_string).as_deref(), Some("docker.io/library/busybox:1.36"));
+        assert_eq!(s.to_string(), "docker-daemon:docker.io/library/busybox:1.36");
         assert!(SourceSpec::parse("docker:nginx").is_err());
         assert!(SourceSpec::parse("missing-file.tar").is_err(), "a file name is not taken for a reference");
     }

@@ -27,14 +27,14 @@ pub fn read(spec: &SourceSpec, store: Arc<dyn Store>, opts: &ReadOptions, out: &
         index.manifests.iter().cloned().partition(attachments::is_layout_attachment);
     let chosen = select(spec, &entries)?;
     let carried = attachments::read_layout(&StoreFetch(store.clone()), &attached, &entries, chosen.len(), opts)?;
-    if spec.name.is_some() && chosen.len() > 1 {
+    if spec.name().is_some() && chosen.len() > 1 {
         return Err(Error::bad(
             spec.to_string(),
             format!("`=NAME` names one image, but this source holds {}; select one with `:REF`", chosen.len()),
         ));
     }
     for desc in chosen {
-        let name = match (&spec.name, name_of(desc)) {
+        let name = match (spec.name(), name_of(desc)) {
             (Some(n), _) => n.clone(),
             (None, Some(n)) => n.map_err(|e| Error::bad(spec.to_string(), e.to_string()))?,
             (None, None) => {
@@ -149,8 +149,8 @@ pub(crate) fn name_of(desc: &Descriptor) -> Option<Result<Reference, crate::refe
 
 /// The index entries a spec selects: all of them, or those whose name or ref.name is `:REF`.
 fn select<'a>(spec: &SourceSpec, all: &'a [Descriptor]) -> Result<Vec<&'a Descriptor>> {
-    let Some(sel) = &spec.selector else { return Ok(all.iter().collect()) };
-    let wanted = Reference::parse(sel).ok();
+    let Some(sel) = spec.selector() else { return Ok(all.iter().collect()) };
+    let wanted = Reference::parse(&sel).ok();
     let hits: Vec<&Descriptor> = all
         .iter()
         .filter(|d| {
@@ -161,7 +161,7 @@ fn select<'a>(spec: &SourceSpec, all: &'a [Descriptor]) -> Result<Vec<&'a Descri
         .collect();
     if hits.is_empty() {
         let names: Vec<String> = all.iter().filter_map(|d| d.annotation(ANNOTATION_REF_NAME)).map(shown).collect();
-        let msg = format!("no image named `{}` (it has: {})", shown(sel), names.join(", "));
+        let msg = format!("no image named `{}` (it has: {})", shown(&sel), names.join(", "));
         return Err(Error::bad(spec.to_string(), msg));
     }
     // One ref.name may appear twice in a broken index; keep the first of each digest.
@@ -349,7 +349,7 @@ impl Walker<'_> {
     fn manifest(&mut self, desc: &Descriptor, m: &image::Manifest) -> Result<Platform> {
         let config_bytes = self.fetch.read_small(&m.config)?;
         let is_image = m.is_image();
-        let mut platform = Platform::parse("unknown/unknown").expect("valid");
+        let mut platform = Platform::unknown();
         let mut diff_ids = Vec::new();
         if is_image {
             let cfg = image::parse_config(&config_bytes).map_err(|e| Error::bad(self.place(&m.config), e))?;
@@ -363,7 +363,7 @@ impl Walker<'_> {
                     ),
                 ));
             }
-            platform = cfg.platform();
+            platform = cfg.platform().map_err(|e| Error::bad(self.place(&m.config), e))?;
             diff_ids = cfg.rootfs.diff_ids;
         }
         self.use_blob(m.config.clone(), Origin::Bytes(config_bytes.into()));

@@ -54,7 +54,7 @@ pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &
         repo: repo.clone(),
         cache: Mutex::new(HashMap::from([(root.digest.clone(), Ok(bytes))])),
     };
-    let name = spec.name.clone().unwrap_or_else(|| reference.clone());
+    let name = spec.name().unwrap_or(reference).clone();
     let (mut image, manifests) = oci::walk(&fetch, &root, name.clone(), spec.to_string(), opts, out)?;
     let at = Repository { client, repo };
     image.attachments = attachments::discover(&at, &name, &manifests, &opts.attachments, out)?;
