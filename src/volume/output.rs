@@ -101,6 +101,9 @@ impl Output {
         };
         let list = self.seal(bundle_id, split)?;
         let names = Names::new(&self.dest);
+        // An earlier part list at this name would vouch for none of the new parts: it goes first,
+        // so a run stopped among the renames leaves parts without a list, never a wrong list.
+        let _ = fs_err::remove_file(names.list());
         for file in self.parts.into_iter().chain(self.parity) {
             file.commit(0o644)?;
         }
