@@ -41,10 +41,12 @@
 #                          full one for a one-image change)
 #   BENCH_SERVE=1          0 skips the serve rows (bench/serve.sh: airlock serve's start, full-blob
 #                          GET against sha256, 50 clients' RSS, a manifest's time to first byte)
+#   BENCH_VOLUMES=1        0 skips the volume rows (bench/volumes.sh: parity encoding per core,
+#                          create split and with parity)
 #
 # `bench/run.sh wan` runs only the WAN rows (bench/wan.sh; no root needed); `bench/run.sh delta`
 # only the delta rows (bench/delta.sh; no root needed); `bench/run.sh serve` only the serve rows
-# (bench/serve.sh; no root needed).
+# (bench/serve.sh; no root needed); `bench/run.sh volumes` only the volume rows (bench/volumes.sh).
 #
 # Needs root (umoci, dockerd). Installs missing peers with scripts/peers.sh and /usr/bin/time
 # with apt-get. Everything started (dockerd, registries) is stopped on exit; the work dir is
