@@ -14,7 +14,7 @@
 //! | the plan of a bundle | [`plan`] |
 //! | sources, where images come from | [`source`] |
 //! | peers | [`registry`], [`daemon`] |
-//! | model and primitives | [`attachments`], [`digest`], [`reference`], [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
+//! | model and primitives | [`attachments`], [`digest`], [`reference`](mod@reference), [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
 
 // operations
 pub mod ops;

@@ -7,7 +7,7 @@
 //! names however spelled; two zero blocks at the end and nothing after them but zeros. Extension
 //! headers are size-capped before they are read ([`MAX_PAX_BYTES`], [`MAX_NAME_BYTES`]).
 //!
-//! [`Reader::next`] yields each [`Entry`]'s header; [`Reader::body`] reads its data. The reader
+//! [`Reader::next_entry`] yields each [`Entry`]'s header; [`Reader::body`] reads its data. The reader
 //! never buffers a body: it skips what the caller did not read, by seeking when the input is a
 //! file.
 

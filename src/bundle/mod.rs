@@ -1,4 +1,4 @@
-//! The bundle: its signed index ([`format`]), its signatures ([`sign`]), writing it
+//! The bundle: its signed index ([`format`](mod@format)), its signatures ([`sign`]), writing it
 //! ([`writer`]) and reading it back with streaming verification ([`reader`]).
 
 pub mod bases;

@@ -2,7 +2,7 @@
 //! every blob once, as one reproducible ustar archive committed atomically at the output path.
 //!
 //! Every digest and size is known before the first blob byte arrives, so the archive is planned
-//! first ([`Layout`]: the offset of every entry) and the blobs are then copied into their slots
+//! first (`Layout`: the offset of every entry) and the blobs are then copied into their slots
 //! at once, each on a worker of the transfer pool, hashed on the way; the index and its signature
 //! are written when every slot is verified. The output is byte for byte the sequential ustar
 //! archive of the same entries (sorted blobs, fixed headers), whatever order blobs arrive in.

@@ -3,7 +3,7 @@
 //! A source spec is `TRANSPORT:PATH[:REF][=NAME]`: `docker-archive:` (a `docker save` tar, legacy
 //! or Docker 25+ layout), `oci:` (an OCI image layout directory) or `oci-archive:` (a tar of one).
 //! Without `:REF` every image the source holds is taken; `=NAME` names an image whose source gives
-//! it no full reference. Reading a source adds its images and blobs to a [`Collection`], which
+//! it no full reference. Reading a source adds its images and blobs to the plan's collection, which
 //! stores each blob once however many images use it.
 //!
 //! A reader hands what it finds to a [`Found`] (the plan's collection), and each blob's [`Origin`]

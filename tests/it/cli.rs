@@ -3,16 +3,30 @@
 
 use crate::common::Env;
 
-const SUBCOMMANDS: [&str; 10] =
-    ["keygen", "create", "inspect", "verify", "index", "diff", "export", "load", "push", "completions"];
+/// Every subcommand `airlock --help` lists (but `help`).
+fn subcommands(env: &Env) -> Vec<String> {
+    let help = env.run(&["--help"]).ok().stdout;
+    let commands = help.split_once("Commands:\n").map(|(_, c)| c).expect("a Commands section");
+    let names = commands.lines().take_while(|l| !l.trim().is_empty()).filter_map(|l| l.split_whitespace().next());
+    let names: Vec<String> = names.filter(|n| *n != "help").map(str::to_owned).collect();
+    assert!(names.len() >= 10, "{help}");
+    names
+}
+
+/// The examples `airlock SUB --help` ends with, one line each.
+fn examples(env: &Env, sub: &str) -> Vec<String> {
+    let help = env.run(&[sub, "--help"]).ok().stdout;
+    let examples = help.split_once("\nExamples:\n").map(|(_, e)| e).unwrap_or_else(|| panic!("{sub} --help:\n{help}"));
+    examples.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect()
+}
 
 #[test]
 fn completions_for_bash_zsh_and_fish_offer_every_subcommand_and_an_unknown_shell_is_a_usage_error() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {
         let script = env.run(&["completions", shell]).ok().stdout;
-        for sub in SUBCOMMANDS {
-            assert!(script.contains(sub), "{shell} completions lack {sub}");
+        for sub in subcommands(&env) {
+            assert!(script.contains(&sub), "{shell} completions lack {sub}");
         }
         assert!(script.contains("insecure-no-signature"), "{shell} completions lack the flags");
     }
@@ -20,12 +34,18 @@ fn completions_for_bash_zsh_and_fish_offer_every_subcommand_and_an_unknown_shell
 }
 
 #[test]
-fn every_subcommand_help_ends_with_examples_of_that_subcommand() {
+fn every_subcommand_help_ends_with_examples_of_that_subcommand_as_the_readme_shows_them() {
     let env = Env::new();
-    for sub in SUBCOMMANDS {
-        let help = env.run(&[sub, "--help"]).ok().stdout;
-        let examples =
-            help.split_once("\nExamples:\n").map(|(_, e)| e).unwrap_or_else(|| panic!("{sub} --help:\n{help}"));
-        assert!(examples.contains(&format!("airlock {sub} ")), "{sub} examples:\n{examples}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme_lines: Vec<&str> = readme.lines().map(str::trim).collect();
+    for sub in subcommands(&env) {
+        let examples = examples(&env, &sub);
+        assert!(examples.iter().any(|e| e.starts_with(&format!("airlock {sub} "))), "{sub} examples:\n{examples:?}");
+        for line in examples {
+            assert!(
+                readme_lines.contains(&line.as_str()),
+                "`airlock {sub} --help` shows an example the README lacks:\n{line}"
+            );
+        }
     }
 }
