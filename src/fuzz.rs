@@ -37,6 +37,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("reference", reference),
     ("minisign", minisign),
     ("image_list", image_list),
+    ("part_list", part_list),
+    ("index_file", index_file),
+    ("serve_routes", serve_routes),
 ];
 
 /// A bundle read from a stream (`verify`, `load`, `export`) and opened for random access
@@ -150,6 +153,29 @@ fn fixed_key() -> &'static PublicKey {
 }
 
 const FIXED_PUBLIC_KEY: &str = "untrusted comment: minisign public key E08BED5304D6E363\nRWRj49YEU+2L4Loa5fRti4zaR84jBfowc5qwVHBuAzM/7Md9rRzMXLyV\n";
+
+/// A split bundle's part list (`OUT.parts`), unsigned so the fuzzer reaches the shape checks.
+pub fn part_list(data: &[u8]) {
+    if let Ok(list) = crate::volume::list::PartList::parse("fuzz", data) {
+        let _ = list.all().count();
+    }
+}
+
+/// An `airlock index` file (or a bundle's head) read as the base of a delta, then rewritten by
+/// `airlock index`.
+pub fn index_file(data: &[u8]) {
+    let _ = crate::bundle::delta::Base::from_reader(data, "fuzz", Trust::Insecure);
+    let out = scratch_dir().join("index.out");
+    let _ = crate::bundle::delta::write_index_file(data, "fuzz", &out);
+}
+
+/// `airlock serve`'s request routing: a request target (path and query) as a client sends it, and
+/// the same bytes as a `Range` header against a blob of 1000 bytes.
+pub fn serve_routes(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::serve::routes::parse(&text);
+    let _ = crate::serve::api::parse_range(&text, 1000);
+}
 
 fn scratch_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();

@@ -130,7 +130,7 @@ fn paged<'a>(names: impl Iterator<Item = &'a str>, p: &Page, path: &str) -> (Vec
 
 /// A `Range: bytes=…` header against a blob of `size` bytes: `None` to send it whole (several
 /// ranges are answered with the whole blob, which RFC 9110 allows).
-fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
+pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ApiError> {
     let unsatisfiable = || ApiError {
         range_of: Some(size),
         ..ApiError::new(416, "RANGE_INVALID", format!("range `{}` is not within {size} bytes", shown(header)))
