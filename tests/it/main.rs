@@ -16,6 +16,7 @@ mod fakes;
 mod full_disk;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_files;
 mod hostile_serve;
 mod inputs;
 mod interop;
