@@ -186,6 +186,9 @@ impl Client {
         match resp.status().as_u16() {
             201 if mount.is_some() => return Ok(Started::Mounted),
             202 => {}
+            // The spec wants a 202 from a registry that cannot mount; one that refuses the
+            // request instead still takes a plain upload.
+            400 | 404 | 405 if mount.is_some() => return self.start_upload(blob, None),
             _ => return Err(Failure::Fatal(status_error(blob.place, &req.method, resp))),
         }
         let location = header(&resp, "location")

@@ -590,3 +590,25 @@ fn a_429_holds_back_every_request_to_that_registry_until_retry_after() {
         assert!(*later >= refused + Duration::from_millis(1900), "a request came {:?} after the 429", *later - refused);
     }
 }
+
+#[test]
+fn a_registry_refusing_mount_requests_still_gets_the_blob_uploaded() {
+    let (port, seen) = fake_server(|head| match head.split(' ').next() {
+        Some("get") if head.starts_with("get /v2/ ") => reply("200 OK", "", ""),
+        Some("post") if head.contains("mount=") => reply("404 Not Found", "", ""),
+        Some("post") => reply("202 Accepted", "Location: /v2/team/app/blobs/uploads/u1\r\n", ""),
+        Some("put") => reply("201 Created", "", ""),
+        _ => reply("404 Not Found", "", ""),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Client::new(&format!("127.0.0.1:{port}"), &options(tmp.path())).unwrap();
+    let data = b"a blob offered as a mount first";
+    let (digest, calls) = (Digest::of_bytes(data), AtomicUsize::new(0));
+    let landed = client
+        .mount_or_push_blob("team/app", "team/app", &digest, data.len() as u64, &mut opener(data, &calls))
+        .map_err(|e| chain(&e))
+        .unwrap();
+    assert_eq!(landed, airlock::registry::Landed::Uploaded);
+    let puts = seen.lock().unwrap().iter().filter(|h| h.starts_with("put ")).count();
+    assert_eq!((puts, calls.load(Ordering::SeqCst)), (1, 1), "one upload after the refused mount");
+}
