@@ -21,7 +21,7 @@ my $src = shift;
 my %layer;
 my @names = ("model", "registry/daemon", "source", "plan", "bundle", "sink", "ops");
 my @table = (
-    [0, qw(archive atomic attachments cleanup digest error hash_pool image json layers local_file progress reference transfer walk)],
+    [0, qw(archive atomic attachments cleanup cosign digest error hash_pool image json layers local_file progress reference transfer walk)],
     [1, qw(registry daemon)],
     [2, qw(source)],
     [3, qw(plan)],

@@ -14,7 +14,7 @@
 //! | the plan of a bundle | [`plan`] |
 //! | sources, where images come from | [`source`] |
 //! | peers | [`registry`], [`daemon`] |
-//! | model and primitives | [`attachments`], [`digest`], [`reference`](mod@reference), [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
+//! | model and primitives | [`attachments`], [`cosign`](mod@cosign), [`digest`], [`reference`](mod@reference), [`image`], [`json`], [`error`], [`archive`], [`atomic`], [`cleanup`], [`local_file`], [`walk`], [`layers`], [`hash_pool`], [`transfer`], [`progress`] |
 
 // operations
 pub mod ops;
@@ -42,6 +42,7 @@ pub mod archive;
 pub mod atomic;
 pub mod attachments;
 pub mod cleanup;
+pub mod cosign;
 pub mod digest;
 pub mod error;
 pub mod hash_pool;

@@ -2,6 +2,7 @@
 //! ([`writer`]) and reading it back with streaming verification ([`reader`]).
 
 pub mod bases;
+pub mod cosign;
 pub mod delta;
 pub mod diff;
 pub mod format;

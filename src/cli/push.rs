@@ -41,6 +41,10 @@ pub struct PushArgs {
     /// (repeatable); without one, every such blob must be in the registry already
     #[arg(long = "base", value_name = "BUNDLE")]
     bases: Vec<PathBuf>,
+    /// Push nothing unless every image carries a cosign signature over its digest by this key
+    /// (PEM public key; repeatable: any one of them), checked offline inside the bundle first
+    #[arg(long = "require-cosign-key", value_name = "KEY.pub")]
+    require_cosign_keys: Vec<PathBuf>,
     /// Where to unpack a bundle read from stdin while it is verified (default: the system's)
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
@@ -56,6 +60,7 @@ pub fn run(args: PushArgs) -> Result<()> {
         dry_run: args.dry_run,
         bases: args.bases,
         tmp_dir: args.tmp_dir,
+        require_cosign_keys: args.require_cosign_keys,
     };
     let report = push::push(&opts, &(super::progress::observer() as _))?;
     print_report(&report, args.json)

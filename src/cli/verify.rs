@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use airlock::bundle::bases::StateChecked;
 use airlock::bundle::format::BlobEntry;
-use airlock::bundle::layers::Checked;
 use airlock::bundle::reader::Report;
 use airlock::error::Error;
 use airlock::ops::verify::{self, Verified, VerifyOptions};
@@ -42,6 +41,11 @@ pub struct VerifyArgs {
     /// must be at hand, each base's signature and every blob the delta relies on are checked
     #[arg(long = "base", value_name = "BUNDLE")]
     bases: Vec<PathBuf>,
+    /// Also require every image to carry a cosign signature over its digest by this key (PEM
+    /// public key, as `cosign generate-key-pair` writes it; repeatable: any one of them), checked
+    /// offline inside the bundle. Needs a file, not stdin
+    #[arg(long = "cosign-key", value_name = "KEY.pub")]
+    cosign_keys: Vec<PathBuf>,
     /// Check one part of a split bundle alone (OUT.003, OUT.p01) against its signed part list
     #[arg(long, value_name = "PART", conflicts_with_all = ["bundle", "check_layers", "bases"])]
     part: Option<PathBuf>,
@@ -56,16 +60,17 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         public_key: args.trust.public_key().map(Into::into),
         check_layers: args.check_layers,
         bases: args.bases.clone(),
+        cosign_keys: args.cosign_keys.clone(),
     };
     let result = verify::verify(&opts, &(super::progress::observer() as _));
     if args.json {
         let doc = match &result {
-            Ok(v) => report_json(&v.report, v.layers.as_ref(), v.bases.as_ref(), &args),
+            Ok(v) => report_json(v, &args),
             Err(e) => json!({"bundle": args.bundle[0], "result": "failed", "error": e.to_string()}),
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
     }
-    let Verified { report: r, layers, bases } = result?;
+    let Verified { report: r, layers, bases, signers } = result?;
     if !args.json {
         let sig = match &r.key_id {
             Some(k) => format!("signature by key {k} verified"),
@@ -84,8 +89,9 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             println!("  {} layers decompressed ({}), each matches its diff_id", l.layers, super::bytes(l.bytes));
         }
         print_bases(&r, bases.as_ref());
-        for img in &r.index.images {
-            println!("  {}  {}  {}", img.name, img.digest, img.platforms.join(","));
+        for (i, img) in r.index.images.iter().enumerate() {
+            let signed = signers.get(i).map(|k| format!("  cosign signature by {k}")).unwrap_or_default();
+            println!("  {}  {}  {}{signed}", img.name, img.digest, img.platforms.join(","));
         }
     }
     Ok(())
@@ -138,12 +144,8 @@ fn print_bases(r: &Report, checked: Option<&StateChecked>) {
     }
 }
 
-fn report_json(
-    r: &Report,
-    layers: Option<&Checked>,
-    bases: Option<&StateChecked>,
-    args: &VerifyArgs,
-) -> serde_json::Value {
+fn report_json(v: &Verified, args: &VerifyArgs) -> serde_json::Value {
+    let (r, layers, bases) = (&v.report, v.layers.as_ref(), v.bases.as_ref());
     let checked = |b: &BlobEntry| match (&b.carried_by, bases) {
         (None, _) => json!(["present", "size", "sha256"]),
         (Some(_), Some(_)) => json!(["in a given base", "size", "sha256"]),
@@ -191,6 +193,10 @@ fn report_json(
             "checked": "every image layer decompressed; its sha256 equals its config's diff_id",
             "layers": l.layers,
             "uncompressedBytes": l.bytes,
+        })),
+        "cosignSignatures": (!v.signers.is_empty()).then(|| json!({
+            "checked": "every image carries a cosign simple-signing signature over its digest by one of the --cosign-key keys",
+            "signedBy": v.signers,
         })),
     })
 }

@@ -93,6 +93,19 @@ pub fn load_public_key(path: Option<&Path>) -> Result<Option<PublicKey>> {
     Ok(Some(PublicKey::from_box(&p.display().to_string(), &text)?))
 }
 
+/// Loads the cosign public keys of `--cosign-key` / `--require-cosign-key`; a key that cannot be
+/// read or parsed is a trust failure naming the file.
+pub fn load_cosign_keys(paths: &[PathBuf]) -> Result<Vec<crate::cosign::PublicKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            let place = p.display().to_string();
+            let text = read_key(p, "a cosign public key")?;
+            crate::cosign::PublicKey::from_pem(&place, &text).map_err(|why| Error::trust(format!("{place}: {why}")))
+        })
+        .collect()
+}
+
 /// The trust level for a loaded key (`None`: `--insecure-no-signature`).
 pub fn trust(key: &Option<PublicKey>) -> Trust<'_> {
     key.as_ref().map_or(Trust::Insecure, Trust::Key)

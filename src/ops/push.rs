@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bundle::bases::Given;
+use crate::bundle::cosign;
 use crate::bundle::indexed::IndexedBundle;
 use crate::error::{Error, Result};
 use crate::ops::import::{ImportOptions, tmp_dir_or_default};
 use crate::ops::{Event, Ui};
 use crate::registry::{Client, ClientOptions};
 use crate::sink::push::{self, Blobs, PushReport, Target};
-use crate::sink::{self, Staged, absent};
+use crate::sink::{self, Staged, absent, attachments};
 use crate::volume::input::Source;
 
 pub struct PushOptions {
@@ -31,11 +32,15 @@ pub struct PushOptions {
     pub bases: Vec<PathBuf>,
     /// Where a bundle read from stdin is unpacked while it is verified.
     pub tmp_dir: Option<PathBuf>,
+    /// `--require-cosign-key`: push nothing unless every image carries a cosign signature by one
+    /// of these keys.
+    pub require_cosign_keys: Vec<PathBuf>,
 }
 
 pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
     let target = Target::parse(&opts.to)?;
     let client = Client::new(&target.registry, &opts.registry)?;
+    let cosign_keys = super::load_cosign_keys(&opts.require_cosign_keys)?;
     let mut import = opts.import.begin(&**ui)?;
     ui.event(Event::Outcome(&format!(
         "blobs and manifests already pushed to {} stay (each was verified; tags are pushed last, so \
@@ -65,6 +70,10 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
             (&staged, &staged.report)
         }
     };
+    if !cosign_keys.is_empty() {
+        let read = |d: &crate::digest::Digest| attachments::read_small(bundle, d);
+        cosign::check(bundle.index(), &cosign_keys, &read, &bundle.place())?;
+    }
     import.admit(report, &super::bundle_place(&opts.bundle))?;
     let given = Given::open(&opts.bases, import.trust(), bundle.index())?;
     let push_opts = push::PushOptions {

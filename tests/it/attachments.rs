@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, Env, Peer, Registry, Run, signed_index, skip_without, tool};
+use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, Run, signed_index, skip_without, tool};
 use crate::registry_source::seed;
 
 const PASSWORD: &str = "cosign-test-password";
@@ -300,4 +300,66 @@ fn a_cosign_save_layout_and_an_exported_layout_carry_their_attachments() {
         .run(&["export", "-p", "ops.pub", "--format", "docker-archive", "-o", "d.tar", "b.tar", "--allow-rollback"])
         .ok();
     assert!(docker.stderr.contains("note: 4 attachments"), "{}", docker.stderr);
+}
+#[test]
+fn verify_cosign_key_passes_signed_images_and_names_an_unsigned_image_or_a_wrong_key() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras, Peer::Crane]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, &[]).ok();
+    let ok = env.run(&["verify", "-p", "ops.pub", "--cosign-key", "cosign.pub", "b.tar"]).ok();
+    assert_eq!(ok.stdout.matches("cosign signature by cosign.pub").count(), 2, "{}", ok.stdout);
+    cosign_keys(&env, "other");
+    env.run(&["verify", "-p", "ops.pub", "--cosign-key", "other.pub", "b.tar"])
+        .fails(EXIT_TRUST, &["carries cosign signatures, none by other.pub"]);
+    env.run(&["verify", "-p", "ops.pub", "--cosign-key", "other.pub", "--cosign-key", "cosign.pub", "b.tar"]).ok();
+
+    // An image signed by nobody, and one whose signature tag holds another image's signature.
+    let plain = seed(&s.reg, "multiarch.oci.tar", "src/plain:1");
+    let forged = seed(&s.reg, "multiarch.oci.tar", "src/forged:1");
+    let stolen = format!("{}/src/busybox:sha256-{}.sig", s.reg.host, s.busybox.trim_start_matches("sha256:"));
+    let planted = format!("{}/src/forged:sha256-{}.sig", s.reg.host, forged.trim_start_matches("sha256:"));
+    tool("crane", &["copy", "--insecure", &stolen, &planted], &[]).ok();
+    for (repo, digest, why) in [
+        ("plain", &plain, "carries no cosign signature".to_owned()),
+        ("forged", &forged, format!("its cosign signature is over another digest ({})", s.busybox)),
+    ] {
+        let bundle = format!("{repo}.tar");
+        let src = format!("{}/src/{repo}:1", s.reg.host);
+        env.run(&["create", "-k", "ops.key", "-o", &bundle, &src]).ok();
+        let image = format!("image {src} ({digest}): {why}");
+        env.run(&["verify", "-p", "ops.pub", "--cosign-key", "cosign.pub", &bundle]).fails(EXIT_TRUST, &[&image]);
+        let inside = Registry::start(&[]);
+        let to = format!("{}/inside", inside.host);
+        env.run(&["push", "-p", "ops.pub", &bundle, "--to", &to, "--require-cosign-key", "cosign.pub"])
+            .fails(EXIT_TRUST, &[&image]);
+        assert!(!inside.requests().iter().any(|r| r.starts_with("PUT")), "{:?}", inside.requests());
+    }
+    let inside = Registry::start(&[]);
+    let to = format!("{}/inside", inside.host);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--require-cosign-key", "cosign.pub"]).ok();
+}
+
+#[test]
+fn an_image_signed_with_an_ed25519_key_passes_verify_cosign_key() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    std::fs::create_dir_all(env.path("home")).unwrap();
+    let reg = Registry::start(&[]);
+    let digest = seed(&reg, "tools.oci.tar", "src/ed:1");
+    // An Ed25519 key made by openssl, imported into cosign (which then signs Ed25519ph).
+    tool("openssl", &["genpkey", "-algorithm", "ed25519", "-out", env.path("ed.pem").to_str().unwrap()], &[]).ok();
+    peer(&env, "cosign", &["import-key-pair", "--key", "ed.pem", "--output-key-prefix", "ed"]).ok();
+    cosign_sign(&env, "ed.key", &format!("{}/src/ed@{digest}", reg.host), &[]);
+    let src = format!("{}/src/ed:1", reg.host);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    let ok = env.run(&["verify", "-p", "ops.pub", "--cosign-key", "ed.pub", "b.tar"]).ok();
+    assert!(ok.stdout.contains("cosign signature by ed.pub"), "{}", ok.stdout);
+    env.run_with_stdin_file(&["verify", "-p", "ops.pub", "--cosign-key", "ed.pub", "-"], "b.tar")
+        .fails(EXIT_BAD_INPUT, &["--cosign-key: needs a bundle file, not stdin"]);
 }
