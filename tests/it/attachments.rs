@@ -363,3 +363,23 @@ fn an_image_signed_with_an_ed25519_key_passes_verify_cosign_key() {
     env.run_with_stdin_file(&["verify", "-p", "ops.pub", "--cosign-key", "ed.pub", "-"], "b.tar")
         .fails(EXIT_BAD_INPUT, &["--cosign-key: needs a bundle file, not stdin"]);
 }
+
+#[test]
+fn create_from_a_registry_with_the_referrers_api_finds_the_same_attachments() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
+        return;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, &[]).ok();
+    // `airlock serve` answers the referrers API (distribution 2.8 does not): the other path.
+    let served = crate::serve::Served::start(&env, &["-p", "ops.pub", "b.tar"]);
+    let host = s.reg.host.replace(':', "_");
+    let src = format!("{}/{host}/src/multi:2.0", served.addr);
+    env.run(&["create", "-k", "ops.key", "-o", "again.tar", &src]).ok();
+    let again = signed_index(&env, "again.tar");
+    let before = signed_index(&env, "b.tar");
+    let original = crate::common::image(&before, &format!("{}/src/multi:2.0", s.reg.host));
+    assert_eq!(crate::common::image(&again, &src)["attachments"], original["attachments"]);
+    served.stop().ok();
+}
