@@ -39,14 +39,7 @@ mkdir -p "$WORK/logs" "$WORK/out"
 . "$ROOT/bench/lib.sh"
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 
-if [ -n "${BENCH_AIRLOCK:-}" ]; then
-  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
-  REV="$AIRLOCK (given)"
-else
-  (cd "$ROOT" && cargo build --release >&2)
-  AIRLOCK=$ROOT/target/release/airlock
-  REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
-fi
+pick_airlock
 
 # ---------------------------------------------------------------------------------------------
 # layout DIR CHANGED: an OCI layout of IMAGES images named delta.example/app<K>:1; image 1's own

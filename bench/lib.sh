@@ -152,3 +152,16 @@ check() {
   awk -v v="$1" -v op="$2" -v t="$3" \
     'BEGIN { if (v !~ /^[0-9.]+$/) { print "n/a"; exit } ok = (op == "<=") ? v <= t : (op == ">=") ? v >= t : v < t; print ok ? "PASS" : "MISS" }'
 }
+
+# Sets AIRLOCK (an absolute path: the benches cd into their work directory) and REV: the binary
+# BENCH_AIRLOCK names, or a release build of the work tree at ROOT.
+pick_airlock() {
+  if [ -n "${BENCH_AIRLOCK:-}" ]; then
+    AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
+    REV="$AIRLOCK (given)"
+  else
+    (cd "$ROOT" && cargo build --release >&2)
+    AIRLOCK=$ROOT/target/release/airlock
+    REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  fi
+}

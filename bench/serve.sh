@@ -45,14 +45,7 @@ trap cleanup EXIT
 mkdir -p "$WORK/logs" "$WORK/layout/blobs/sha256"
 . "$ROOT/bench/lib.sh"
 
-if [ -n "${BENCH_AIRLOCK:-}" ]; then
-  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
-  REV="$AIRLOCK (given)"
-else
-  (cd "$ROOT" && cargo build --release >&2)
-  AIRLOCK=$ROOT/target/release/airlock
-  REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
-fi
+pick_airlock
 
 # ---------------------------------------------------------------------------------------------
 # An OCI layout of serve.example/big:1 (one MB MiB layer) and serve.example/fleet:1 (FLEET_MB).

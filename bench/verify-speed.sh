@@ -24,7 +24,8 @@ RUNS=${BENCH_RUNS:-3}
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || { echo "verify-speed: BENCH_RUNS must be >= 1" >&2; exit 1; }
 
 if [ -n "${BENCH_AIRLOCK:-}" ]; then
-  AIRLOCK=$BENCH_AIRLOCK
+  # Absolute: the runs below cd into a work directory.
+  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
 else
   (cd "$ROOT" && cargo build --release >&2)
   AIRLOCK=$ROOT/target/release/airlock

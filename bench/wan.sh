@@ -71,14 +71,7 @@ if [ ! -x "$PROXY" ] || [ "$ROOT/bench/latency_proxy.rs" -nt "$PROXY" ]; then
   mkdir -p "$ROOT/target"
   rustc --edition 2024 -O -o "$PROXY" "$ROOT/bench/latency_proxy.rs" >&2
 fi
-if [ -n "${BENCH_AIRLOCK:-}" ]; then
-  AIRLOCK=$(cd "$(dirname "$BENCH_AIRLOCK")" && pwd -P)/$(basename "$BENCH_AIRLOCK")
-  REV="$AIRLOCK (given)"
-else
-  (cd "$ROOT" && cargo build --release >&2)
-  AIRLOCK=$ROOT/target/release/airlock
-  REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
-fi
+pick_airlock
 
 # ---------------------------------------------------------------------------------------------
 # The images: an OCI layout written here (gzip layers, reproducible), one base layer shared by
