@@ -25,13 +25,21 @@ impl ManifestRef {
         if reference.contains(':') {
             return Digest::parse(reference).map(ManifestRef::Digest).map_err(|e| Error::bad(place, e.to_string()));
         }
-        let b = reference.as_bytes();
-        let ok = !b.is_empty()
-            && b.len() <= 128
-            && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-            && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-        if ok { Ok(ManifestRef::Tag(reference.to_owned())) } else { Err(Error::bad(place, "not a valid tag")) }
+        if is_tag(reference) {
+            Ok(ManifestRef::Tag(reference.to_owned()))
+        } else {
+            Err(Error::bad(place, "not a valid tag"))
+        }
     }
+}
+
+/// Whether `text` is a tag per the spec: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub(super) fn is_tag(text: &str) -> bool {
+    let b = text.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 impl std::fmt::Display for ManifestRef {
@@ -204,7 +212,7 @@ impl Client {
 
 /// A manifest or referrers body, read up to one byte past [`MANIFEST_MAX_BYTES`] so the caller
 /// can refuse a larger one.
-fn read_document(resp: Response<ureq::Body>, place: &str) -> Attempt<Vec<u8>> {
+pub(super) fn read_document(resp: Response<ureq::Body>, place: &str) -> Attempt<Vec<u8>> {
     let mut bytes = Vec::new();
     Watchdog::new(resp.into_body().into_reader().take(MANIFEST_MAX_BYTES + 1)).read_to_end(&mut bytes).map_err(
         |e| Failure::Retry { err: Error::registry_caused(place, "reading the manifest failed", e), after: None },

@@ -2,11 +2,11 @@
 //! push` (upload). Each public method of [`Client`] is one endpoint of the distribution spec
 //! (<https://github.com/opencontainers/distribution-spec/blob/main/spec.md>) and names it:
 //! `GET /v2/`, `HEAD`/`GET /v2/<name>/blobs/<digest>`, `POST`/`PATCH`/`PUT` blob uploads (in
-//! `upload`), cross-repository mounts, and `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>`
-//! (in `manifest`); `download` resumes blob bodies that break. `transport` holds the rules every
-//! request obeys (redirects, retries, TLS), `url` which URLs may be contacted and where
-//! credentials may go, `pace` the time bounds, `auth` the `WWW-Authenticate` dance and the
-//! credential lookup.
+//! `upload`), cross-repository mounts, `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>` (in
+//! `manifest`) and `GET /v2/<name>/tags/list` (in `tags`); `download` resumes blob bodies that
+//! break. `transport` holds the rules every request obeys (redirects, retries, TLS), `url` which
+//! URLs may be contacted and where credentials may go, `pace` the time bounds, `auth` the
+//! `WWW-Authenticate` dance and the credential lookup.
 //!
 //! I/O is blocking, like the rest of airlock: a [`Client`] is `Send + Sync` and rayon workers
 //! share one. Blob bodies stream both ways; nothing here checks blob content, callers wrap what
@@ -24,6 +24,7 @@ mod auth;
 mod download;
 mod manifest;
 mod pace;
+mod tags;
 mod throttle;
 mod transport;
 mod upload;
@@ -36,6 +37,7 @@ use ureq::http::{Method, Response};
 
 pub use self::download::MAX_RESUMES;
 pub use self::pace::DEFAULT_TIMEOUT;
+pub use self::tags::TagPage;
 pub use self::upload::Landed;
 
 use self::auth::{Auth, Credential, CredentialSource};

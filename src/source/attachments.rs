@@ -1,9 +1,10 @@
 //! Finds what is attached to an image taken from a registry: for the image's digest and each of
 //! its child manifests' digests, cosign's three tags and the OCI 1.1 referrers (the API, else the
 //! `sha256-<hex>` fallback tag index), then the same for every attachment found, level by level
-//! up to [`MAX_DEPTH`], at most [`MAX_ATTACHMENTS`] in all. Every lookup of a level runs at once
-//! on the pool the caller runs on (`create`'s transfer pool), so a level costs one round trip or
-//! two however many subjects it has.
+//! up to [`MAX_DEPTH`], at most [`MAX_ATTACHMENTS`] in all. Only the tags the repository's listing
+//! holds are fetched, and the referrers API only of a registry that has one ([`Lookups`]), so an
+//! image with nothing attached costs no round trip of its own. Every lookup of a level runs at
+//! once on the pool the caller runs on (`create`'s transfer pool).
 //!
 //! Attachment manifests are read whole and checked like any manifest, but their layers stay
 //! opaque ([`crate::image::parse_artifact`]); configs and layers are streamed into the bundle
@@ -24,13 +25,16 @@ use crate::image::{self, Descriptor, Parsed};
 use crate::json;
 use crate::reference::Reference;
 use crate::registry::Client;
+use crate::source::lookups::{Lookups, Tags};
 use crate::source::oci::Fetch;
 use crate::source::{Found, Origin, ReadOptions};
 
 /// One repository of a registry, where an image and its attachments live.
-pub struct Repository {
+pub struct Repository<'a> {
     pub client: Arc<Client>,
     pub repo: String,
+    /// What is known of its tags and its registry, shared by every image of the run.
+    pub lookups: &'a Lookups,
 }
 
 /// An attachment named by a lookup, before its manifest is read.
@@ -61,6 +65,7 @@ pub fn discover(
     let own: HashSet<&Digest> = subjects.iter().collect();
     let mut seen: HashSet<Digest> = HashSet::new();
     let mut level: Vec<Digest> = subjects.to_vec();
+    let tags = at.lookups.tags(&at.client, &at.repo);
     for depth in 0..MAX_DEPTH {
         if level.is_empty() {
             break;
@@ -68,7 +73,7 @@ pub fn discover(
         let lookups: Vec<(&Digest, Option<Kind>)> =
             level.iter().flat_map(|s| Kind::COSIGN.map(Some).into_iter().chain([None]).map(move |k| (s, k))).collect();
         let answers: Vec<Vec<Candidate>> =
-            lookups.par_iter().with_max_len(1).map(|(s, kind)| at.look_up(s, *kind)).collect::<Result<_>>()?;
+            lookups.par_iter().with_max_len(1).map(|(s, kind)| at.look_up(&tags, s, *kind)).collect::<Result<_>>()?;
         let mut fresh = Vec::new();
         for c in answers.into_iter().flatten() {
             if own.contains(&c.digest) {
@@ -99,15 +104,19 @@ pub fn discover(
     Ok(found)
 }
 
-impl Repository {
+impl Repository<'_> {
     fn place(&self, what: &str) -> String {
         format!("{}/{}{what}", self.client.registry(), self.repo)
     }
 
-    /// One lookup: a cosign tag of `subject`, or (`None`) its referrers.
-    fn look_up(&self, subject: &Digest, kind: Option<Kind>) -> Result<Vec<Candidate>> {
-        let Some(kind) = kind else { return self.referrers(subject) };
+    /// One lookup: a cosign tag of `subject`, or (`None`) its referrers; a tag `tags` lacks is
+    /// not asked for.
+    fn look_up(&self, tags: &Tags, subject: &Digest, kind: Option<Kind>) -> Result<Vec<Candidate>> {
+        let Some(kind) = kind else { return self.referrers(tags, subject) };
         let tag = format!("{}.{}", fallback_tag(subject), kind.tag_suffix().unwrap_or_default());
+        if !tags.may_hold(&tag) {
+            return Ok(Vec::new());
+        }
         let Some((bytes, media_type)) = self.client.find_manifest(&self.repo, &tag)? else { return Ok(Vec::new()) };
         let digest = Digest::of_bytes(&bytes);
         let size = bytes.len() as u64;
@@ -123,9 +132,10 @@ impl Repository {
     }
 
     /// The referrers of `subject`: the API's list, else the fallback tag's index, else none.
-    fn referrers(&self, subject: &Digest) -> Result<Vec<Candidate>> {
-        let list = match self.client.referrers(&self.repo, subject)? {
+    fn referrers(&self, tags: &Tags, subject: &Digest) -> Result<Vec<Candidate>> {
+        let list = match self.lookups.referrers(&self.client, &self.repo, subject)? {
             Some(list) => list,
+            None if !tags.may_hold(&fallback_tag(subject)) => return Ok(Vec::new()),
             None => match self.client.find_manifest(&self.repo, &fallback_tag(subject))? {
                 Some((bytes, media_type)) if image::is_index_type(&media_type) => bytes,
                 _ => return Ok(Vec::new()),

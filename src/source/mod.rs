@@ -12,6 +12,7 @@
 pub mod attachments;
 pub mod docker_archive;
 pub mod list;
+pub mod lookups;
 pub mod oci;
 pub mod pgzip;
 pub mod registry;

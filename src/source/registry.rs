@@ -14,6 +14,7 @@ use crate::json;
 use crate::reference::Reference;
 use crate::registry::{Client, ClientOptions};
 use crate::source::attachments::{self, Repository};
+use crate::source::lookups::Lookups;
 use crate::source::oci::{self, Fetch};
 use crate::source::{Found, Origin, ReadOptions, SourceSpec};
 
@@ -21,11 +22,13 @@ use crate::source::{Found, Origin, ReadOptions, SourceSpec};
 pub struct Registries {
     opts: ClientOptions,
     clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// What attachment discovery learnt of them, for every image to share.
+    lookups: Lookups,
 }
 
 impl Registries {
     pub fn new(opts: ClientOptions) -> Self {
-        Registries { opts, clients: Mutex::new(HashMap::new()) }
+        Registries { opts, clients: Mutex::new(HashMap::new()), lookups: Lookups::default() }
     }
 
     pub fn client(&self, registry: &str) -> Result<Arc<Client>> {
@@ -56,7 +59,7 @@ pub fn read(spec: &SourceSpec, reference: &Reference, opts: &ReadOptions, out: &
     };
     let name = spec.name().unwrap_or(reference).clone();
     let (mut image, manifests) = oci::walk(&fetch, &root, name.clone(), spec.to_string(), opts, out)?;
-    let at = Repository { client, repo };
+    let at = Repository { client, repo, lookups: &opts.registries.lookups };
     image.attachments = attachments::discover(&at, &name, &manifests, &opts.attachments, out)?;
     out.add_image(image)
 }

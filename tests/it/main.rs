@@ -11,6 +11,7 @@ mod common;
 mod create;
 mod daemon_source;
 mod deltas;
+mod discovery;
 mod docker26;
 mod fakes;
 mod full_disk;
