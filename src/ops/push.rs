@@ -2,6 +2,10 @@
 //! ([`crate::sink::push`]; a delta's absent blobs through [`crate::sink::absent`]). A bundle file
 //! is verified in place, several blobs at once; one read from stdin is unpacked into a temporary
 //! layout while it is verified.
+//!
+//! A bundle file's blobs are verified as they are uploaded, not before (a repeat push reads none),
+//! so a registry can fail before a damaged blob is read. The damage is what matters: after any
+//! other failure the blobs are checked, and a mismatch is what the push reports ([`damage_first`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::sync::Arc;
 use crate::bundle::bases::Given;
 use crate::bundle::cosign;
 use crate::bundle::indexed::IndexedBundle;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::ops::import::{ImportOptions, tmp_dir_or_default};
 use crate::ops::{Event, Ui};
@@ -54,10 +59,10 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
         Source::Volumes(v) => Some(Arc::clone(v)),
         _ => None,
     };
-    let (bundle, report): (&dyn Blobs, _) = match source {
+    let (bundle, report, unread): (&dyn Blobs, _, _) = match source {
         Source::Volumes(volumes) => {
             indexed = IndexedBundle::open(Arc::clone(&volumes), import.trust()).map_err(|e| volumes.explain(e))?;
-            (&indexed, indexed.report())
+            (&indexed, indexed.report(), Some(&indexed))
         }
         Source::Stdin if opts.registry.password.is_some() => {
             return Err(Error::bad("--password-stdin", "stdin carries the bundle; give the password another way"));
@@ -67,7 +72,7 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
             let (src, place) = stream.reader()?;
             staged = sink::stage(src, &place, import.trust(), &tmp)?;
             ui.event(Event::Verified { place: &place, report: &staged.report });
-            (&staged, &staged.report)
+            (&staged, &staged.report, None)
         }
     };
     if !cosign_keys.is_empty() {
@@ -83,15 +88,30 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
         observer: ui.clone(),
         held: Default::default(),
     };
-    let report =
-        absent::push(bundle, &given, &client, push_opts, &|step, _| ui.event(Event::Step(step))).map_err(|e| {
-            match &split {
-                Some(v) => v.explain(e),
-                None => e,
-            }
+    let report = absent::push(bundle, &given, &client, push_opts, &|step, _| ui.event(Event::Step(step)))
+        .map_err(|e| damage_first(e, unread, &**ui))
+        .map_err(|e| match &split {
+            Some(v) => v.explain(e),
+            None => e,
         })?;
     if !opts.dry_run {
         import.record()?;
     }
     Ok(report)
+}
+
+/// `err` stopped a push of `bundle` (a bundle file, of which only the blobs uploaded were read);
+/// unless it is an integrity error already, checks every blob the bundle carries and returns the
+/// first mismatch instead, telling `err` as a note: a damaged bundle outranks a registry that
+/// failed.
+fn damage_first(err: Error, bundle: Option<&IndexedBundle>, ui: &dyn Ui) -> Error {
+    let Some(bundle) = bundle.filter(|_| !matches!(err, Error::Integrity { .. })) else { return err };
+    let carried: Vec<&Digest> = bundle.index().blobs.iter().filter(|b| b.is_carried()).map(|b| &b.digest).collect();
+    match bundle.check_blobs(&carried, ui) {
+        Err(damage @ Error::Integrity { .. }) => {
+            ui.event(Event::Note(&format!("before the damage was found, the push had failed: {err}")));
+            damage
+        }
+        _ => err,
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, big_layout, skip_without, tool};
+use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, Run, big_layout, free_port, skip_without, tool};
 use crate::fakes::{RewritingProxy, set_header};
 
 pub(crate) const EXIT_REGISTRY: i32 = 7;
@@ -110,6 +110,20 @@ fn a_tampered_bundle_tags_nothing() {
     for (name, _) in signed_images(&env, "b.tar") {
         assert_eq!(registry_digest(&target(&reg, &name), PLAIN), None, "{name} must not be tagged");
     }
+}
+
+#[test]
+fn a_tampered_bundle_is_reported_before_an_unreachable_registry_or_engine() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    crate::common::tamper(&env.path("b.tar"));
+    let to = format!("127.0.0.1:{}/mirror", free_port());
+    let push = env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"]);
+    let push = push.fails(EXIT_INTEGRITY, &["b.tar: entry blobs/sha256/", "digest mismatch"]);
+    assert!(push.stderr.contains("note: before the damage was found, the push had failed"), "{}", push.stderr);
+    let mut load = env.cmd();
+    load.args(["load", "-p", "ops.pub", "b.tar"]).env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    Run::from_output(load.output().unwrap()).fails(EXIT_INTEGRITY, &["b.tar: entry blobs/sha256/", "digest mismatch"]);
 }
 
 #[test]
