@@ -58,11 +58,13 @@ pub struct State {
     _lock: fs_err::File,
 }
 
-/// A bundle let through by [`State::admit`]: what to tell the user, and what to record once the
-/// import has succeeded.
+/// A bundle let through by [`State::admit`]: what to tell the user now, and what to record (and
+/// then tell) once the import has succeeded.
 #[derive(Debug)]
 pub struct Admission {
     pub notes: Vec<String>,
+    /// Told once the import has succeeded: "first bundle applied here" is not true before.
+    pub done: Option<String>,
     record: Option<Applied>,
 }
 
@@ -110,7 +112,7 @@ impl State {
                  or recorded in {}",
                 self.path.display()
             ));
-            return Ok(Admission { notes, record: None });
+            return Ok(Admission { notes, done: None, record: None });
         };
         check_expiry(&pos, place, policy, &mut notes)?;
         let Some(key_id) = key_id else {
@@ -118,7 +120,7 @@ impl State {
                 "{place}: signature not checked, so its sequence number is neither checked against nor recorded in {}",
                 self.path.display()
             ));
-            return Ok(Admission { notes, record: None });
+            return Ok(Admission { notes, done: None, record: None });
         };
         let (series, sequence) = (&pos.series, pos.sequence);
         if let Some(a) = self.last(key_id, series).filter(|a| a.bundle_id == index.bundle_id && a.sequence == sequence)
@@ -128,12 +130,14 @@ impl State {
                  applied again as a re-run",
                 a.bundle_id, a.at
             ));
-            return Ok(Admission { notes, record: None });
+            return Ok(Admission { notes, done: None, record: None });
         }
         let last = self.last(key_id, series).map(|a| a.sequence);
+        let done = last
+            .is_none()
+            .then(|| format!("series `{series}` of key {key_id}: first bundle applied here (sequence {sequence})"));
         match last {
-            None => notes
-                .push(format!("series `{series}` of key {key_id}: first bundle applied here (sequence {sequence})")),
+            None => {}
             Some(last) if sequence <= last && !policy.allow_rollback => {
                 return Err(Error::trust(format!(
                     "{place}: series `{series}` of key {key_id}: sequence {sequence} is not after {last}, the last \
@@ -160,7 +164,7 @@ impl State {
             bundle_id: index.bundle_id.clone(),
             at: created_rfc3339(policy.now).unwrap_or_default(),
         });
-        Ok(Admission { notes, record })
+        Ok(Admission { notes, done, record })
     }
 
     /// Records an admitted bundle as applied: call only once its import has fully succeeded.
@@ -244,7 +248,8 @@ mod tests {
         let gap = state.admit(&index(Some(7), None), Some("K"), "b7", &POLICY).unwrap();
         assert!(gap.notes[0].contains("a gap of 1"), "{:?}", gap.notes);
         let other_key = state.admit(&index(Some(1), None), Some("L"), "b1", &POLICY).unwrap();
-        assert!(other_key.notes[0].contains("first bundle"), "{:?}", other_key.notes);
+        assert!(other_key.notes.is_empty(), "{:?}", other_key.notes);
+        assert!(other_key.done.as_deref().is_some_and(|d| d.contains("first bundle")), "{other_key:?}");
     }
 
     #[test]

@@ -66,8 +66,12 @@ impl Import<'_> {
 
     /// Records the admitted bundle as applied; call only after the import fully succeeded.
     pub fn record(mut self) -> Result<()> {
-        let Some(admission) = self.admission.take() else { return Ok(()) };
+        let Some(mut admission) = self.admission.take() else { return Ok(()) };
+        let done = admission.done.take();
         if let Some(applied) = self.state.record(admission)? {
+            if let Some(d) = &done {
+                self.ui.event(Event::Note(d));
+            }
             self.ui.event(Event::Recorded { applied: &applied, state: self.state.path() });
         }
         Ok(())

@@ -175,7 +175,7 @@ pub fn admit(state: &mut State, bundles: &[Checked], policy: &Policy) -> Result<
         admissions.push(state.admit(b.index(), key, b.place(), policy)?);
     }
     // Recorded only once every bundle is let through.
-    let notes = admissions.iter().flat_map(|a| a.notes.iter().cloned()).collect();
+    let notes = admissions.iter().flat_map(|a| a.notes.iter().chain(&a.done).cloned()).collect();
     let mut recorded = Vec::new();
     for a in admissions {
         recorded.extend(state.record(a)?);

@@ -3,11 +3,13 @@
 //! older bundle, an expired one, and a second import racing on the same state, unless told.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, fixture_str, skip_without, tool};
+use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, Run, fixture_str, free_port, skip_without, tool};
+use crate::fakes::silent_server;
+use crate::push::EXIT_REGISTRY;
 use crate::signed_lies::resign;
 
 /// A bundle of one image of the committed OCI layout (`base` or `web-1.4`), always named
@@ -151,6 +153,39 @@ fn a_second_import_waits_for_the_first_to_release_the_state() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("waiting for another import to release s.json.lock"), "{stderr}");
     assert!(env.path("out").exists());
+}
+
+#[test]
+fn a_failed_or_killed_push_records_nothing_claims_nothing_and_blocks_no_rerun() {
+    let env = Env::new();
+    bundle(&env, "b.tar", "base", &["--series", "nightly", "--sequence", "5"]);
+    let push = |to: String| {
+        let mut c = env.cmd();
+        c.args(["push", "-p", "ops.pub", "b.tar", "--to", &to, "--state", "s.json"]);
+        c
+    };
+    let failed = Run::from_output(push(format!("127.0.0.1:{}/m", free_port())).arg("--retries=0").output().unwrap());
+    let failed = failed.fails(EXIT_REGISTRY, &["cannot reach the registry"]);
+    assert!(!failed.stderr.contains("applied here"), "claimed before it applied: {}", failed.stderr);
+    assert!(!env.path("s.json").exists(), "a failed push recorded its bundle");
+
+    // Killed while it holds the state's lock, waiting on a registry that never answers.
+    let mut child = push(format!("127.0.0.1:{}/m", silent_server())).stderr(Stdio::null()).spawn().unwrap();
+    let lock = std::fs::File::create(env.path("s.json.lock")).unwrap();
+    let start = Instant::now();
+    while lock.try_lock().is_ok() && start.elapsed() < Duration::from_secs(30) {
+        lock.unlock().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lock);
+
+    let start = Instant::now();
+    let rerun = export(&env, "b.tar", "out", &["--state", "s.json"]).ok();
+    assert!(start.elapsed() < Duration::from_secs(20), "the rerun waited {:?}", start.elapsed());
+    assert!(!rerun.stderr.contains("waiting for another import"), "{}", rerun.stderr);
+    assert!(rerun.stderr.contains("first bundle applied here (sequence 5)"), "{}", rerun.stderr);
 }
 
 #[test]
