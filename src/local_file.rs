@@ -41,6 +41,12 @@ impl ReadAt for std::fs::File {
 pub const MAX_KEY_BYTES: u64 = 4096;
 /// The largest image list accepted.
 pub const MAX_LIST_BYTES: u64 = 4 << 20;
+/// The largest `--ca-cert` file accepted (a bundle of a few hundred PEM certificates).
+pub const MAX_CA_BYTES: u64 = 1 << 20;
+/// The largest docker `config.json` accepted.
+pub const MAX_DOCKER_CONFIG_BYTES: u64 = 4 << 20;
+/// The largest password accepted on stdin.
+pub const MAX_PASSWORD_BYTES: u64 = 64 << 10;
 
 /// Opens `path` for reading if it is a regular file (after symlinks); returns it and its length.
 /// A FIFO, socket or device is refused without waiting on it.
@@ -60,6 +66,13 @@ pub fn open_regular(path: &Path, place: &str) -> Result<(fs_err::File, u64)> {
 
 /// Reads a small text file whole, refusing it unread if it is larger than `max` bytes.
 pub fn read_text(path: &Path, max: u64, what: &str) -> Result<String> {
+    let bytes = read_small(path, max, what)?;
+    String::from_utf8(bytes).map_err(|_| Error::bad(path.display().to_string(), format!("{what} is not UTF-8 text")))
+}
+
+/// Reads a small file whole, refusing it unread if it is larger than `max` bytes (and after
+/// `max` if it grows while read).
+pub fn read_small(path: &Path, max: u64, what: &str) -> Result<Vec<u8>> {
     let place = path.display().to_string();
     let (f, len) = open_regular(path, &place)?;
     if len > max {
@@ -70,7 +83,7 @@ pub fn read_text(path: &Path, max: u64, what: &str) -> Result<String> {
     if bytes.len() as u64 > max {
         return Err(Error::bad(&place, format!("too large for {what} (at most {max} bytes)")));
     }
-    String::from_utf8(bytes).map_err(|_| Error::bad(&place, format!("{what} is not UTF-8 text")))
+    Ok(bytes)
 }
 
 fn kind_of(t: &std::fs::FileType) -> &'static str {

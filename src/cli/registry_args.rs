@@ -45,8 +45,12 @@ impl RegistryArgs {
             ..ClientOptions::default()
         };
         if self.password_stdin {
+            let max = airlock::local_file::MAX_PASSWORD_BYTES;
             let mut pw = String::new();
-            std::io::stdin().read_to_string(&mut pw).map_err(|e| Error::io("stdin", e))?;
+            std::io::stdin().take(max + 1).read_to_string(&mut pw).map_err(|e| Error::io("stdin", e))?;
+            if pw.len() as u64 > max {
+                return Err(Error::bad("--password-stdin", format!("more than {max} bytes on stdin: not a password")));
+            }
             opts.password = Some(pw.trim_end_matches(['\n', '\r']).to_owned());
         }
         Ok(opts)

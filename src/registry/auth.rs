@@ -22,7 +22,8 @@ use ureq::http::Response;
 
 use super::transport::{Attempt, Failure, registry_message, transport_failure};
 use super::url::SchemePolicy;
-use crate::error::{Error, IoContext as _, Result};
+use crate::error::{Error, Result};
+use crate::local_file;
 
 /// A token is reused for at most this much less than the registry says (or half its life when
 /// that is shorter), so it does not expire in flight. A fresh token is always used once.
@@ -88,13 +89,13 @@ impl CredentialSource {
             CredentialSource::Given(c) => return Ok(Some(c.clone())),
             CredentialSource::DockerConfig { path, server } => (path, server),
         };
-        let file = match fs_err::File::open(path) {
-            Ok(f) => f,
+        match fs_err::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).at(|| path.display().to_string()),
-        };
+            _ => {}
+        }
+        let bytes = local_file::read_small(path, local_file::MAX_DOCKER_CONFIG_BYTES, "a docker config file")?;
         let place = || format!("{}: credentials for {server}", path.display());
-        match docker_credential::get_credential_from_reader(std::io::BufReader::new(file), server) {
+        match docker_credential::get_credential_from_reader(&bytes[..], server) {
             Ok(DockerCredential::UsernamePassword(user, password)) => Ok(Some(Credential::Basic { user, password })),
             Ok(DockerCredential::IdentityToken(t)) => Ok(Some(Credential::IdentityToken(t))),
             Err(CredentialRetrievalError::NoCredentialConfigured) => Ok(None),

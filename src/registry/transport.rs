@@ -29,7 +29,7 @@ use super::auth::{Auth, Authorization};
 use super::pace::{Pace, Watchdog, stalled};
 use super::throttle::Throttle;
 use super::url::{SchemePolicy, absolute, is_loopback, same_origin, shown};
-use crate::error::{Error, IoContext as _, Result};
+use crate::error::{Error, Result};
 
 const MAX_REDIRECTS: u32 = 5;
 /// A `Retry-After` longer than this is cut short: the retry budget stays bounded in time.
@@ -490,7 +490,7 @@ fn root_certs(extra: Option<&Path>) -> Result<RootCerts> {
         .collect();
     if let Some(path) = extra {
         let place = || path.display().to_string();
-        let pem = fs_err::read(path).at(place)?;
+        let pem = crate::local_file::read_small(path, crate::local_file::MAX_CA_BYTES, "a CA certificate file")?;
         let before = certs.len();
         for item in ureq::tls::parse_pem(&pem) {
             match item {

@@ -96,7 +96,7 @@ pub fn plan(staged: &Staged, platform: &Platform) -> Result<Vec<DockerImage>> {
 
 fn read_parsed(staged: &Staged, digest: &Digest, media_type: &str, at: &str) -> Result<Parsed> {
     let path = staged.blob_path(digest);
-    let bytes = fs_err::read(&path).at(|| path.display().to_string())?;
+    let bytes = crate::local_file::read_small(&path, crate::json::MAX_JSON_BYTES, "a manifest")?;
     image::parse_manifest(&bytes, media_type).map_err(|e| Error::integrity(at, format!("{digest}: {e}")))
 }
 

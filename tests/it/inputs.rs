@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Run, fixture};
+use crate::fakes::{fake_server, reply};
 
 /// A copy of fixtures/oci-layout at `layout` in the test directory.
 fn copy_layout(env: &Env) -> std::path::PathBuf {
@@ -125,4 +126,27 @@ fn huge_key_and_list_files_are_refused_before_they_are_read() {
         .fails(EXIT_BAD_INPUT, &["big.list", "too large for an image list"]);
     mkfifo(&env.path("fifo.pub"));
     run_bounded(&env, &["verify", "-p", "fifo.pub", "b.tar"]).fails(EXIT_TRUST, &["fifo.pub", "is a FIFO"]);
+}
+
+#[test]
+fn huge_or_fifo_ca_certificates_and_docker_configs_are_refused_unread() {
+    let env = Env::new();
+    std::fs::write(env.path("big.pem"), vec![b'A'; 2 << 20]).unwrap();
+    mkfifo(&env.path("pipe.pem"));
+    let push = |ca: &str| {
+        run_bounded(&env, &["push", "-p", "ops.pub", "b.tar", "--to", "127.0.0.1:9/m", "--state", "s", "--ca-cert", ca])
+    };
+    push("big.pem").fails(EXIT_BAD_INPUT, &["big.pem", "2097152 bytes is too large for a CA certificate file"]);
+    push("pipe.pem").fails(EXIT_BAD_INPUT, &["pipe.pem", "is a FIFO, not a regular file"]);
+
+    // A registry that asks for credentials makes airlock read docker's config.json.
+    let (port, _) = fake_server(|_| reply("401 Unauthorized", "WWW-Authenticate: Basic realm=\"r\"\r\n", ""));
+    std::fs::create_dir(env.path("docker")).unwrap();
+    std::fs::write(env.path("docker/config.json"), vec![b' '; 8 << 20]).unwrap();
+    env.keygen("ops");
+    let src = format!("127.0.0.1:{port}/team/app:1");
+    let mut create = env.cmd();
+    create.args(["create", "-k", "ops.key", "-o", "out.tar", "--retries", "0", &src]);
+    let run = Run::from_output(create.env("DOCKER_CONFIG", env.path("docker")).output().unwrap());
+    run.fails(EXIT_BAD_INPUT, &["config.json", "too large for a docker config file"]);
 }
