@@ -136,8 +136,14 @@ static ZEROS: [u8; COPY_BUFFER] = [0; COPY_BUFFER];
 
 /// Streams one blob into its slot at `at`, verified against its digest on the way: a source that
 /// sends more than the blob's size fails before its excess is written, so a slot never overflows.
+/// A local copy this run has verified already (`--cache`) is copied in the kernel instead.
 fn copy_blob(file: &Output, at: u64, blob: &Blob, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
     let d = &blob.descriptor;
+    if let Some(path) = blob.origin.verified_file() {
+        let place = path.display().to_string();
+        let src = fs_err::File::open(path).map_err(|e| Error::io(&place, e))?;
+        return file.copy_file_at(src.file(), &place, d.size, at, moved);
+    }
     let Opened { reader, blame } = blob.open()?;
     let mut source = VerifyingReader::new(reader, d.digest.clone(), d.size);
     let mut buf = vec![0u8; COPY_BUFFER];

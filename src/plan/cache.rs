@@ -5,9 +5,11 @@
 //! size check out; a partial file left by an interrupted run is resumed with an HTTP Range request,
 //! and one that turns out corrupt is discarded and fetched again whole. Within a run, a download
 //! that breaks resumes through [`Client::open_blob`], as it does without a cache.
-//! A download is hashed as it is written (never read back to be checked); a cached blob is
-//! re-hashed before it is reused (and again when the bundle is written); one that does not match
-//! is fetched anew.
+//! Each blob is hashed once per run: a download as it is written (never read back to be
+//! checked), a cached blob before it is reused (one that does not match is fetched anew). The
+//! bundle then takes the verified copy with an in-kernel copy ([`Origin::Cached`]), so a blob is
+//! neither written through user space nor hashed a second time. A completed download is not
+//! fsynced: a copy torn by a crash fails its hash on the next run and is fetched again.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -131,7 +133,6 @@ fn fetch(
             Failed::Read(e) => read_error(&place, e),
             Failed::Write(e) => Error::io(at(), e),
         })?;
-        file.sync_all().at(at)?;
     }
     let (found, len) = hasher.finish();
     if (&found, len) != (digest, size) {

@@ -209,7 +209,9 @@ pub enum Origin {
     Staged(PathBuf),
     /// A blob in a registry repository, streamed into the bundle when it is written.
     Registry { client: Arc<crate::registry::Client>, repo: String },
-    /// A copy in the `--cache` directory, verified again when it is written.
+    /// A copy in the `--cache` directory that this run hashed against the blob's digest (as it
+    /// fetched it, or before reusing it): the bundle takes it with an in-kernel copy
+    /// ([`Origin::verified_file`]), not hashed again.
     Cached(PathBuf),
 }
 
@@ -232,6 +234,15 @@ impl Blame {
 }
 
 impl Origin {
+    /// A local file this run has already checked against the blob's digest, to be copied as it
+    /// is; `None` for every origin whose bytes must be verified as they are read.
+    pub fn verified_file(&self) -> Option<&Path> {
+        match self {
+            Origin::Cached(path) => Some(path),
+            _ => None,
+        }
+    }
+
     /// Opens the blob's bytes from their start (not verified here: wrap them in a
     /// [`crate::digest::VerifyingReader`]).
     pub fn open(&self, digest: &Digest, size: u64) -> Result<Opened<'_>> {

@@ -5,6 +5,7 @@
 //! reading its parts back once for their digests and parity ([`parity::seal`]), then renaming
 //! the data and parity parts into place and writing the signed part list last.
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -93,6 +94,26 @@ impl Output {
         Volumes::files(&paths, self.place())
     }
 
+    /// Puts the first `len` bytes of `src` (named `src_place`) at archive offset `at`, telling
+    /// `moved` of them as they land: in the kernel (`copy_file_range`, which shares extents where
+    /// the filesystem can) into a single-file bundle; through [`Output::write_all_at`] into
+    /// volumes, and wherever the kernel cannot copy between these files.
+    pub fn copy_file_at(&self, src: &File, src_place: &str, len: u64, at: u64, moved: &dyn Fn(u64)) -> Result<()> {
+        let mut done = 0;
+        if self.split.is_none() {
+            done = copy_in_kernel(src, src_place, &self.parts[0], len, at, moved)?;
+        }
+        let mut buf = vec![0u8; COPY_BUFFER.min(len.saturating_sub(done)) as usize];
+        while done < len {
+            let n = buf.len().min((len - done) as usize);
+            std::os::unix::fs::FileExt::read_exact_at(src, &mut buf[..n], done).map_err(|e| Error::io(src_place, e))?;
+            self.write_all_at(&buf[..n], at + done)?;
+            done += n as u64;
+            moved(n as u64);
+        }
+        Ok(())
+    }
+
     /// Puts everything in place; a split bundle gets its digests, its parity and its signed part
     /// list (last). Returns the bundle's length, and the part list.
     pub fn commit(mut self, bundle_id: &str, key: &SecretKey, created: u64) -> Result<(u64, Option<PartList>)> {
@@ -162,6 +183,37 @@ fn check_counts(dest: &Path, len: u64, s: Split) -> Result<()> {
     Ok(())
 }
 
+/// Bytes a copy through user space moves at a time.
+const COPY_BUFFER: u64 = 256 << 10;
+
+/// Copies what it can of `src[..len]` to `dst` at `at` with `copy_file_range`; returns how much
+/// (0 where the kernel or filesystem cannot, so the caller copies the rest itself).
+fn copy_in_kernel(
+    src: &File,
+    src_place: &str,
+    dst: &AtomicFile,
+    len: u64,
+    at: u64,
+    moved: &dyn Fn(u64),
+) -> Result<u64> {
+    use rustix::io::Errno;
+    let (mut from, mut to) = (0u64, at);
+    while from < len {
+        let want = (len - from).min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(src, Some(&mut from), dst.file(), Some(&mut to), want) {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, format!("ends at byte {from}, expected {len}"));
+                return Err(Error::io(src_place, e));
+            }
+            Ok(n) => moved(n as u64),
+            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) if from == 0 => return Ok(0),
+            Err(e @ (Errno::NOSPC | Errno::FBIG)) => return Err(write_error(&dst.place(), e.into())),
+            Err(e) => return Err(Error::io(src_place, e.into())),
+        }
+    }
+    Ok(from)
+}
+
 /// A small file written whole and atomically.
 fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -196,4 +248,36 @@ pub fn write_error(place: &str, e: io::Error) -> Error {
         _ => return Error::io(place, e),
     };
     Error::io(format!("{place}: {hint}; every part written so far was removed"), e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The archive as the temporary parts hold it.
+    fn bytes(out: &Output) -> Vec<u8> {
+        out.parts.iter().flat_map(|p| std::fs::read(p.temp_path()).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_file_copied_in_puts_the_same_bytes_as_a_write_in_one_file_and_across_volumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let src_path = dir.path().join("blob");
+        std::fs::write(&src_path, &data).unwrap();
+        let src = File::open(&src_path).unwrap();
+        for split in [None, Some(Split { volume_size: 262_144, parity: 0 })] {
+            let len = 1 << 20;
+            let (copied, written) = (dir.path().join("copied.tar"), dir.path().join("written.tar"));
+            let (a, b) = (Output::create(&copied, len, split).unwrap(), Output::create(&written, len, split).unwrap());
+            let moved = std::cell::Cell::new(0);
+            let count = |n: u64| moved.set(moved.get() + n);
+            a.copy_file_at(&src, "blob", data.len() as u64, 1536, &count).unwrap();
+            b.write_all_at(&data, 1536).unwrap();
+            assert!(bytes(&a) == bytes(&b), "{split:?}: the copy differs from the write");
+            assert_eq!(moved.get(), data.len() as u64, "{split:?}");
+            let short = a.copy_file_at(&src, "blob", data.len() as u64 + 1, 1536, &count).unwrap_err();
+            assert!(short.to_string().starts_with("blob"), "{split:?}: {short}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::fakes::{fake_server, reply};
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-fn sha256(bytes: &str) -> String {
+pub(crate) fn sha256(bytes: &str) -> String {
     use sha2::Digest as _;
     let hex: String = sha2::Sha256::digest(bytes.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
@@ -20,7 +20,7 @@ fn sha256(bytes: &str) -> String {
 
 /// A repository of a fake registry: what each path answers (content type, body).
 #[derive(Default)]
-struct Served {
+pub(crate) struct Served {
     paths: HashMap<String, (String, String)>,
 }
 
@@ -46,7 +46,7 @@ impl Served {
     }
 
     /// `n` images tagged `1.1` … `1.N`, each with a config of its own and a shared layer.
-    fn images(n: usize) -> (Served, Vec<String>) {
+    pub(crate) fn images(n: usize) -> (Served, Vec<String>) {
         let mut served = Served::default();
         let digests = (1..=n)
             .map(|i| {
@@ -61,7 +61,7 @@ impl Served {
     }
 
     /// The tags this repository holds, as `tags/list` answers.
-    fn tag_list(&self) -> String {
+    pub(crate) fn tag_list(&self) -> String {
         let mut tags: Vec<&str> = self
             .paths
             .keys()
@@ -75,7 +75,10 @@ impl Served {
     /// Serves the repository; `tags_list` answers `tags/list` (given the request head), the
     /// referrers API is missing (404, as distribution 2.8). Returns the registry's host and the
     /// requests it saw.
-    fn start(self, tags_list: impl Fn(&str) -> String + Send + 'static) -> (String, Arc<Mutex<Vec<String>>>) {
+    pub(crate) fn start(
+        self,
+        tags_list: impl Fn(&str) -> String + Send + 'static,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         let (port, seen) = fake_server(move |head| {
             let path = head.split(' ').nth(1).unwrap_or_default();
             if path == "/v2/" {
@@ -94,7 +97,7 @@ impl Served {
 }
 
 /// Requests seen whose path starts with `prefix`.
-fn count(seen: &Mutex<Vec<String>>, prefix: &str) -> usize {
+pub(crate) fn count(seen: &Mutex<Vec<String>>, prefix: &str) -> usize {
     seen.lock().unwrap().iter().filter(|h| h.split(' ').nth(1).is_some_and(|p| p.starts_with(prefix))).count()
 }
 

@@ -5,6 +5,7 @@
 mod attachments;
 mod big_layer;
 mod big_save;
+mod cache;
 mod check_layers;
 mod cli;
 mod common;
