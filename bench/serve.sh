@@ -34,6 +34,7 @@ for v in MB FLEET_MB CLIENTS RUNS QUIET_WAIT; do
 done
 [ "$MB" -ge 1 ] && [ "$FLEET_MB" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$RUNS" -ge 1 ] || die "sizes, clients and runs must be >= 1"
 command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
+[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 
 WORK=$(mktemp -d /tmp/aserve.XXXXXX)
 SERVER=""
@@ -123,13 +124,18 @@ SHA0=$(sha)
 BEST=0
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 T0=$(cpu_ticks)
+CLIENT=0
 for ((r = 1; r <= RUNS; r++)); do
   quiet
-  s=$(curl -sS -o /dev/null -w '%{speed_download}' "http://$ADDR/v2/serve.example/big/blobs/$BIG_LAYER")
+  s=$(/usr/bin/time -f '%U %S' -o "$WORK/curl.time" \
+    curl -sS -o /dev/null -w '%{speed_download}' "http://$ADDR/v2/serve.example/big/blobs/$BIG_LAYER")
   BEST=$(awk -v a="$s" -v b="$BEST" 'BEGIN { print (a > b) ? a : b }')
+  CLIENT=$(awk -v c="$CLIENT" '{ printf "%.2f", c + $1 + $2 }' "$WORK/curl.time")
 done
-# The server's CPU time per GiB sent: what a busy machine does not distort.
+# CPU time per GiB sent, of the server and of the client (curl shares this machine's cores): what
+# a busy machine does not distort.
 CPU_GIB=$(awk -v t=$(($(cpu_ticks) - T0)) -v hz="$HZ" -v n="$RUNS" -v mb="$MB" 'BEGIN { printf "%.2f", t / hz / (n * mb / 1024) }')
+CLIENT_GIB=$(awk -v c="$CLIENT" -v n="$RUNS" -v mb="$MB" 'BEGIN { printf "%.2f", c / (n * mb / 1024) }')
 LOAD1=$(cut -d' ' -f1 /proc/loadavg)
 SHA1=$(sha)
 GET=$(awk -v b="$BEST" 'BEGIN { printf "%.3f", b / 1e9 }')
@@ -183,7 +189,9 @@ printf '%-58s %s\n' "start, every blob verified (bundle $(awk -v b="$(stat -c %s
 printf '%-58s %s\n' "start again, file unchanged (verification record)" "$START_AGAIN s"
 printf '%-58s %s\n' "full-blob GET, $MB MiB layer, best of $RUNS" "$GET GB/s = $(awk -v g="$GET" -v s="$SHA" 'BEGIN { printf "%.2f", g / s }') x sha256"
 printf '%-58s %s\n' "openssl speed -evp sha256, 16 KiB, one core (before/after)" "$SHA0 / $SHA1 GB/s"
-printf '%-58s %s\n' "server CPU per GiB sent whole (sha256 alone: $(awk -v s="$SHA" 'BEGIN { printf "%.2f", 1.073741824 / s }') s)" "$CPU_GIB s (load average $LOAD0 / $LOAD1)"
+SHA_GIB=$(awk -v s="$SHA" 'BEGIN { printf "%.2f", 1.073741824 / s }')
+printf '%-58s %s\n' "server CPU per GiB sent whole (sha256 alone: $SHA_GIB s)" "$CPU_GIB s = $(awk -v c="$CPU_GIB" -v s="$SHA_GIB" 'BEGIN { printf "%.2f", c / s }') x sha256 (load average $LOAD0 / $LOAD1)"
+printf '%-58s %s\n' "client (curl) CPU per GiB received, on the same cores" "$CLIENT_GIB s"
 printf '%-58s %s\n' "server RSS idle / 1 client / $CLIENTS clients / after" "$(mib "$IDLE") / $(mib "$ONE_PEAK") / $(mib "$MANY_PEAK") / $(mib "$AFTER")"
 printf '%-58s %s\n' "$CLIENTS clients x $FLEET_MB MiB image: wall, aggregate" "$MANY_S s, $(awk -v n="$CLIENTS" -v m="$FLEET_MB" -v s="$MANY_S" 'BEGIN { printf "%.2f GB/s", n * m * 1048576 / s / 1e9 }') (1 client: $ONE_S s)"
 printf '%-58s %s\n' "manifest time to first byte, median / p99 of 200" "$TTFB_MED / $TTFB_P99 ms"

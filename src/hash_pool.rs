@@ -105,8 +105,7 @@ fn work(jobs: &Mutex<Receiver<Job>>, buffers: &Buffers) {
     }
 }
 
-/// A fixed number of buffers of [`BUF_SIZE`] bytes, allocated when first needed (also the pool
-/// `serve` reads blobs into).
+/// A fixed number of buffers of [`BUF_SIZE`] bytes, allocated when first needed.
 pub(crate) struct Buffers {
     free: Mutex<(Vec<Vec<u8>>, usize)>,
     returned: Condvar,
@@ -121,11 +120,6 @@ impl Buffers {
     fn take(&self) -> Vec<u8> {
         // Without a deadline the wait only ends with a buffer.
         self.take_until(None).unwrap_or_else(|| vec![0; BUF_SIZE])
-    }
-
-    /// A buffer, waiting at most `limit` for one to come back (`None`: none did).
-    pub(crate) fn take_within(&self, limit: std::time::Duration) -> Option<Vec<u8>> {
-        self.take_until(Some(std::time::Instant::now() + limit))
     }
 
     fn take_until(&self, deadline: Option<std::time::Instant>) -> Option<Vec<u8>> {

@@ -130,7 +130,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("stopping: no new connections; requests in flight may finish (a second signal ends now)");
         on_signal.stop();
     });
-    let api = lib::api::Api { bundles: opened.bundles, chunks: lib::body::Chunks::new(64) };
+    let api = lib::api::Api { bundles: opened.bundles, chunks: lib::chunks::Chunks::new(lib::chunks::BUDGET) };
     let settings = Settings { tls, drain: Duration::from_secs(args.drain) };
     let log: Arc<dyn Log> = Arc::new(Printer { json: args.json });
     let summary = server::run(listener, api, settings, log, &stop).map_err(|e| Error::io(addr.to_string(), e))?;

@@ -12,7 +12,8 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use crate::digest::Digest;
 use crate::error::shown;
 use crate::image;
-use crate::serve::body::{BlobSource, Body, Chunks};
+use crate::serve::body::{BlobSource, Body};
+use crate::serve::chunks::Chunks;
 use crate::serve::content::{Blob, Content, page};
 use crate::serve::routes::{self, ApiError, Page, Route};
 

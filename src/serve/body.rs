@@ -1,32 +1,34 @@
 //! Response bodies: a small JSON document, or a blob read straight from its bundle file by offset.
 //!
-//! A blob is read in 256 KiB positional reads on tokio's blocking threads, one at a time and only
-//! when the connection asks for more: a client that stops reading stops the reads, and holds no
-//! blocking thread and no pooled buffer. Each read borrows a buffer from a fixed [`Chunks`] pool
-//! shared by every connection and gives it back as soon as its bytes are copied out, so the pool
-//! is held only while the disk is read and idle clients cannot starve the others (what a stalled
-//! connection keeps is the one chunk the connection queued, until its write stalls out). A blob
-//! sent whole is hashed on the way; its last chunk is held back until the digest is known, and a
-//! mismatch (the file changed underneath) ends the body with an error, which cuts the connection
-//! before the client has every byte. A [`Body`] reports, when it is dropped, how many bytes it
-//! handed over and how it ended: the request log's line.
+//! A blob is read in [`CHUNK`]-sized positional reads on tokio's blocking threads, into buffers of
+//! the shared [`Chunks`] pool that go to the connection as they are (no copy). The next chunk is
+//! read and hashed while the connection writes the current one, when the pool has a buffer to
+//! spare, so hashing and sending run on two cores; a client that stops reading stops the reads.
+//! Manifests and other small blobs are read into a buffer of their own. A blob sent whole is
+//! hashed on the way; its last chunk is held back until the digest is known, and a mismatch (the
+//! file changed underneath) ends the body with an error, which cuts the connection before the
+//! client has every byte. A [`Body`] reports, when it is dropped, how many bytes it handed over
+//! and how it ended: the request log's line.
+//!
+//! [`CHUNK`]: crate::serve::chunks::CHUNK
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use crate::digest::{Digest, Hasher, Mismatch};
-use crate::hash_pool::Buffers;
 use crate::local_file::ReadAt;
+use crate::serve::chunks::Chunks;
 
-/// How long a read waits for a free chunk before the response is given up.
-const CHUNK_WAIT: Duration = Duration::from_secs(60);
+/// Ranges of at most this many bytes (manifests, configs) are read into a buffer of their own
+/// rather than a chunk of the pool.
+const SMALL: u64 = 64 << 10;
 
 /// How a body ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,34 +43,6 @@ pub enum Outcome {
 
 /// Told once, when a body is dropped: bytes handed over and how it ended.
 pub type OnEnd = Box<dyn FnOnce(u64, Outcome) + Send>;
-
-/// The fixed set of chunk buffers every blob read draws from.
-pub struct Chunks(Arc<Buffers>);
-
-impl Chunks {
-    pub fn new(count: usize) -> Arc<Self> {
-        Arc::new(Chunks(Arc::new(Buffers::new(count))))
-    }
-}
-
-/// A chunk being read; its buffer goes back to the pool when it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    len: usize,
-    pool: Arc<Buffers>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
-    }
-}
 
 /// A blob's place in an open bundle file.
 pub struct BlobSource {
@@ -102,10 +76,10 @@ impl Body {
     }
 
     /// Bytes `start..end` of a blob; the whole blob (`0..size`) is verified as it goes.
-    pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Chunks) -> Self {
+    pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Arc<Chunks>) -> Self {
         let hasher = (start == 0 && end == src.size).then(Hasher::default);
-        let pool = Arc::clone(&pool.0);
-        Body::new(Kind::Blob(BlobReader { src: Arc::new(src), pool, pos: start, end, hasher, reading: None }))
+        let pool = Arc::clone(pool);
+        Body::new(Kind::Blob(BlobReader { src: Arc::new(src), pool, pos: start, end, hasher, next: Next::Idle }))
     }
 
     fn new(kind: Kind) -> Self {
@@ -172,70 +146,113 @@ impl Drop for Body {
     }
 }
 
-/// The rest of a blob to send, and the read under way if the connection asked for more.
+/// The rest of a blob to send, and the read of its next chunk.
 struct BlobReader {
     src: Arc<BlobSource>,
-    pool: Arc<Buffers>,
-    /// The next byte to read, and the end of the range.
+    pool: Arc<Chunks>,
+    /// The next byte to hand over, and the end of the range.
     pos: u64,
     end: u64,
     /// Set when the blob is sent whole; taken by the read under way.
     hasher: Option<Hasher>,
-    reading: Option<JoinHandle<Read>>,
+    next: Next,
+}
+
+/// The read of the next chunk.
+enum Next {
+    Idle,
+    /// Waiting for a buffer of the pool.
+    Waiting(Pin<Box<dyn Future<Output = std::io::Result<OwnedSemaphorePermit>> + Send>>),
+    Reading(JoinHandle<Read>),
 }
 
 /// What one read hands back: the hasher, and the chunk (an error ends the body).
 type Read = (Option<Hasher>, std::io::Result<Bytes>);
 
 impl BlobReader {
-    /// The next chunk, read now: nothing is read ahead of what the connection takes.
+    /// The next chunk. The one after it is read (and hashed) while the connection writes this
+    /// one, if a buffer is spare: hashing and sending overlap on two cores.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        if self.pos >= self.end {
-            return Poll::Ready(Ok(None));
+        loop {
+            match &mut self.next {
+                Next::Idle if self.pos >= self.end => return Poll::Ready(Ok(None)),
+                Next::Idle => {
+                    self.next = match self.permit_needed().then(|| self.pool.spare()) {
+                        Some(None) => Next::Waiting(Box::pin(Arc::clone(&self.pool).permit())),
+                        Some(Some(permit)) => self.start(Some(permit)),
+                        None => self.start(None),
+                    }
+                }
+                Next::Waiting(permit) => {
+                    let permit = std::task::ready!(permit.as_mut().poll(cx))?;
+                    self.next = self.start(Some(permit));
+                }
+                Next::Reading(reading) => {
+                    let joined = std::task::ready!(Pin::new(reading).poll(cx));
+                    let (hasher, chunk) = joined.unwrap_or_else(|e| (None, Err(std::io::Error::other(e))));
+                    self.hasher = hasher;
+                    self.next = Next::Idle;
+                    let chunk = chunk?;
+                    self.pos += chunk.len() as u64;
+                    self.read_ahead();
+                    return Poll::Ready(Ok(Some(chunk)));
+                }
+            }
         }
-        let reading = self.reading.get_or_insert_with(|| {
-            let (src, pool, hasher) = (Arc::clone(&self.src), Arc::clone(&self.pool), self.hasher.take());
-            let (pos, end) = (self.pos, self.end);
-            tokio::task::spawn_blocking(move || next_chunk(&src, pos, end, &pool, hasher))
-        });
-        let (hasher, chunk) = match Pin::new(reading).poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(joined) => joined.unwrap_or_else(|e| (None, Err(std::io::Error::other(e)))),
-        };
-        self.reading = None;
-        self.hasher = hasher;
-        let chunk = chunk?;
-        self.pos += chunk.len() as u64;
-        Poll::Ready(Ok(Some(chunk)))
+    }
+
+    /// A range of no more than [`SMALL`] bytes (a manifest) is read without the pool.
+    fn permit_needed(&self) -> bool {
+        self.end - self.pos > SMALL
+    }
+
+    fn read_ahead(&mut self) {
+        if self.pos < self.end
+            && let Some(permit) = self.pool.spare()
+        {
+            self.next = self.start(Some(permit));
+        }
+    }
+
+    fn start(&mut self, permit: Option<OwnedSemaphorePermit>) -> Next {
+        let (src, pool, hasher) = (Arc::clone(&self.src), Arc::clone(&self.pool), self.hasher.take());
+        let (pos, end) = (self.pos, self.end);
+        Next::Reading(tokio::task::spawn_blocking(move || next_chunk(&src, pos, end, &pool, permit, hasher)))
     }
 }
 
-/// Reads the chunk at `pos`, hashing a whole blob on the way (its last chunk is checked before it
-/// is handed over); the pooled buffer goes back as soon as the bytes are copied out of it.
-fn next_chunk(src: &BlobSource, pos: u64, end: u64, pool: &Arc<Buffers>, mut hasher: Option<Hasher>) -> Read {
-    let chunk = read_chunk(src, pos, end, pool).and_then(|c| {
-        if let Some(h) = &mut hasher {
-            h.update(c.as_ref());
+/// Reads the chunk at `pos` (into a pooled buffer if given a permit), hashing a whole blob on the
+/// way; its last chunk is checked before it is handed over.
+fn next_chunk(
+    src: &BlobSource,
+    pos: u64,
+    end: u64,
+    pool: &Arc<Chunks>,
+    permit: Option<OwnedSemaphorePermit>,
+    mut hasher: Option<Hasher>,
+) -> Read {
+    let len = usize::try_from(end - pos).unwrap_or(usize::MAX);
+    let read = |buf: &mut [u8]| {
+        let read = src.file.read_exact_at(buf, src.offset + pos);
+        read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))
+    };
+    let chunk = match permit {
+        Some(permit) => pool.fill(permit, len, read).map(Bytes::from_owner),
+        None => {
+            let mut buf = vec![0; len.min(SMALL as usize)];
+            read(&mut buf).map(|()| Bytes::from(buf))
         }
-        if pos + c.len as u64 >= end {
+    };
+    let chunk = chunk.and_then(|c| {
+        if let Some(h) = &mut hasher {
+            h.update(&c);
+        }
+        if pos + c.len() as u64 >= end {
             verify(hasher.take(), &src.digest, src.size, &src.place)?;
         }
-        Ok(Bytes::copy_from_slice(c.as_ref()))
+        Ok(c)
     });
     (hasher, chunk)
-}
-
-fn read_chunk(src: &BlobSource, pos: u64, end: u64, pool: &Arc<Buffers>) -> std::io::Result<Pooled> {
-    let mut buf = pool.take_within(CHUNK_WAIT).ok_or_else(no_buffer)?;
-    let len = buf.len().min(usize::try_from(end - pos).unwrap_or(usize::MAX));
-    let read = src.file.read_exact_at(&mut buf[..len], src.offset + pos);
-    let chunk = Pooled { buf, len, pool: Arc::clone(pool) };
-    read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))?;
-    Ok(chunk)
-}
-
-fn no_buffer() -> std::io::Error {
-    std::io::Error::other(format!("no read buffer came free in {} s", CHUNK_WAIT.as_secs()))
 }
 
 /// The digest of a blob sent whole, checked before its last chunk leaves.

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod body;
+pub mod chunks;
 pub mod client_config;
 pub mod content;
 pub mod routes;

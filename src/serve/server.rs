@@ -26,16 +26,19 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::serve::api::Api;
 use crate::serve::body::{Body, Outcome};
+use crate::serve::chunks::Pressure;
 use crate::serve::stall::Stalling;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
 /// Time a client has to send a request's headers, and to finish a TLS handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a client may read nothing of a response before its connection is closed.
+/// Time a client may read nothing of a response before its connection is closed (a much shorter
+/// time while others wait for read buffers: see [`crate::serve::stall`]).
 const WRITE_STALL: Duration = Duration::from_secs(60);
 /// hyper's buffer per connection, for a request's head and for what a response has queued: a
-/// client that sends a huge head or stops reading keeps at most this and one blob chunk.
+/// client that sends a huge head or stops reading keeps at most this and one blob chunk (see
+/// [`crate::serve::chunks`]).
 const CONNECTION_BUFFER: usize = 64 << 10;
 
 /// One request, as the log shows it.
@@ -196,7 +199,8 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let stream = Stalling::new(stream, WRITE_STALL);
+    let pressure: Arc<dyn Pressure> = Arc::clone(&shared.api.chunks) as _;
+    let stream = Stalling::new(stream, WRITE_STALL, pressure);
     match &shared.tls {
         None => http(TokioIo::new(stream), peer, shared, stopped).await,
         Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {

@@ -34,8 +34,9 @@ fn exchange(addr: &str, raw: &[u8]) -> Vec<u8> {
 fn clients_that_stop_reading_mid_blob_do_not_starve_the_others() {
     let env = Env::new();
     let (served, path, size) = big_served(&env);
-    // Each asks for the whole blob and never reads a byte: before, each held up to four chunks of
-    // the shared pool of 64 (and a blocking thread), and 40 of them left everyone else waiting.
+    // Each asks for the whole blob and never reads a byte, holding the chunk its connection
+    // writes (of a shared pool of 32) until the server closes it: more of them than the pool
+    // holds must not leave everyone else waiting for the 60 s write-stall limit.
     let idle: Vec<TcpStream> = (0..80)
         .map(|_| {
             let mut s = TcpStream::connect(&served.addr).unwrap();
