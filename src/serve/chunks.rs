@@ -129,7 +129,12 @@ mod tests {
     fn buffers_are_reused_and_reads_ahead_leave_half_the_pool_to_first_chunks() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         let pool = Chunks::new(4 * CHUNK);
-        let a = pool.fill(pool.spare().unwrap(), 10, |b| Ok(b.fill(1))).unwrap();
+        let a = pool
+            .fill(pool.spare().unwrap(), 10, |b| {
+                b.fill(1);
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(a.as_ref(), &[1u8; 10][..]);
         let b = pool.fill(pool.spare().unwrap(), CHUNK * 2, |_| Ok(())).unwrap();
         assert_eq!(b.as_ref().len(), CHUNK, "a read never passes its chunk");
