@@ -5,7 +5,8 @@
 # A CNCF distribution registry on 127.0.0.1 holds N small images that share one base layer; a
 # latency-injecting TCP proxy (bench/latency_proxy.rs, no bandwidth cap) sits in front of it and
 # of the push targets, adding BENCH_WAN_DELAY_MS each way. Timed through the proxy:
-#   - airlock create -f LIST (every image, docker://) and airlock create --cache DIR (cold cache),
+#   - airlock create -f LIST (every image, docker://) and airlock create --cache DIR (a cold cache,
+#     emptied before each run, and a warm one, filled once before the first run),
 #   - skopeo sync of the same images into a dir (for comparison),
 #   - airlock push of that bundle into an empty registry (a fresh one per run), and again into a
 #     registry that holds everything,
@@ -16,7 +17,8 @@
 #
 # Settings (environment): BENCH_WAN_IMAGES=100, BENCH_WAN_DELAY_MS=25 (one way),
 # BENCH_WAN_BASE_KB=1024 (base layer content), BENCH_WAN_CONCURRENCY=16, BENCH_WAN_ROWS=all
-# (`create` times only the create rows, `push` only the push rows), and from bench/run.sh:
+# (`create` times only the create rows, `push` only the push rows), BENCH_WAN_SKOPEO=1 (0 leaves
+# out the skopeo sync row, the slowest by far), and from bench/run.sh:
 # BENCH_RUNS=3, BENCH_QUIET_WAIT=180, BENCH_KEEP=0, BENCH_AIRLOCK (a binary to use instead of
 # building one). Needs skopeo and docker-registry (scripts/peers.sh install); not root.
 set -euo pipefail
@@ -28,6 +30,7 @@ DELAY=${BENCH_WAN_DELAY_MS:-25}
 BASE_KB=${BENCH_WAN_BASE_KB:-1024}
 CONC=${BENCH_WAN_CONCURRENCY:-16}
 ROWS=${BENCH_WAN_ROWS:-all}
+SKOPEO=${BENCH_WAN_SKOPEO:-1}
 RUNS=${BENCH_RUNS:-3}
 KEEP=${BENCH_KEEP:-0}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
@@ -39,6 +42,7 @@ for v in IMAGES DELAY BASE_KB CONC RUNS QUIET_WAIT; do
 done
 [ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] && [ "$CONC" -ge 1 ] || die "images, runs and concurrency must be >= 1"
 [[ $ROWS =~ ^(all|create|push)$ ]] || die "BENCH_WAN_ROWS must be all, create or push, got '$ROWS'"
+[[ $SKOPEO =~ ^[01]$ ]] || die "BENCH_WAN_SKOPEO must be 0 or 1, got '$SKOPEO'"
 
 WORK=$(mktemp -d /tmp/awan.XXXXXX)
 # Every run imports the same bundle again: a state file of its own, never the user's, and
@@ -158,9 +162,22 @@ if [ "$ROWS" != push ]; then
   job wan_create_cache "$WORK/out/wc.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/wc.tar" \
     --cache "$WORK/out/cache" -f "$LIST"
   hooks wan_create_cache drop_cache ""
-  job wan_skopeo_sync "$WORK/out/sync" skopeo sync --src yaml --dest dir "$SYNC" "$WORK/out/sync"
-  run_jobs wan_create wan_create_cache wan_skopeo_sync
-  rm -rf "$WORK/out/wc.tar" "$WORK/out/sync" "$WORK/out/cache"
+  fill_cache() {
+    [ -d "$WORK/out/warm" ] && return
+    "$AIRLOCK" create -k ops.key -o "$WORK/out/ww.tar" --cache "$WORK/out/warm" -f "$LIST" \
+      >"$WORK/logs/fill-cache.log" 2>&1 || { tail "$WORK/logs/fill-cache.log" >&2; die "filling the cache failed"; }
+    rm -f "$WORK/out/ww.tar"
+  }
+  job wan_create_warm "$WORK/out/ww.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/ww.tar" \
+    --cache "$WORK/out/warm" -f "$LIST"
+  hooks wan_create_warm fill_cache ""
+  CREATE_JOBS=(wan_create wan_create_cache wan_create_warm)
+  if [ "$SKOPEO" = 1 ]; then
+    job wan_skopeo_sync "$WORK/out/sync" skopeo sync --src yaml --dest dir "$SYNC" "$WORK/out/sync"
+    CREATE_JOBS+=(wan_skopeo_sync)
+  fi
+  run_jobs "${CREATE_JOBS[@]}"
+  rm -rf "$WORK/out/wc.tar" "$WORK/out/ww.tar" "$WORK/out/sync" "$WORK/out/cache" "$WORK/out/warm"
 else
   "$AIRLOCK" create -k ops.key -o "$WORK/out/w.tar" -f "$LIST" >"$WORK/logs/w.log" 2>&1 ||
     { tail "$WORK/logs/w.log" >&2; die "airlock create of the bundle to push failed"; }
@@ -203,7 +220,8 @@ w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
   if [ "$ROWS" != push ]; then
     w "airlock create -f LIST" wan_create 2 2.5
     w "airlock create --cache DIR -f LIST (cold)" wan_create_cache 2 2.5
-    w "skopeo sync --src yaml --dest dir" wan_skopeo_sync 2 ""
+    w "airlock create --cache DIR -f LIST (warm)" wan_create_warm 2 2.5
+    if [ "$SKOPEO" = 1 ]; then w "skopeo sync --src yaml --dest dir" wan_skopeo_sync 2 ""; fi
   fi
   if [ "$ROWS" != create ]; then
     w "airlock push -> empty registry (cold)" wan_push_cold 3 4
