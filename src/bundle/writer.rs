@@ -24,7 +24,7 @@ use crate::bundle::views;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::{self, Parsed};
-use crate::plan::{Blob, Collection, Image, Opened};
+use crate::plan::{Blob, Collection, FileStamp, Image, Opened};
 use crate::progress::{Moving, Observer, Phase};
 use crate::transfer::Pool;
 use crate::volume::list::PartList;
@@ -136,12 +136,16 @@ static ZEROS: [u8; COPY_BUFFER] = [0; COPY_BUFFER];
 
 /// Streams one blob into its slot at `at`, verified against its digest on the way: a source that
 /// sends more than the blob's size fails before its excess is written, so a slot never overflows.
-/// A local copy this run has verified already (`--cache`) is copied in the kernel instead.
+/// A local copy this run has verified already (`--cache`) is copied in the kernel instead, if its
+/// stamp says it has not changed since.
 fn copy_blob(file: &Output, at: u64, blob: &Blob, moved: &(dyn Fn(u64) + Sync)) -> Result<()> {
     let d = &blob.descriptor;
-    if let Some(path) = blob.origin.verified_file() {
+    if let Some((path, stamp)) = blob.origin.verified_file() {
         let place = path.display().to_string();
         let src = fs_err::File::open(path).map_err(|e| Error::io(&place, e))?;
+        if FileStamp::of(&src.metadata().map_err(|e| Error::io(&place, e))?) != *stamp {
+            return Err(Error::integrity(place, format!("changed after it was checked against {}", d.digest)));
+        }
         return file.copy_file_at(src.file(), &place, d.size, at, moved);
     }
     let Opened { reader, blame } = blob.open()?;
@@ -334,6 +338,50 @@ mod tests {
         let sequential = sequential.into_inner().unwrap();
         assert_eq!(planned.len(), sequential.len());
         assert!(planned == sequential, "the planned archive differs from the sequential one");
+    }
+
+    #[test]
+    fn a_verified_copy_is_taken_as_it_is_but_one_replaced_since_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut coll = collection(&[70_000]);
+        let blob = coll.blobs.values_mut().next().unwrap();
+        let cached = dir.path().join("cached");
+        std::fs::write(&cached, blob.bytes().unwrap()).unwrap();
+        let stamp = FileStamp::of(&std::fs::metadata(&cached).unwrap());
+        blob.origin = Origin::Cached { path: cached.clone(), stamp };
+        let pool = Pool::new(2).unwrap();
+        let opts = WriteOptions {
+            created: 0,
+            position: position(),
+            key: &key(),
+            observer: &crate::progress::Silent,
+            check_layers: false,
+            pool: &pool,
+            delta: &Delta::full(),
+            split: None,
+        };
+        let out = dir.path().join("b.tar");
+        write(&coll, &out, &opts).unwrap();
+        let blob = coll.blobs.values().next().unwrap();
+        let bundle = std::fs::read(&out).unwrap();
+        let mut entries = tar::Archive::new(&bundle[..]);
+        let mut entry = entries
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_str() == Some(&blob.descriptor.digest.blob_path()))
+            .unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        assert!(data == std::fs::read(&cached).unwrap(), "the slot does not hold the copy");
+
+        let other = dir.path().join("other");
+        std::fs::write(&other, vec![7u8; 70_000]).unwrap();
+        std::fs::rename(&other, &cached).unwrap();
+        let err = write(&coll, &dir.path().join("c.tar"), &opts).unwrap_err();
+        assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");
+        assert!(err.to_string().contains("changed after it was checked"), "{err}");
+        assert!(!dir.path().join("c.tar").exists());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::digest::{Digest, Hasher, HashingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{Collection, Origin};
+use crate::plan::{Collection, FileStamp, Origin};
 use crate::progress::{self, Moving, Observer, Phase};
 use crate::registry::Client;
 use crate::source::registry::read_error;
@@ -57,24 +57,28 @@ impl Cache {
             .filter(|b| matches!(b.origin, Origin::Registry { .. }) && wanted(&b.descriptor.digest))
             .map(|b| (b.descriptor.digest.clone(), b.descriptor.size, b.origin.clone()))
             .collect();
-        pool.try_for_each(&todo, |(d, size, origin)| self.ensure(d, *size, origin))?;
-        for (d, _, _) in todo {
+        let stamps = pool.try_map(&todo, |(d, size, origin)| self.ensure(d, *size, origin))?;
+        for ((d, _, _), stamp) in todo.into_iter().zip(stamps) {
             let blob = coll.blobs.get_mut(&d).expect("collected");
-            blob.origin = Origin::Cached(self.path(&d));
+            blob.origin = Origin::Cached { path: self.path(&d), stamp };
         }
         Ok(())
     }
 
-    /// Makes sure the cache holds a verified copy of one blob.
-    fn ensure(&self, digest: &Digest, size: u64, origin: &Origin) -> Result<()> {
+    /// Makes sure the cache holds a verified copy of one blob; returns what identifies that copy.
+    fn ensure(&self, digest: &Digest, size: u64, origin: &Origin) -> Result<FileStamp> {
         let path = self.path(digest);
+        let at = || path.display().to_string();
         if path.exists() {
-            if hash_file(&path)? == (digest.clone(), size) {
-                return Ok(());
+            let (found, stamp) = hash_file(&path)?;
+            if found == (digest.clone(), size) {
+                return Ok(stamp);
             }
-            fs_err::remove_file(&path).at(|| path.display().to_string())?; // corrupt: fetch again
+            fs_err::remove_file(&path).at(at)?; // corrupt: fetch again
         }
-        let Origin::Registry { client, repo } = origin else { return Ok(()) };
+        let Origin::Registry { client, repo } = origin else {
+            return Err(Error::bad(at(), "only registry blobs are cached"));
+        };
         let partial = path.with_extension("partial");
         let have = usable_partial(&partial, size)?;
         let observer = &*self.observer;
@@ -83,8 +87,8 @@ impl Cache {
             Err(Error::Integrity { .. }) if have > 0 => fetch(client, repo, digest, size, &partial, 0, observer)?,
             other => other?,
         }
-        fs_err::rename(&partial, &path).at(|| path.display().to_string())?;
-        Ok(())
+        fs_err::rename(&partial, &path).at(at)?;
+        Ok(FileStamp::of(&fs_err::metadata(&path).at(at)?))
     }
 }
 
@@ -174,9 +178,12 @@ fn copy_hashed(src: &mut dyn Read, dst: &mut dyn Write, hasher: &mut Hasher, buf
     }
 }
 
-fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let f = fs_err::File::open(path).at(|| path.display().to_string())?;
-    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
-    io::copy(&mut r, &mut io::sink()).at(|| path.display().to_string())?;
-    Ok(r.finish())
+/// The digest and length of a file's bytes, and its stamp as it was hashed.
+fn hash_file(path: &Path) -> Result<((Digest, u64), FileStamp)> {
+    let at = || path.display().to_string();
+    let f = fs_err::File::open(path).at(at)?;
+    let mut r = HashingReader::new(io::BufReader::with_capacity(1 << 20, &f));
+    io::copy(&mut r, &mut io::sink()).at(at)?;
+    let found = r.finish();
+    Ok((found, FileStamp::of(&f.metadata().at(at)?)))
 }

@@ -17,7 +17,7 @@ use crate::source::stage::Stager;
 use crate::source::{self, ReadOptions, SourceSpec, Transport};
 use crate::transfer::Pool;
 
-pub use crate::source::{Blob, Found, Image, Opened, Origin};
+pub use crate::source::{Blob, FileStamp, Found, Image, Opened, Origin};
 
 /// Every image and blob read so far; each blob is held once.
 #[derive(Default)]

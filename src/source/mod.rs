@@ -210,9 +210,26 @@ pub enum Origin {
     /// A blob in a registry repository, streamed into the bundle when it is written.
     Registry { client: Arc<crate::registry::Client>, repo: String },
     /// A copy in the `--cache` directory that this run hashed against the blob's digest (as it
-    /// fetched it, or before reusing it): the bundle takes it with an in-kernel copy
-    /// ([`Origin::verified_file`]), not hashed again.
-    Cached(PathBuf),
+    /// fetched it, or before reusing it), as `stamp` found it then: the bundle takes it with an
+    /// in-kernel copy ([`Origin::verified_file`]), not hashed again.
+    Cached { path: PathBuf, stamp: FileStamp },
+}
+
+/// What tells a file changed since it was hashed, without reading it: its inode, length and
+/// modification time. A copy whose stamp moved is not taken on trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp { dev: meta.dev(), ino: meta.ino(), len: meta.len(), modified: meta.modified().ok() }
+    }
 }
 
 /// A blob opened for copying, and whom to blame when reading it fails.
@@ -235,10 +252,11 @@ impl Blame {
 
 impl Origin {
     /// A local file this run has already checked against the blob's digest, to be copied as it
-    /// is; `None` for every origin whose bytes must be verified as they are read.
-    pub fn verified_file(&self) -> Option<&Path> {
+    /// is if it still has the stamp it had then; `None` for every origin whose bytes must be
+    /// verified as they are read.
+    pub fn verified_file(&self) -> Option<(&Path, &FileStamp)> {
         match self {
-            Origin::Cached(path) => Some(path),
+            Origin::Cached { path, stamp } => Some((path, stamp)),
             _ => None,
         }
     }
@@ -255,7 +273,7 @@ impl Origin {
             Origin::Bytes(bytes) => {
                 Ok(Opened { reader: Box::new(io::Cursor::new(bytes.clone())), blame: local(digest.to_string()) })
             }
-            Origin::Staged(path) | Origin::Cached(path) => file(path),
+            Origin::Staged(path) | Origin::Cached { path, .. } => file(path),
             Origin::Store { store, path } => {
                 let (reader, _) = store.open(path)?;
                 Ok(Opened { reader, blame: local(store.place(path)) })
