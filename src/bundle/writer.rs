@@ -307,14 +307,11 @@ mod tests {
         SecretKey::from_box("k", &k.secret_box, || unreachable!()).unwrap()
     }
 
-    #[test]
-    fn the_planned_archive_is_the_sequential_ustar_archive_byte_for_byte() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("b.tar");
-        let coll = collection(&[0, 1, 511, 512, 513, 70_000, 300_000]);
+    /// Writes `coll` to `out`, one file, a fresh key, four workers.
+    fn write_plain(coll: &Collection, out: &Path, created: u64) -> Result<Written> {
         let pool = Pool::new(4).unwrap();
         let opts = WriteOptions {
-            created: 1_700_000_000,
+            created,
             position: position(),
             key: &key(),
             observer: &crate::progress::Silent,
@@ -323,7 +320,16 @@ mod tests {
             delta: &Delta::full(),
             split: None,
         };
-        write(&coll, &out, &opts).unwrap();
+        write(coll, out, &opts)
+    }
+
+    #[test]
+    fn the_planned_archive_is_the_sequential_ustar_archive_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("b.tar");
+        let coll = collection(&[0, 1, 511, 512, 513, 70_000, 300_000]);
+        let created = 1_700_000_000;
+        write_plain(&coll, &out, created).unwrap();
         let planned = std::fs::read(&out).unwrap();
 
         // The same entries, in the same order, through the tar crate's sequential writer.
@@ -349,19 +355,9 @@ mod tests {
         std::fs::write(&cached, blob.bytes().unwrap()).unwrap();
         let stamp = FileStamp::of(&std::fs::metadata(&cached).unwrap());
         blob.origin = Origin::Cached { path: cached.clone(), stamp };
-        let pool = Pool::new(2).unwrap();
-        let opts = WriteOptions {
-            created: 0,
-            position: position(),
-            key: &key(),
-            observer: &crate::progress::Silent,
-            check_layers: false,
-            pool: &pool,
-            delta: &Delta::full(),
-            split: None,
-        };
+        let created = 0;
         let out = dir.path().join("b.tar");
-        write(&coll, &out, &opts).unwrap();
+        write_plain(&coll, &out, created).unwrap();
         let blob = coll.blobs.values().next().unwrap();
         let bundle = std::fs::read(&out).unwrap();
         let mut entries = tar::Archive::new(&bundle[..]);
@@ -378,7 +374,7 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&other, vec![7u8; 70_000]).unwrap();
         std::fs::rename(&other, &cached).unwrap();
-        let err = write(&coll, &dir.path().join("c.tar"), &opts).unwrap_err();
+        let err = write_plain(&coll, &dir.path().join("c.tar"), created).unwrap_err();
         assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");
         assert!(err.to_string().contains("changed after it was checked"), "{err}");
         assert!(!dir.path().join("c.tar").exists());
@@ -392,18 +388,8 @@ mod tests {
         let victim = coll.blobs.values_mut().next().unwrap();
         victim.origin = Origin::Bytes(vec![7u8; victim.descriptor.size as usize].into());
         let digest = victim.descriptor.digest.clone();
-        let pool = Pool::new(2).unwrap();
-        let opts = WriteOptions {
-            created: 0,
-            position: position(),
-            key: &key(),
-            observer: &crate::progress::Silent,
-            check_layers: false,
-            pool: &pool,
-            delta: &Delta::full(),
-            split: None,
-        };
-        let err = write(&coll, &out, &opts).unwrap_err();
+        let created = 0;
+        let err = write_plain(&coll, &out, created).unwrap_err();
         assert_eq!(err.class(), crate::error::Class::Integrity, "{err}");
         assert!(err.to_string().starts_with(&format!("{digest}: digest mismatch")), "{err}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a partial bundle was left behind");
