@@ -4,8 +4,9 @@
 //! Every digest and size is known before the first blob byte arrives, so the archive is planned
 //! first (`Layout`: the offset of every entry) and the blobs are then copied into their slots
 //! at once, each on a worker of the transfer pool, hashed on the way; the index and its signature
-//! are written when every slot is verified. The output is byte for byte the sequential ustar
-//! archive of the same entries (sorted blobs, fixed headers), whatever order blobs arrive in.
+//! are written first, as they lead the archive, and the output is committed only when every slot
+//! is verified. The output is byte for byte the sequential ustar archive of the same entries
+//! (sorted blobs, fixed headers), whatever order blobs arrive in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -83,16 +84,18 @@ pub fn write(coll: &Collection, out: &Path, opts: &WriteOptions<'_>) -> Result<W
     let total = blobs.iter().map(|(_, b)| b.descriptor.size).sum();
     let moving = Moving::begin((), opts.observer, Phase::Write, &place(), total);
     let moved = |n: u64| moving.observer_moved(n);
+    // The small entries lead the archive: written first, so digests and parity of a split bundle
+    // follow the blobs as they land (nothing is visible before the commit).
+    for (at, path, bytes) in small {
+        put(file, at, path, bytes.len() as u64, opts.created)?;
+        file.write_all_at(bytes, at + BLOCK)?;
+    }
+    file.zeros(layout.archive_len() - 2 * BLOCK, 2 * BLOCK)?;
     opts.pool.try_for_each(&blobs, |(at, blob)| {
         let d = &blob.descriptor;
         put(file, *at, &d.digest.blob_path(), d.size, opts.created)?;
         copy_blob(file, at + BLOCK, blob, &moved)
     })?;
-    // The signed index goes in once every blob is in its slot and verified.
-    for (at, path, bytes) in small {
-        put(file, at, path, bytes.len() as u64, opts.created)?;
-        file.write_all_at(bytes, at + BLOCK)?;
-    }
     if opts.check_layers {
         let written = IndexedBundle::open(Arc::new(file.written()?), Trust::Insecure)?;
         super::layers::check_bundle(&written)?;
@@ -124,9 +127,10 @@ impl Layout {
     }
 }
 
-/// Writes an entry's header at `at`.
+/// Writes an entry's header at `at`; the padding after its data stays zeros.
 fn put(file: &Output, at: u64, path: &str, size: u64, mtime: u64) -> Result<()> {
-    file.write_all_at(header(path, size, mtime).as_bytes(), at)
+    file.write_all_at(header(path, size, mtime).as_bytes(), at)?;
+    file.zeros(at + BLOCK + size, size.next_multiple_of(BLOCK) - size)
 }
 
 /// Bytes copied per read: small enough that a pool of workers keeps memory flat.
@@ -163,6 +167,8 @@ fn copy_blob(file: &Output, at: u64, blob: &Blob, moved: &(dyn Fn(u64) + Sync)) 
         // sparse layer stays sparse in the bundle.
         if buf[..n] != ZEROS[..n] {
             file.write_all_at(&buf[..n], pos)?;
+        } else {
+            file.zeros(pos, n as u64)?;
         }
         pos += n as u64;
         moved(n as u64);

@@ -3,7 +3,7 @@
 //! Reed–Solomon parity over them, and `OUT.parts` (signed in `OUT.parts.minisig`) lists every
 //! part's size and sha256. This module names the parts ([`Names`]), parses sizes ([`size`]),
 //! owns the part list ([`list`]), writes parts ([`output`]), reads them back as one positional
-//! input ([`input`]), computes and uses parity ([`parity`], [`repair`]) and checks the output
+//! input ([`input`]), computes parity as the parts are written ([`sealer`], [`parity`]) and uses it ([`repair`]) and checks the output
 //! filesystem before a byte is written ([`preflight`]). See docs/bundle-format.md, "Volumes".
 
 pub mod input;
@@ -12,6 +12,7 @@ pub mod output;
 pub mod parity;
 pub mod preflight;
 pub mod repair;
+pub mod sealer;
 pub mod size;
 
 use std::path::{Path, PathBuf};

@@ -1,9 +1,10 @@
 //! Where the bundle writer puts its bytes: one file, or volumes of a fixed size. The writer plans
 //! the whole archive first and writes every piece at its offset ([`Output::write_all_at`]); here an
 //! archive offset becomes a part and an offset in it. Every part is an [`AtomicFile`]: a failure
-//! anywhere drops them all, so no partial part is left behind. A split bundle is committed by
-//! reading its parts back once for their digests and parity ([`parity::seal`]), then renaming
-//! the data and parity parts into place and writing the signed part list last.
+//! anywhere drops them all, so no partial part is left behind. A split bundle's digests and parity
+//! are made while it is written ([`Sealer`], told of every byte that is final, written or left as
+//! zeros); it is committed by renaming the data and parity parts into place and writing the
+//! signed part list last.
 
 use std::fs::File;
 use std::io;
@@ -14,7 +15,8 @@ use crate::bundle::sign::SecretKey;
 use crate::error::{Error, IoContext, Result};
 use crate::volume::input::Volumes;
 use crate::volume::list::{self, Parity, Part, PartList};
-use crate::volume::parity::{self, Shard};
+use crate::volume::parity;
+use crate::volume::sealer::{PartFile, Sealed, Sealer};
 use crate::volume::{MAX_PARITY, MAX_PARTS, Names, human, preflight};
 
 /// `--volume-size` and `--parity`.
@@ -26,6 +28,9 @@ pub struct Split {
 
 /// The bundle's files while they are written.
 pub struct Output {
+    /// Hashes the parts and folds them into parity as their bytes become final (split only).
+    /// First, so a failed write stops it before the files below are removed.
+    sealer: Option<Sealer>,
     dest: PathBuf,
     /// Data parts in order (one, holding everything, when not split).
     parts: Vec<AtomicFile>,
@@ -51,7 +56,8 @@ impl Output {
         let Some(s) = split else {
             let file = AtomicFile::create(dest)?;
             file.file().set_len(len).map_err(|e| write_error(&dest.display().to_string(), e))?;
-            return Ok(Output { dest: dest.to_owned(), parts: vec![file], parity: Vec::new(), split, len });
+            let parts = vec![file];
+            return Ok(Output { dest: dest.to_owned(), parts, parity: Vec::new(), split, len, sealer: None });
         };
         let names = Names::new(dest);
         let count = part_count(len, s.volume_size) as usize;
@@ -65,11 +71,26 @@ impl Output {
         let parts = sizes.enumerate().map(|(i, n)| sized(names.part(i), n)).collect::<Result<Vec<_>>>()?;
         let first = s.volume_size.min(len);
         let parity = (0..s.parity).map(|j| sized(names.parity(j), first)).collect::<Result<Vec<_>>>()?;
-        Ok(Output { dest: dest.to_owned(), parts, parity, split, len })
+        let handles = |files: &[AtomicFile]| -> Result<Vec<PartFile>> {
+            let dup = |f: &AtomicFile| f.file().try_clone().map(|file| PartFile { file, name: f.place() });
+            files.iter().map(|f| dup(f).map_err(|e| Error::io(f.place(), e))).collect()
+        };
+        let sealer = Sealer::start(len, s.volume_size, handles(&parts)?, handles(&parity)?)?;
+        Ok(Output { dest: dest.to_owned(), parts, parity, split, len, sealer: Some(sealer) })
     }
 
-    /// Writes `buf` at archive offset `at`, across parts as needed.
-    pub fn write_all_at(&self, mut buf: &[u8], mut at: u64) -> Result<()> {
+    /// Writes `buf` at archive offset `at`, across parts as needed. Each byte is written once.
+    pub fn write_all_at(&self, buf: &[u8], at: u64) -> Result<()> {
+        self.write_parts(buf, at)?;
+        self.zeros(at, buf.len() as u64)
+    }
+
+    /// Bytes `at..at + n` stay zeros (padding, a hole): they are final as they are.
+    pub fn zeros(&self, at: u64, n: u64) -> Result<()> {
+        self.sealer.as_ref().map_or(Ok(()), |s| s.filled(at, n))
+    }
+
+    fn write_parts(&self, mut buf: &[u8], mut at: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
         let volume = self.split.map_or(u64::MAX, |s| s.volume_size);
         while !buf.is_empty() {
@@ -135,26 +156,23 @@ impl Output {
         Ok((self.len, Some(list)))
     }
 
-    /// Reads the data parts back once: their digests, and the parity parts written from them.
-    fn seal(&self, bundle_id: &str, split: Split) -> Result<PartList> {
-        fn shard(f: &AtomicFile) -> Result<Shard<'_>> {
-            let len = f.file().metadata().at(|| f.place())?.len();
-            Ok(Shard { file: f.file(), len, name: f.place() })
-        }
-        let data = self.parts.iter().map(shard).collect::<Result<Vec<_>>>()?;
-        let parity = self.parity.iter().map(shard).collect::<Result<Vec<_>>>()?;
-        let (sums, parity_sums) = parity::seal(&data, &parity)?;
-        let entries = |shards: &[Shard<'_>], sums: Vec<_>| -> Vec<Part> {
-            shards.iter().zip(sums).map(|(s, digest)| Part { size: s.len, digest }).collect()
+    /// Waits for the sealer to finish: the part list of what was written.
+    fn seal(&mut self, bundle_id: &str, split: Split) -> Result<PartList> {
+        let Sealed { data, parity } = self.sealer.take().expect("a split output has a sealer").finish()?;
+        let entries = |files: &[AtomicFile], sums: Vec<_>| -> Result<Vec<Part>> {
+            let size = |f: &AtomicFile| f.file().metadata().at(|| f.place()).map(|m| m.len());
+            files.iter().zip(sums).map(|(f, digest)| Ok(Part { size: size(f)?, digest })).collect()
         };
-        let parity = (split.parity > 0)
-            .then(|| Parity { scheme: list::PARITY_SCHEME.into(), parts: entries(&parity, parity_sums) });
+        let parity = match split.parity {
+            0 => None,
+            _ => Some(Parity { scheme: list::PARITY_SCHEME.into(), parts: entries(&self.parity, parity)? }),
+        };
         Ok(PartList {
             media_type: list::MEDIA_TYPE.into(),
             bundle_id: bundle_id.to_owned(),
             bundle_bytes: self.len,
             volume_size: split.volume_size,
-            parts: entries(&data, sums),
+            parts: entries(&self.parts, data)?,
             parity,
         })
     }

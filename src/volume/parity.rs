@@ -8,15 +8,14 @@
 //! compatible with both), so another implementation can rebuild a part from the format document
 //! alone. At most [`MAX_SHARDS`] parts in all.
 //!
-//! Each part's sha256 is computed in the same pass that makes parity: the parts are written by
-//! positional writes in no particular order, so their digests need the written bytes read back
-//! once anyway; parity rides on that read instead of a second one.
+//! `create` makes parity while the parts are written, one data part at a time, with the matrix's
+//! [`Coefficients`] ([`crate::volume::sealer`]); [`rebuild`] decodes stripe by stripe.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use rayon::prelude::*;
-use reed_solomon_erasure::galois_8::ReedSolomon;
+use reed_solomon_erasure::galois_8::{self, ReedSolomon};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
@@ -45,26 +44,37 @@ pub fn code(data: usize, parity: usize) -> Result<ReedSolomon> {
     })
 }
 
-/// Reads every data part once, stripe by stripe; returns each part's digest and, when `parity`
-/// is not empty, writes the parity parts (as long as the first data part) and returns theirs.
-pub fn seal(data: &[Shard<'_>], parity: &[Shard<'_>]) -> Result<(Vec<Digest>, Vec<Digest>)> {
-    let rs = if parity.is_empty() { None } else { Some(code(data.len(), parity.len())?) };
-    let shard_len = data.first().map_or(0, |s| s.len);
-    let mut bufs = vec![Vec::new(); data.len()];
-    let mut out = vec![Vec::new(); parity.len()];
-    let mut sums = vec![Hasher::default(); data.len()];
-    let mut parity_sums = vec![Hasher::default(); parity.len()];
-    for at in (0..shard_len).step_by(STRIPE) {
-        let chunk = STRIPE.min((shard_len - at) as usize);
-        read_stripe(data, &mut bufs, at, chunk)?;
-        data.par_iter().zip(&bufs).zip(&mut sums).for_each(|((s, b), h)| h.update(&b[..real(s, at, chunk)]));
-        let Some(rs) = &rs else { continue };
-        out.iter_mut().for_each(|b| b.resize(chunk, 0));
-        rs.encode_sep(&bufs, &mut out).map_err(|e| Error::bad("parity", format!("{e:?}")))?;
-        write_stripe(parity, &out, &mut parity_sums, at)?;
+/// Row `j` of the code's parity matrix, one coefficient per data part: parity part `j` is the sum
+/// (XOR) over data parts `i` of `c[j][i]·part[i]`, bytewise in GF(2^8). Streaming encoders
+/// ([`crate::volume::sealer`]) fold parts in one at a time with it.
+pub struct Coefficients {
+    rows: Vec<Vec<u8>>,
+}
+
+/// The coefficients of the code for `data` data parts and `parity` parity parts, read off the
+/// crate's encoder by encoding each unit vector, so they are its matrix by construction.
+pub fn coefficients(data: usize, parity: usize) -> Result<Coefficients> {
+    let rs = code(data, parity)?;
+    let mut rows = vec![vec![0u8; data]; parity];
+    for i in 0..data {
+        let unit: Vec<[u8; 1]> = (0..data).map(|k| [u8::from(k == i)]).collect();
+        let mut out = vec![[0u8; 1]; parity];
+        rs.encode_sep(&unit, &mut out).map_err(|e| Error::bad("parity", format!("{e:?}")))?;
+        out.iter().zip(&mut rows).for_each(|(o, row)| row[i] = o[0]);
     }
-    let done = |v: Vec<Hasher>| v.into_iter().map(|h| h.finish().0).collect();
-    Ok((done(sums), done(parity_sums)))
+    Ok(Coefficients { rows })
+}
+
+impl Coefficients {
+    /// `out = c[j][i]·input`.
+    pub fn mul(&self, j: usize, i: usize, input: &[u8], out: &mut [u8]) {
+        galois_8::mul_slice(self.rows[j][i], input, out);
+    }
+
+    /// `out += c[j][i]·input`.
+    pub fn mul_xor(&self, j: usize, i: usize, input: &[u8], out: &mut [u8]) {
+        galois_8::mul_slice_xor(self.rows[j][i], input, out);
+    }
 }
 
 /// How many of a stripe's `chunk` bytes at `at` are the shard's own (the rest is padding).
@@ -117,17 +127,32 @@ pub fn rebuild(data: usize, shards: &[Option<Shard<'_>>], lost: &[(usize, Shard<
     Ok(sums.into_iter().map(|h| h.finish().0).collect())
 }
 
-/// Encodes `mib` MiB of data held in `data` parts into `parity` parts, stripe by stripe as
-/// [`seal`] does, for bench/parity_speed.rs to time; returns the data bytes encoded.
+/// Encodes `mib` MiB of data held in `data` parts into `parity` parts, one data stripe at a time
+/// as [`crate::volume::sealer`] folds them in, for bench/parity_speed.rs to time; returns the
+/// data bytes encoded.
 pub fn encode_for_bench(data: usize, parity: usize, mib: usize) -> Result<u64> {
-    let rs = code(data, parity)?;
+    let code = coefficients(data, parity)?;
     let bufs: Vec<Vec<u8>> = (0..data).map(|i| (0..STRIPE).map(|j| (i * 31 + j * 7) as u8).collect()).collect();
     let mut out = vec![vec![0u8; STRIPE]; parity];
     let rounds = ((mib << 20) / (STRIPE * data)).max(1);
     for _ in 0..rounds {
-        rs.encode_sep(&bufs, &mut out).map_err(|e| Error::bad("parity", format!("{e:?}")))?;
+        for (i, b) in bufs.iter().enumerate() {
+            for (j, o) in out.iter_mut().enumerate() {
+                if i == 0 { code.mul(j, i, b, o) } else { code.mul_xor(j, i, b, o) }
+            }
+        }
     }
     Ok((rounds * STRIPE * data) as u64)
+}
+
+/// The batch encoding of whole parts (shorter ones padded with zeros), for tests to compare with.
+#[cfg(test)]
+pub(crate) fn encode_whole(parts: &[&[u8]], parity: usize) -> Vec<Vec<u8>> {
+    let len = parts[0].len();
+    let padded: Vec<Vec<u8>> = parts.iter().map(|p| [*p, &vec![0; len - p.len()]].concat()).collect();
+    let mut out = vec![vec![0u8; len]; parity];
+    code(parts.len(), parity).unwrap().encode_sep(&padded, &mut out).unwrap();
+    out
 }
 
 #[cfg(test)]
@@ -150,11 +175,8 @@ mod tests {
         let parts: Vec<Vec<u8>> =
             sizes.iter().enumerate().map(|(i, &n)| (0..n).map(|j| (j * 13 + i) as u8).collect()).collect();
         let files: Vec<File> = parts.iter().map(|p| file(p)).collect();
-        let parity_files = [tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap()];
-        let data: Vec<Shard<'_>> = files.iter().zip(sizes).map(|(f, n)| shard(f, n)).collect();
-        let par: Vec<Shard<'_>> = parity_files.iter().map(|f| shard(f, sizes[0])).collect();
-        let (sums, _) = seal(&data, &par).unwrap();
-        assert_eq!(sums[2], Digest::of_bytes(&parts[2]));
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let parity_files: Vec<File> = encode_whole(&slices, 2).iter().map(|p| file(p)).collect();
 
         // Data parts 1 and 2 lost: rebuilt from part 0 and the two parity parts.
         let rebuilt = [tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap()];
