@@ -42,7 +42,7 @@
 #   BENCH_SERVE=1          0 skips the serve rows (bench/serve.sh: airlock serve's start, full-blob
 #                          GET against sha256, 50 clients' RSS, a manifest's time to first byte)
 #   BENCH_VOLUMES=1        0 skips the volume rows (bench/volumes.sh: parity encoding per core,
-#                          create split and with parity)
+#                          create split and with parity, against one file and sha256)
 #
 # `bench/run.sh wan` runs only the WAN rows (bench/wan.sh; no root needed); `bench/run.sh delta`
 # only the delta rows (bench/delta.sh; no root needed); `bench/run.sh serve` only the serve rows
@@ -523,8 +523,8 @@ if [ "$DELTA" = 1 ]; then
   say "delta rows (bench/delta.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/delta.sh"
 fi
-# split bundles and parity: encoding speed per core, and what the read-back pass costs (runs alone
-# as bench/volumes.sh).
+# split bundles and parity: encoding speed per core, create split and with parity against one file
+# and against sha256 in the same run (runs alone as bench/volumes.sh).
 if [ "$VOLUMES" = 1 ]; then
   say "volume rows (bench/volumes.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/volumes.sh"

@@ -2,33 +2,48 @@
 # bench/volumes.sh - split bundles and parity (`bench/run.sh volumes` runs it alone; a full
 # bench/run.sh runs it after its own rows unless BENCH_VOLUMES=0).
 #
-#   - Reed–Solomon parity encoding speed per CPU-second of one core (bench/parity_speed.rs: the encoder
-#     `create --parity` uses, 256 KiB stripes of k=8 data parts, N = 1, 2, 4);
+#   - Reed–Solomon parity encoding speed per CPU-second of one core (bench/parity_speed.rs: the
+#     kernel `create --parity` folds each data part in with, 256 KiB stripes, k=8, N = 1, 2, 4);
+#   - `openssl speed -evp sha256` on one core, in the same run (before and after the creates):
+#     every byte of a split bundle is hashed once more for its part's sha256, so sha256 is the
+#     ceiling the split rows are compared with;
 #   - airlock create of one image with a single BENCH_VOLUMES_MB MiB incompressible layer
-#     (--compression none), unsplit, then --volume-size 256M, then --volume-size 256M --parity 2:
-#     the difference is the read-back pass that hashes the parts and computes parity.
+#     (--compression none): one file, then --volume-size 256M, then with --parity 1 and 2. The
+#     split rows hash the parts and fold parity while the parts are written (no read-back pass):
+#     each is printed with its time as a ratio of the one-file create and its rate as a ratio of
+#     sha256 on one core.
 #
-# Settings (environment): BENCH_VOLUMES_MB=1024, BENCH_RUNS=3 (fastest run kept), BENCH_KEEP=0,
-# BENCH_AIRLOCK (a binary to use instead of building one). Needs nothing but airlock and python3.
+# Timed as bench/run.sh times (bench/lib.sh: the fastest of BENCH_RUNS interleaved rounds, each
+# after a wait for a quiet machine, rerun when other processes disturbed it). Settings
+# (environment): BENCH_VOLUMES_MB=1024, and from bench/run.sh: BENCH_RUNS=3, BENCH_QUIET_WAIT=180,
+# BENCH_KEEP=0, BENCH_AIRLOCK (a binary to use instead of building one). Needs airlock, python3,
+# openssl and /usr/bin/time; not root.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 MB=${BENCH_VOLUMES_MB:-1024}
 RUNS=${BENCH_RUNS:-3}
 KEEP=${BENCH_KEEP:-0}
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
 
-cd "$ROOT"
-say "parity encoding, one core"
-nice -n 19 cargo run --quiet --release --example parity_speed -- 8 4096
-AIRLOCK=${BENCH_AIRLOCK:-}
-if [ -z "$AIRLOCK" ]; then
-  cargo build --quiet --release
-  AIRLOCK=$ROOT/target/release/airlock
-fi
+die() { echo "bench: $*" >&2; exit 1; }
+say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+for v in MB RUNS QUIET_WAIT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+done
+[ "$RUNS" -ge 1 ] || die "runs must be >= 1"
 
 WORK=$(mktemp -d /tmp/airlock-bench-volumes.XXXXXX)
-[ "$KEEP" = 1 ] || trap 'rm -rf "$WORK"' EXIT
+cleanup() { if [ "$KEEP" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi; }
+trap cleanup EXIT
+mkdir -p "$WORK/logs" "$WORK/out"
+. "$ROOT/bench/lib.sh"
+[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+
+pick_airlock
+say "parity encoding, one core"
+PARITY=$(cd "$ROOT" && nice -n 19 cargo run --quiet --release --example parity_speed -- 8 4096)
+
 say "a docker save with one ${MB} MiB random layer"
 python3 - "$WORK/save.tar" "$MB" <<'PY'
 import hashlib, io, json, os, sys, tarfile
@@ -38,6 +53,7 @@ with tarfile.open(layer, "w", format=tarfile.USTAR_FORMAT) as t:
     info = tarfile.TarInfo("data.bin"); info.size = mb << 20
     class R(io.RawIOBase):
         left = info.size
+        def readable(self): return True
         def readinto(self, b):
             n = min(len(b), self.left); b[:n] = os.urandom(n); self.left -= n; return n
     t.addfile(info, io.BufferedReader(R(), 1 << 20))
@@ -54,19 +70,48 @@ with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as t:
     t.add(layer, diff + "/layer.tar")
 os.remove(layer)
 PY
-"$AIRLOCK" keygen --no-password -o "$WORK/k" >/dev/null
+cd "$WORK/out"
+"$AIRLOCK" keygen --no-password -o k >/dev/null 2>&1
+warm "$WORK/save.tar"
 
-best() { # LABEL ARGS…: the fastest of RUNS creates, in seconds
-  local label=$1 t b=""; shift
-  for _ in $(seq "$RUNS"); do
-    rm -rf "$WORK/out" && mkdir "$WORK/out"
-    t=$( { /usr/bin/env time -f %e "$AIRLOCK" create -k "$WORK/k.key" -o "$WORK/out/b.tar" --compression none \
-      "$@" "docker-archive:$WORK/save.tar" >/dev/null; } 2>&1 | tail -1)
-    b=$(awk -v a="$t" -v b="$b" 'BEGIN { print (b == "" || a < b) ? a : b }')
-  done
-  printf '%-48s %7s s  %6.0f MB/s\n' "$label" "$b" "$(awk -v s="$b" -v m="$MB" 'BEGIN { print m * 1.048576 / s }')"
+sha() {
+  openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null |
+    awk '/^sha256/ { sub(/k$/, "", $2); printf "%.3f", $2 * 1000 / 1e9 }'
 }
-say "create, fastest of $RUNS"
-best "create (one file)"
-best "create --volume-size 256M" --volume-size 256M
-best "create --volume-size 256M --parity 2" --volume-size 256M --parity 2
+CREATE=("$AIRLOCK" create -k k.key --created 2026-01-01T00:00:00Z --compression none)
+SRC=docker-archive:$WORK/save.tar
+job one - "${CREATE[@]}" -o one/b.tar "$SRC"
+job split - "${CREATE[@]}" -o split/b.tar --volume-size 256M "$SRC"
+job parity1 - "${CREATE[@]}" -o parity1/b.tar --volume-size 256M --parity 1 "$SRC"
+job parity2 - "${CREATE[@]}" -o parity2/b.tar --volume-size 256M --parity 2 "$SRC"
+# Each run writes into an empty directory named after its job, gone after the run (disk space).
+fresh() { rm -rf "${1%.*}" && mkdir "${1%.*}"; }
+gone() { rm -rf "${1%.*}"; }
+for n in one split parity1 parity2; do hooks "$n" fresh gone; done
+say "create, fastest of $RUNS rounds, against openssl speed -evp sha256"
+quiet
+SHA0=$(sha)
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+run_jobs one split parity1 parity2
+LOAD1=$(cut -d' ' -f1 /proc/loadavg)
+SHA1=$(sha)
+SHA=$(awk -v a="$SHA0" -v b="$SHA1" 'BEGIN { printf "%.3f", (a > b) ? a : b }')
+BYTES=$((MB << 20))
+
+echo
+echo "split bundles and parity: one ${MB} MiB layer, --compression none, $REV, best of $RUNS"
+echo "$PARITY"
+printf '%-44s %8s %8s %10s %14s\n' "create" "wall s" "cpu s" "MB/s" "x one file / x sha256"
+for n in one split parity1 parity2; do
+  case $n in
+    one) label="one file" ;;
+    split) label="--volume-size 256M" ;;
+    parity1) label="--volume-size 256M --parity 1" ;;
+    parity2) label="--volume-size 256M --parity 2" ;;
+  esac
+  rate=$(mbps "$BYTES" "${WALL[$n]}")
+  printf '%-44s %8s %8s %10s %7s / %5s\n' "$label" "${WALL[$n]}" "${CPU[$n]}" "$rate" \
+    "$(ratio "${WALL[$n]}" "${WALL[one]}")" "$(awk -v r="$rate" -v s="$SHA" 'BEGIN { printf "%.2f", r / 1000 / s }')"
+done
+printf '%-44s %s\n' "openssl speed -evp sha256, 16 KiB, one core" "$SHA0 / $SHA1 GB/s (before/after)"
+printf '%-44s %s\n' "load average" "$LOAD0 / $LOAD1 (before/after)"

@@ -143,15 +143,26 @@ impl Output {
         };
         let list = self.seal(bundle_id, split)?;
         let names = Names::new(&self.dest);
+        let (bytes, sig) = list.sign(key, created);
+        let (sig, list_file) =
+            (written_whole(&names.signature(), sig.as_bytes())?, written_whole(&names.list(), &bytes)?);
         // An earlier part list at this name would vouch for none of the new parts: it goes first,
         // so a run stopped among the renames leaves parts without a list, never a wrong list.
         let _ = fs_err::remove_file(names.list());
-        for file in self.parts.into_iter().chain(self.parity) {
-            file.commit(0o644)?;
+        let parts = self.parts.into_iter().enumerate().map(|(i, f)| (f, names.part(i)));
+        let parity = self.parity.into_iter().enumerate().map(|(j, f)| (f, names.parity(j)));
+        let small = [(sig, names.signature()), (list_file, names.list())];
+        let mut placed = Vec::new();
+        for (file, path) in parts.chain(parity).chain(small) {
+            if let Err(e) = file.commit(0o644) {
+                // No part of a bundle whose part list did not make it stays behind.
+                for p in &placed {
+                    let _ = fs_err::remove_file(p);
+                }
+                return Err(e);
+            }
+            placed.push(path);
         }
-        let (bytes, sig) = list.sign(key, created);
-        write_whole(&names.signature(), sig.as_bytes())?;
-        write_whole(&names.list(), &bytes)?;
         remove_stale(&names, list.parts.len(), split.parity);
         Ok((self.len, Some(list)))
     }
@@ -232,12 +243,12 @@ fn copy_in_kernel(
     Ok(from)
 }
 
-/// A small file written whole and atomically.
-fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A small file written whole under a temporary name, for [`AtomicFile::commit`] to put in place.
+fn written_whole(path: &Path, bytes: &[u8]) -> Result<AtomicFile> {
     use std::io::Write;
     let file = AtomicFile::create(path)?;
     file.file().write_all(bytes).map_err(|e| write_error(&file.place(), e))?;
-    file.commit(0o644).map(drop)
+    Ok(file)
 }
 
 /// Parts of an earlier, longer split of the same name would be taken for this one's by `cat

@@ -116,7 +116,11 @@ impl Sealer {
     pub fn finish(mut self) -> Result<Sealed> {
         self.close();
         let thread = self.thread.take().expect("joined once");
-        thread.join().unwrap_or_else(|_| Err(Error::bad("parity", "the parity thread panicked")))
+        let result = thread.join().unwrap_or_else(|_| Err(Error::bad("parity", "the parity thread panicked")));
+        match self.shared.filled.lock().unwrap_or_else(|e| e.into_inner()).failed.take() {
+            Some(e) => Err(e),
+            None => result,
+        }
     }
 
     fn close(&self) {
@@ -146,13 +150,12 @@ struct Follower {
 }
 
 impl Follower {
+    /// Follows the writes; a failure is left for whoever asks first, a writer or the commit.
     fn run(self) -> Result<Sealed> {
-        let result = self.follow();
-        if let Err(e) = &result {
-            let mut f = self.shared.filled.lock().unwrap_or_else(|e| e.into_inner());
-            f.failed = Some(Error::bad("parity", format!("stopped: {e}")));
-        }
-        result
+        self.follow().map_err(|e| {
+            self.shared.filled.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(e);
+            Error::bad(self.data[0].name.clone(), "the parity thread stopped after an error")
+        })
     }
 
     fn follow(&self) -> Result<Sealed> {
@@ -168,11 +171,13 @@ impl Follower {
                 let data = &mut buf[..n];
                 let f = &self.data[part];
                 f.file.read_exact_at(data, off).map_err(|e| Error::io(&f.name, e))?;
-                let (hashed, folding) = rayon::join(
+                let data = &*data;
+                // The hash and the parity of a chunk on two cores.
+                let ((), folding) = rayon::join(
                     || sums[part].update(data),
                     || self.fold(part, off, data, &mut folded, &mut parity_sums),
                 );
-                (hashed, folding?);
+                folding?;
                 sealed += n as u64;
             }
         }

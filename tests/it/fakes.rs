@@ -228,3 +228,64 @@ fn answer(mut conn: impl Read + Write, respond: &impl Fn(&str) -> String, log: &
 pub(crate) fn reply(status: &str, headers: &str, body: &str) -> String {
     format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }
+
+/// Forwards connections to `upstream` and holds the first answer that has carried `after` bytes
+/// until [`PausingProxy::resume`]: a download that stalls midway, so a test can change the world
+/// (fill a disk) while a command is in the middle of writing.
+pub(crate) struct PausingProxy {
+    pub port: u16,
+    gate: Arc<(Mutex<(bool, bool)>, std::sync::Condvar)>,
+}
+
+impl PausingProxy {
+    pub(crate) fn start(upstream: String, after: u64) -> PausingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let gate = Arc::new((Mutex::new((false, false)), std::sync::Condvar::new()));
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else { return };
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let g = g.clone();
+                std::thread::spawn(move || pump_pausing(server2, client2, after, &g));
+                std::thread::spawn(move || pump(client, server, None));
+            }
+        });
+        PausingProxy { port, gate }
+    }
+
+    /// Waits up to `limit` for an answer to be held; whether one was.
+    pub(crate) fn paused(&self, limit: std::time::Duration) -> bool {
+        let (lock, moved) = &*self.gate;
+        let held = lock.lock().unwrap();
+        moved.wait_timeout_while(held, limit, |(paused, _)| !*paused).unwrap().0.0
+    }
+
+    pub(crate) fn resume(&self) {
+        let (lock, moved) = &*self.gate;
+        lock.lock().unwrap().1 = true;
+        moved.notify_all();
+    }
+}
+
+/// [`pump`] that, once `after` bytes have passed, waits for the gate to open (first pause only).
+fn pump_pausing(mut from: TcpStream, mut to: TcpStream, after: u64, gate: &(Mutex<(bool, bool)>, std::sync::Condvar)) {
+    let mut buf = [0u8; 16 << 10];
+    let mut carried = 0;
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        carried += n as u64;
+        let (lock, moved) = gate;
+        let mut state = lock.lock().unwrap();
+        if carried > after && !state.0 {
+            state.0 = true;
+            moved.notify_all();
+            drop(moved.wait_while(state, |(_, open)| !*open).unwrap());
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}

@@ -250,7 +250,7 @@ fn create_from_a_registry_that_never_answers_fails_within_its_timeout() {
 
 /// A registry holding one image of two 4 MiB incompressible layers; returns the `docker://`
 /// source and the raw manifest.
-fn big_image(env: &Env, reg: &Registry) -> (String, Value) {
+pub(crate) fn big_image(env: &Env, reg: &Registry) -> (String, Value) {
     crate::common::big_layout(&env.path("big"), 2, 4 << 20);
     let layout = format!("oci:{}:example.com/big/image:1", env.path("big").display());
     let dest = format!("docker://{}/src/big:1", reg.host);

@@ -306,6 +306,44 @@ fn a_full_filesystem_is_caught_before_a_byte_is_written() {
     env.run(&split).fails(EXIT_IO, &["not enough space"]);
 }
 
+/// Writes zeros to `path` until the filesystem is full: another program taking the space.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn a_disk_filled_by_another_program_midway_leaves_no_part_and_names_the_limit() {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    let reg = Registry::start(&[]);
+    crate::registry_source::big_image(&env, &reg);
+    let Some(_mnt) = Mount::tmpfs(env.path("stick"), "32m") else { return };
+    // The source stalls 2 MiB into a layer: the pre-flight has passed and parts are being written.
+    let proxy = crate::fakes::PausingProxy::start(reg.host.clone(), 2 << 20);
+    let src = format!("docker://127.0.0.1:{}/src/big:1", proxy.port);
+    let args = ["create", "-k", "ops.key", "-o", "stick/b.tar", "--volume-size", "3M", "--parity", "2", "--jobs", "1"];
+    let out = std::process::Stdio::piped;
+    let create = env.cmd().args(args).arg(&src).stdout(out()).stderr(out()).spawn().unwrap();
+    assert!(proxy.paused(std::time::Duration::from_secs(60)), "create never reached a layer");
+    assert!(std::fs::read_dir(env.path("stick")).unwrap().count() > 0, "nothing written before the stall");
+    fill(&env.path("stick/other"));
+    proxy.resume();
+    let run = crate::common::Run::from_output(create.wait_with_output().unwrap());
+    run.fails(
+        EXIT_IO,
+        &["stick/b.tar.", "the output filesystem is full (ENOSPC)", "every part written so far was removed"],
+    );
+    let left: Vec<_> = std::fs::read_dir(env.path("stick")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["other"], "parts left behind");
+}
+
 #[test]
 fn a_fat32_stick_takes_volumes_and_refuses_a_bundle_it_cannot_hold() {
     if skip_without(&[Peer::Vfat]) {
