@@ -5,8 +5,8 @@
 //! speed. A [`HashPool`] moves the hashing onto worker threads: the reader fills large owned
 //! buffers, drawn from a fixed set so memory stays bounded whatever the blob size, hands each to
 //! the worker hashing that blob, and reads on while it hashes. Different blobs go to different
-//! workers, so blobs read from different places of one file ([`check_ranges`], positional reads) hash
-//! on every core at once. A [`Pending`] result turns a size or digest mismatch into the same
+//! workers. Blobs read from different places of one file are checked by [`check_ranges`] instead,
+//! each thread reading and hashing its own (positional reads). A [`Pending`] result turns a size or digest mismatch into the same
 //! [`Mismatch`] error a [`crate::digest::VerifyingReader`] gives.
 
 use std::collections::VecDeque;
@@ -17,7 +17,9 @@ use std::thread::{self, JoinHandle};
 
 use crate::archive::read_some;
 use crate::digest::{Digest, Hasher, Mismatch};
-use crate::local_file::ReadAt;
+
+mod ranges;
+pub use ranges::{Range, check_ranges};
 
 /// Size of one buffer: large enough that a read or a hand-over costs nothing next to hashing it,
 /// small enough that the few in flight stay in the CPU's cache until they are hashed (with 14
@@ -29,7 +31,6 @@ pub struct HashPool {
     jobs: Option<Sender<Job>>,
     buffers: Arc<Buffers>,
     workers: Vec<JoinHandle<()>>,
-    threads: usize,
 }
 
 /// One blob's stream of filled buffers and where its digest goes.
@@ -47,8 +48,13 @@ struct Chunk {
 
 impl Default for HashPool {
     fn default() -> Self {
-        Self::new(thread::available_parallelism().map_or(2, |n| n.get()).min(16))
+        Self::new(cores())
     }
+}
+
+/// How many threads hash at once: one per core, at most 16.
+pub fn cores() -> usize {
+    thread::available_parallelism().map_or(2, |n| n.get()).min(16)
 }
 
 impl HashPool {
@@ -63,7 +69,7 @@ impl HashPool {
                 thread::spawn(move || work(&rx, &buffers))
             })
             .collect();
-        HashPool { jobs: Some(tx), buffers, workers, threads }
+        HashPool { jobs: Some(tx), buffers, workers }
     }
 
     /// Hashes everything read from `src`, on a worker, while the caller reads it through the
@@ -312,82 +318,6 @@ impl<T> Queue<T> {
     }
 }
 
-/// One stretch of a file whose size and digest are known.
-pub struct Range<T> {
-    pub offset: u64,
-    pub size: u64,
-    pub digest: Digest,
-    /// What the caller names the stretch by in an error.
-    pub tag: T,
-}
-
-/// Checks every range of `file` with positional reads, largest first, as many at once as the pool
-/// has workers, so a bundle takes little more than the time of its largest blob; `moved` hears of
-/// every read. Returns the first failure found.
-pub fn check_ranges<'r, T: Sync>(
-    pool: &HashPool,
-    file: &dyn ReadAt,
-    ranges: &'r [Range<T>],
-    moved: &(dyn Fn(u64) + Sync),
-) -> Result<(), (&'r T, io::Error)> {
-    let mut order: Vec<&Range<T>> = ranges.iter().collect();
-    order.sort_by_key(|r| r.size);
-    let todo = Mutex::new(order);
-    let failed = Mutex::new(None);
-    let next = || {
-        let none_failed = failed.lock().unwrap_or_else(PoisonError::into_inner).is_none();
-        none_failed.then(|| todo.lock().unwrap_or_else(PoisonError::into_inner).pop()).flatten()
-    };
-    let fail = |r: &'r Range<T>, e| {
-        failed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert((&r.tag, e));
-    };
-    thread::scope(|s| {
-        for _ in 0..pool.threads {
-            s.spawn(|| {
-                let mut pending = VecDeque::new();
-                while let Some(r) = next() {
-                    let at = At { file, pos: r.offset, end: r.offset.saturating_add(r.size), moved };
-                    match pool.feed(at).finish() {
-                        Ok(p) => pending.push_back((r, p)),
-                        Err(e) => fail(r, e),
-                    }
-                }
-                for (r, p) in pending {
-                    if let Err(e) = p.check(&r.digest, r.size) {
-                        fail(r, e);
-                    }
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
-        Some(failure) => Err(failure),
-        None => Ok(()),
-    }
-}
-
-/// Reads `file` from `pos` up to `end` with positional reads (no shared cursor).
-struct At<'f> {
-    file: &'f dyn ReadAt,
-    pos: u64,
-    end: u64,
-    moved: &'f (dyn Fn(u64) + Sync),
-}
-
-impl Read for At<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = usize::try_from(self.end - self.pos).unwrap_or(usize::MAX);
-        let want = buf.len().min(left);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        (self.moved)(n as u64);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,29 +353,5 @@ mod tests {
         assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
         let e = pool.feed(&bytes[..10]).finish().unwrap().check(&want, bytes.len() as u64).unwrap_err();
         assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Size { found: 10, .. })));
-    }
-
-    #[test]
-    fn ranges_of_a_file_are_checked_in_parallel_and_a_bad_one_is_named() {
-        let mut file = tempfile::tempfile().unwrap();
-        let blobs: Vec<Vec<u8>> = (0..7).map(|i| data(i * BUF_SIZE / 2 + i, i as u8)).collect();
-        let mut ranges = Vec::new();
-        let mut offset = 0;
-        for (i, b) in blobs.iter().enumerate() {
-            std::io::Write::write_all(&mut file, b).unwrap();
-            ranges.push(Range { offset, size: b.len() as u64, digest: Digest::of_bytes(b), tag: i });
-            offset += b.len() as u64;
-        }
-        let pool = HashPool::new(2);
-        check_ranges(&pool, &file, &ranges, &|_| {}).unwrap();
-        ranges[4].digest = Digest::of_bytes(b"other");
-        let (tag, e) = check_ranges(&pool, &file, &ranges, &|_| {}).unwrap_err();
-        assert_eq!(*tag, 4);
-        assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
-        ranges[4].digest = Digest::of_bytes(&blobs[4]);
-        ranges[6].size += 1;
-        let (tag, e) = check_ranges(&pool, &file, &ranges, &|_| {}).unwrap_err();
-        assert_eq!(*tag, 6);
-        assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Size { .. })));
     }
 }

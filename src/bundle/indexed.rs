@@ -17,7 +17,7 @@ use crate::bundle::graph::Graph;
 use crate::bundle::reader::{self, Expected, Item, Report, Trust};
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
-use crate::hash_pool::{self, HashPool, Range};
+use crate::hash_pool::{self, Range};
 use crate::json;
 use crate::progress::{Moving, Observer, Phase};
 use crate::volume::input::{Source, Volumes};
@@ -149,7 +149,7 @@ impl IndexedBundle {
         }
         let total = ranges.iter().map(|r| r.size).sum();
         let task = Moving::begin((), observer, Phase::Verify, &self.place, total);
-        hash_pool::check_ranges(&HashPool::default(), &*self.volumes, &ranges, &|n| task.observer_moved(n))
+        hash_pool::check_ranges(hash_pool::cores(), &*self.volumes, &ranges, &|n| task.observer_moved(n))
             .map_err(|(name, e)| Error::io(format!("{}: entry {name}", self.place), e).into_integrity())?;
         Ok(total)
     }
