@@ -5,7 +5,8 @@
 # A CNCF distribution registry on 127.0.0.1 holds N small images that share one base layer; a
 # latency-injecting TCP proxy (bench/latency_proxy.rs, no bandwidth cap) sits in front of it and
 # of the push targets, adding BENCH_WAN_DELAY_MS each way. Timed through the proxy:
-#   - airlock create -f LIST (every image, docker://) and airlock create --cache DIR (a cold cache,
+#   - airlock create -f LIST (every image, docker://; and with --no-attachments, to show what
+#     looking for signatures and referrers costs) and airlock create --cache DIR (a cold cache,
 #     emptied before each run, and a warm one, filled once before the first run),
 #   - skopeo sync of the same images into a dir (for comparison),
 #   - airlock push of that bundle into an empty registry (a fresh one per run), and again into a
@@ -171,13 +172,15 @@ if [ "$ROWS" != push ]; then
   job wan_create_warm "$WORK/out/ww.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/ww.tar" \
     --cache "$WORK/out/warm" -f "$LIST"
   hooks wan_create_warm fill_cache ""
-  CREATE_JOBS=(wan_create wan_create_cache wan_create_warm)
+  job wan_create_bare "$WORK/out/wb.tar" "$AIRLOCK" create -k ops.key -o "$WORK/out/wb.tar" --no-attachments \
+    -f "$LIST"
+  CREATE_JOBS=(wan_create wan_create_bare wan_create_cache wan_create_warm)
   if [ "$SKOPEO" = 1 ]; then
     job wan_skopeo_sync "$WORK/out/sync" skopeo sync --src yaml --dest dir "$SYNC" "$WORK/out/sync"
     CREATE_JOBS+=(wan_skopeo_sync)
   fi
   run_jobs "${CREATE_JOBS[@]}"
-  rm -rf "$WORK/out/wc.tar" "$WORK/out/ww.tar" "$WORK/out/sync" "$WORK/out/cache" "$WORK/out/warm"
+  rm -rf "$WORK/out/wc.tar" "$WORK/out/ww.tar" "$WORK/out/wb.tar" "$WORK/out/sync" "$WORK/out/cache" "$WORK/out/warm"
 else
   "$AIRLOCK" create -k ops.key -o "$WORK/out/w.tar" -f "$LIST" >"$WORK/logs/w.log" 2>&1 ||
     { tail "$WORK/logs/w.log" >&2; die "airlock create of the bundle to push failed"; }
@@ -219,6 +222,7 @@ w() { # LABEL NAME ROUND-TRIPS GOAL-SECONDS NOTE
   echo
   if [ "$ROWS" != push ]; then
     w "airlock create -f LIST" wan_create 2 2.5
+    w "airlock create -f LIST --no-attachments" wan_create_bare 2 ""
     w "airlock create --cache DIR -f LIST (cold)" wan_create_cache 2 2.5
     w "airlock create --cache DIR -f LIST (warm)" wan_create_warm 2 2.5
     if [ "$SKOPEO" = 1 ]; then w "skopeo sync --src yaml --dest dir" wan_skopeo_sync 2 ""; fi
