@@ -175,3 +175,29 @@ fn a_tag_listing_in_pages_is_read_to_its_end_and_a_signature_on_the_last_page_is
     assert_eq!(count(&seen, "/v2/app/tags/list"), 3, "13 tags in pages of 5");
     assert_eq!(count(&seen, "/v2/app/manifests/sha256-"), 1, "the signature's tag, and no other tag, asked for");
 }
+
+/// How a fake registry answers `tags/list`.
+type Listing = dyn Fn(&str) -> String + Send;
+
+#[test]
+fn a_tag_listing_that_never_ends_or_lists_too_many_tags_is_left_for_probes() {
+    let too_many: Vec<String> = (0..10_001).map(|i| format!("x{i:05}")).collect();
+    let endless = |_: &str| {
+        let page = serde_json::json!({"name": "app", "tags": ["1.1"]}).to_string();
+        reply("200 OK", "Link: </v2/app/tags/list?n=1000&last=1.1>; rel=\"next\"\r\n", &page)
+    };
+    let flood = move |_: &str| reply("200 OK", "", &serde_json::json!({"name": "app", "tags": too_many}).to_string());
+    let listings: [(&str, Box<Listing>); 2] = [("endless", Box::new(endless)), ("flood", Box::new(flood))];
+    for (what, listing) in listings {
+        let env = Env::new();
+        let (mut served, digests) = Served::images(2);
+        let sig_tag = format!("sha256-{}.sig", digests[0].trim_start_matches("sha256:"));
+        let sig = served.manifest(&sig_tag, "{}", "simple signing payload");
+        let (host, seen) = served.start(listing);
+        create(&env, &host, (1..=2).map(|i| format!("1.{i}")));
+        let index = signed_index(&env, "b.tar");
+        assert_eq!(image(&index, &format!("{host}/app:1.1"))["attachments"][0]["digest"], sig.as_str(), "{what}");
+        assert!(count(&seen, "/v2/app/tags/list") <= 2, "{what}: the listing was followed on and on");
+        assert!(count(&seen, "/v2/app/manifests/sha256-") >= 2 * 4, "{what}: every tag probed");
+    }
+}
