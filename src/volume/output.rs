@@ -118,10 +118,11 @@ impl Output {
     /// Puts the first `len` bytes of `src` (named `src_place`) at archive offset `at`, telling
     /// `moved` of them as they land: in the kernel (`copy_file_range`, which shares extents where
     /// the filesystem can) into a single-file bundle; through [`Output::write_all_at`] into
-    /// volumes, and wherever the kernel cannot copy between these files.
+    /// volumes, whose sealer must see every byte, and wherever the kernel cannot copy between
+    /// these files.
     pub fn copy_file_at(&self, src: &File, src_place: &str, len: u64, at: u64, moved: &dyn Fn(u64)) -> Result<()> {
         let mut done = 0;
-        if self.split.is_none() {
+        if self.sealer.is_none() {
             done = copy_in_kernel(src, src_place, &self.parts[0], len, at, moved)?;
         }
         let mut buf = vec![0u8; COPY_BUFFER.min(len.saturating_sub(done)) as usize];

@@ -1,5 +1,6 @@
 //! `create --cache DIR` against the fake registry of [`crate::discovery`]: the bundle is the same
-//! byte for byte with a cold cache, a warm one and none, and a warm cache fetches no blob again.
+//! byte for byte with a cold cache, a warm one and none, a warm cache fetches no blob again, and
+//! a split bundle made from the cache verifies.
 
 use crate::common::Env;
 use crate::discovery::{Served, count};
@@ -34,4 +35,7 @@ fn a_cold_and_a_warm_cache_write_the_bundle_a_create_without_one_writes_and_warm
         );
     }
     env.run(&["verify", "-p", "ops.pub", "warm.tar"]).ok();
+    // Into volumes the cached copies go through the writer that makes the parts' digests and parity.
+    create("split.tar", &["--cache", "cache", "--volume-size", "4K", "--parity", "1"]);
+    env.run(&["verify", "-p", "ops.pub", "split.tar.001"]).ok();
 }
