@@ -26,6 +26,9 @@
 #           crane   github.com/google/go-containerregistry/cmd/crane@v0.22.1
 #           distribution-conformance.test  `go test -c` of
 #                   github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111
+#           rsparts  scripts/rsparts (go.mod pins github.com/klauspost/reedsolomon v1.14.2):
+#                   rebuilds split-bundle parts from docs/bundle-format.md alone, for the
+#                   cross-implementation parity tests; stamped with a hash of its source
 #       into DEST/bin (default /var/cache/airlock-peers/go/bin), each only when
 #       DEST/bin/TOOL.version does not already name the pinned version (a
 #       second run does nothing). Prints
@@ -177,12 +180,15 @@ GO_PEERS=(
   "crane github.com/google/go-containerregistry/cmd/crane@v0.22.1"
   "distribution-conformance.test github.com/opencontainers/distribution-spec/conformance@v0.0.0-20260831232431-97274622c111"
 )
+# The repository's own Go peer: its stamp changes whenever its source or pins do.
+RSPARTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/rsparts" && pwd -P)
+GO_PEERS+=("rsparts scripts/rsparts@$(cat "$RSPARTS_DIR"/go.mod "$RSPARTS_DIR"/go.sum "$RSPARTS_DIR"/main.go | sha256sum | cut -c1-16)")
 
 cmd_install_go_peers() {
   local dest=${1:-/var/cache/airlock-peers/go} entry tool spec
   # Go's own installer puts it in /usr/local/go, which a non-login shell may not have on PATH.
   command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin
-  command -v go >/dev/null 2>&1 || die "go is needed to build cosign, oras, crane and the conformance suite"
+  command -v go >/dev/null 2>&1 || die "go is needed to build cosign, oras, crane, the conformance suite and rsparts"
   mkdir -p "$dest/bin" "$dest/gopath"
   dest=$(cd "$dest" && pwd -P)
   for entry in "${GO_PEERS[@]}"; do
@@ -201,6 +207,9 @@ cmd_install_go_peers() {
         GOPATH="$dest/gopath" GOFLAGS=-mod=mod go test -c -o "$dest/bin/$tool" "${spec%@*}") ||
         { rm -rf "$mod"; die "could not build $tool from $spec"; }
       rm -rf "$mod"
+    elif [ "$tool" = rsparts ]; then
+      (cd "$RSPARTS_DIR" && GOPATH="$dest/gopath" GOFLAGS=-mod=readonly go build -o "$dest/bin/$tool" .) ||
+        die "could not build $tool from $RSPARTS_DIR"
     else
       GOPATH="$dest/gopath" GOBIN="$dest/bin" go install "$spec" || die "could not build $tool from $spec"
     fi

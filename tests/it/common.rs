@@ -173,6 +173,9 @@ pub enum Peer {
     Conformance,
     /// `mkfs.vfat` (dosfstools), to make a FAT32 filesystem image.
     Vfat,
+    /// `rsparts` (scripts/rsparts, `peers.sh install-go-peers`): split-bundle parity with Go's
+    /// klauspost/reedsolomon, written from docs/bundle-format.md alone.
+    Rsparts,
 }
 
 impl Peer {
@@ -191,6 +194,7 @@ impl Peer {
             Peer::Crane => on_path("crane"),
             Peer::Conformance => on_path("distribution-conformance.test"),
             Peer::Vfat => on_path("mkfs.vfat"),
+            Peer::Rsparts => on_path("rsparts"),
         }
     }
 
@@ -208,6 +212,7 @@ impl Peer {
             Peer::Crane => "crane",
             Peer::Conformance => "distribution-conformance.test",
             Peer::Vfat => "mkfs.vfat (dosfstools)",
+            Peer::Rsparts => "rsparts (scripts/rsparts)",
         }
     }
 }

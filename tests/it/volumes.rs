@@ -151,6 +151,53 @@ fn a_deleted_and_a_corrupted_part_are_named_by_verify_and_rebuilt_by_repair() {
     assert!(again.stdout.contains("nothing to repair"), "{}", again.stdout);
 }
 
+/// `rsparts ARGS` (scripts/rsparts: Go's klauspost/reedsolomon, from the format document alone)
+/// in the test directory; the names of the parts it wrote.
+fn rsparts(env: &Env, args: &[&str]) -> Vec<String> {
+    let script = format!("cd '{}' && rsparts \"$@\"", env.dir.path().display());
+    let mut all = vec!["-c", script.as_str(), "rsparts"];
+    all.extend_from_slice(args);
+    let run = tool("sh", &all, &[]);
+    assert_eq!(run.code, 0, "rsparts {args:?}: {}", run.stderr);
+    run.stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn parts_lost_are_rebuilt_by_another_implementation_from_the_format_document() {
+    if skip_without(&[Peer::Rsparts]) {
+        return;
+    }
+    let env = Env::new();
+    split_and_whole(&env, &["--volume-size", "300K", "--parity", "2"]);
+    std::fs::remove_file(env.path("b.tar.002")).unwrap();
+    corrupt(&env, "b.tar.004", 77);
+    assert_eq!(rsparts(&env, &["rebuild", "b.tar"]), ["b.tar.002", "b.tar.004"]);
+    env.run(&["verify", "-p", "ops.pub", "b.tar.001"]).ok();
+    assert!(joined(&env) == std::fs::read(env.path("whole.tar")).unwrap(), "rsparts rebuilt other bytes");
+}
+
+#[test]
+fn parity_made_by_another_implementation_is_airlocks_byte_for_byte_and_repairs() {
+    if skip_without(&[Peer::Rsparts]) {
+        return;
+    }
+    let env = Env::new();
+    split_and_whole(&env, &["--volume-size", "300K", "--parity", "2"]);
+    for p in ["b.tar.p01", "b.tar.p02"] {
+        std::fs::remove_file(env.path(p)).unwrap();
+    }
+    assert_eq!(rsparts(&env, &["parity", "b.tar"]), ["b.tar.p01", "b.tar.p02"]);
+    // The signed part list holds airlock's digests: Go's parity must be the same bytes.
+    for p in ["b.tar.p01", "b.tar.p02"] {
+        env.run(&["verify", "-p", "ops.pub", "--part", p]).ok();
+    }
+    std::fs::remove_file(env.path("b.tar.001")).unwrap();
+    std::fs::remove_file(env.path("b.tar.003")).unwrap();
+    env.run(&["repair", "-p", "ops.pub", "b.tar.001"]).ok();
+    env.run(&["verify", "-p", "ops.pub", "b.tar.001"]).ok();
+    assert!(joined(&env) == std::fs::read(env.path("whole.tar")).unwrap(), "repair from Go's parity differs");
+}
+
 #[test]
 fn a_lost_parity_part_is_rebuilt_too_and_a_corrupt_part_in_the_middle_of_a_stream_is_named() {
     let env = Env::new();
