@@ -5,7 +5,8 @@
 //! `upload`), cross-repository mounts, `HEAD`/`GET`/`PUT /v2/<name>/manifests/<reference>` (in
 //! `manifest`) and `GET /v2/<name>/tags/list` (in `tags`); `download` resumes blob bodies that
 //! break. `transport` holds the rules every request obeys (redirects, retries, TLS), `url` which
-//! URLs may be contacted and where credentials may go, `pace` the time bounds, `auth` the
+//! URLs may be contacted and where credentials may go, `pace` the time bounds, `socket` the TCP
+//! connections (so that what is sent is held to the same rate as what is received), `auth` the
 //! `WWW-Authenticate` dance and the credential lookup.
 //!
 //! I/O is blocking, like the rest of airlock: a [`Client`] is `Send + Sync` and rayon workers
@@ -24,6 +25,7 @@ mod auth;
 mod download;
 mod manifest;
 mod pace;
+mod socket;
 mod tags;
 mod throttle;
 mod transport;

@@ -11,9 +11,10 @@
 //!   may take the whole `--timeout` (the registry may check and move a large blob first); an
 //!   attempt that lasted longer than its silent waits could (it sent a body) is retried like any
 //!   other failure.
-//! - **Throughput**: the [`Watchdog`] around every body, sent or received, aborts a transfer that
-//!   moves under [`MIN_RATE`] bytes a second over a [`WINDOW`]; the request is retried (a download
-//!   resumes with `Range`).
+//! - **Throughput**: a transfer that moves under [`MIN_RATE`] bytes a second over a [`WINDOW`] is
+//!   aborted as [`Stalled`] and the request retried (a download resumes with `Range`): the
+//!   [`Watchdog`] around every body received, and [`super::socket`] for everything sent (counted
+//!   per system call, over the time spent sending).
 //!
 //! Worst cases, default settings: a registry that answers nothing fails in under two minutes
 //! (a silent https registry: three 30 s attempts; a silent loopback one, whose https and http are
@@ -52,8 +53,8 @@ impl Pace {
     }
 }
 
-/// Fails a transfer that moves fewer than [`MIN_RATE`] bytes a second over a [`WINDOW`]. Time
-/// counts between reads too: on an upload that is the registry draining the socket.
+/// Fails a body being received that moves fewer than [`MIN_RATE`] bytes a second over a
+/// [`WINDOW`]. (What is sent is measured at the socket: [`super::socket`].)
 pub(super) struct Watchdog<R> {
     inner: R,
     since: Instant,
@@ -85,7 +86,27 @@ impl<R: Read> Read for Watchdog<R> {
 
 /// What a tripped [`Watchdog`] says.
 pub(super) fn stalled() -> String {
-    format!("the transfer moved under {} KiB/s for {} s", MIN_RATE / 1024, WINDOW.as_secs())
+    Stalled.to_string()
+}
+
+/// A transfer slower than [`MIN_RATE`] over a [`WINDOW`]: the error inside the `io::Error` that
+/// cut it, so the retry loop tells it from a registry that did not answer.
+#[derive(Debug)]
+pub(super) struct Stalled;
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the transfer moved under {} KiB/s for {} s", MIN_RATE / 1024, WINDOW.as_secs())
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+impl Stalled {
+    /// Whether `e` is a stalled transfer.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Stalled>())
+    }
 }
 
 #[cfg(test)]

@@ -22,11 +22,14 @@ use backon::{BackoffBuilder as _, ExponentialBuilder};
 use serde::Deserialize;
 use ureq::http::{self, Method, Response};
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, RustlsConnector};
 use ureq::{Agent, SendBody};
 
 use super::ClientOptions;
 use super::auth::{Auth, Authorization};
-use super::pace::{Pace, Watchdog, stalled};
+use super::pace::{Pace, Stalled, Watchdog};
+use super::socket::PacedTcpConnector;
 use super::throttle::Throttle;
 use super::url::{SchemePolicy, absolute, is_loopback, same_origin, shown};
 use crate::error::{Error, Result};
@@ -174,11 +177,14 @@ impl Transport {
             .max_idle_connections_per_host(opts.connections.max(1))
             .tls_config(tls)
             .build();
+        let connector =
+            ().chain(ConnectProxyConnector::default()).chain(PacedTcpConnector).chain(RustlsConnector::default());
+        let agent = Agent::with_parts(config, connector, DefaultResolver::default());
         let policy = SchemePolicy { insecure: opts.insecure };
         let throttle = Throttle::new(opts.connections);
         Ok(Transport {
             host: host.to_owned(),
-            agent: config.into(),
+            agent,
             pace,
             policy,
             origin: Mutex::new(None),
@@ -282,17 +288,13 @@ impl Transport {
             Body::Empty => self.run(req, builder.header("content-length", "0").body(&[][..]).map_err(bad_request)?),
             Body::Bytes(bytes) => self.run(req, builder.body(*bytes).map_err(bad_request)?),
             Body::Stream(reader, len) => {
+                // How fast the registry takes it is measured at the socket (`super::socket`).
                 let mut tracked = Tracked { inner: &mut **reader, failed: None };
-                let mut watched = Watchdog::new(&mut tracked);
                 let builder = builder.header("content-length", len.to_string());
-                let sent = self.run(req, builder.body(SendBody::from_reader(&mut watched)).map_err(bad_request)?);
-                let too_slow = watched.tripped;
+                let sent = self.run(req, builder.body(SendBody::from_reader(&mut tracked)).map_err(bad_request)?);
                 if let Some(e) = tracked.failed {
                     // Our own source failed (a digest mismatch, a read error): not the network's fault.
                     return Err(Failure::Fatal(Error::io(req.place, e)));
-                }
-                if too_slow {
-                    return Err(Failure::Retry { err: Error::registry(req.place, stalled()), after: None });
                 }
                 sent
             }
@@ -392,6 +394,7 @@ pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
     let (msg, retry) = match &err {
         E::ConnectionFailed | E::HostNotFound => ("cannot reach the registry", true),
         E::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused => ("cannot reach the registry", true),
+        E::Io(e) if Stalled::is(e) => ("the registry stopped taking what was sent", true),
         E::Timeout(ureq::Timeout::PerWrite | ureq::Timeout::SendBody | ureq::Timeout::SendRequest) => {
             ("the registry stopped taking what was sent", true)
         }
@@ -403,7 +406,8 @@ pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
         E::Tls(_) | E::Rustls(_) | E::Pem(_) => ("TLS connection failed", false),
         _ => ("request failed", false),
     };
-    let silent = matches!(&err, E::Timeout(_)) || matches!(&err, E::Io(e) if e.kind() == io::ErrorKind::TimedOut);
+    let silent = matches!(&err, E::Timeout(_))
+        || matches!(&err, E::Io(e) if e.kind() == io::ErrorKind::TimedOut && !Stalled::is(e));
     let err = Error::registry_caused(place, msg, err);
     match (silent, retry) {
         (true, _) => Failure::Silent(err),

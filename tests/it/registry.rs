@@ -612,3 +612,57 @@ fn a_registry_refusing_mount_requests_still_gets_the_blob_uploaded() {
     let puts = seen.lock().unwrap().iter().filter(|h| h.starts_with("put ")).count();
     assert_eq!((puts, calls.load(Ordering::SeqCst)), (1, 1), "one upload after the refused mount");
 }
+
+/// A registry that takes an upload's body at `rate` bytes a second (0: not at all) and never
+/// answers it.
+fn draining_server(rate: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                if conn.peek(&mut first).unwrap_or(0) == 0 || !first[0].is_ascii_uppercase() {
+                    return; // a TLS probe
+                }
+                let head = read_head(&mut conn).unwrap_or_default();
+                let answer = match head.split(' ').next() {
+                    Some("GET") if head.starts_with("GET /v2/ ") => reply("200 OK", "", ""),
+                    Some("POST") => reply("202 Accepted", "Location: /v2/team/app/blobs/uploads/u1\r\n", ""),
+                    Some("PUT") => loop {
+                        let mut sip = vec![0u8; rate / 10];
+                        if rate > 0 && conn.read_exact(&mut sip).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    },
+                    _ => reply("404 Not Found", "", ""),
+                };
+                let _ = conn.write_all(answer.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_upload_the_registry_stops_taking_or_takes_too_slowly_is_cut_off_like_a_download() {
+    // Stopped, and draining 200 B/s: either is cut after the 30 s a trickling download gets, once
+    // the socket buffers are full (ureq's own writes took 92 s and 60 s).
+    let cut = |rate: usize| {
+        std::thread::spawn(move || {
+            let port = draining_server(rate);
+            let tmp = tempfile::tempdir().unwrap();
+            let opts = ClientOptions { max_retries: 0, ..options(tmp.path()) };
+            let client = Client::new(&format!("127.0.0.1:{port}"), &opts).unwrap();
+            let start = Instant::now();
+            let err = push(&client, "team/app", &noise(16 << 20, 1)).unwrap_err();
+            (start.elapsed(), chain(&err))
+        })
+    };
+    for (rate, run) in [(0, cut(0)), (200, cut(200))] {
+        let (took, err) = run.join().unwrap();
+        assert!(took < Duration::from_secs(40), "{rate} B/s: took {took:?}: {err}");
+        assert!(err.contains("stopped taking what was sent") && err.contains("1 KiB/s for 30 s"), "{err}");
+    }
+}
