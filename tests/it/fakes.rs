@@ -23,6 +23,33 @@ pub(crate) fn silent_server() -> u16 {
     port
 }
 
+/// A plain-http registry that gives each connection a thread of its own, so one may be held as
+/// long as `handle` likes: TLS probes are dropped, `GET /v2/` answered 200, and every other
+/// request handed to `handle` with its head.
+pub(crate) fn threaded_server(handle: impl Fn(TcpStream, &str) + Send + Sync + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let handle = Arc::clone(&handle);
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                if conn.peek(&mut first).unwrap_or(0) == 0 || !first[0].is_ascii_uppercase() {
+                    return; // a TLS probe
+                }
+                let head = read_head(&mut conn).unwrap_or_default();
+                if head.starts_with("GET /v2/ ") {
+                    let _ = conn.write_all(reply("200 OK", "", "").as_bytes());
+                    return;
+                }
+                handle(conn, &head);
+            });
+        }
+    });
+    port
+}
+
 /// Forwards connections to `upstream`; cuts the first one that has carried `cut_after` request
 /// bytes (or, from [`CuttingProxy::on_answers`], answer bytes), once.
 pub(crate) struct CuttingProxy {

@@ -4,7 +4,6 @@
 //! CA, an unreachable registry, and credentials kept from a redirect's other host.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::common::{Peer, Registry, free_port, skip_without, tool};
-use crate::fakes::{CuttingProxy, fake_server, header_value, read_head, reply, silent_server, tls_fake_server};
+use crate::fakes::{CuttingProxy, fake_server, header_value, reply, silent_server, threaded_server, tls_fake_server};
 
 const USER: &str = "porter";
 const PASSWORD: &str = "s3cret-Pa55";
@@ -243,26 +242,11 @@ fn an_unreachable_registry_fails_fast_naming_its_host() {
 
 #[test]
 fn a_blob_trickling_under_the_minimum_rate_is_cut_off() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut first = [0u8; 1];
-                if conn.peek(&mut first).unwrap_or(0) == 0 || !first[0].is_ascii_uppercase() {
-                    return; // a TLS probe
-                }
-                let head = read_head(&mut conn).unwrap_or_default();
-                if head.starts_with("GET /v2/ ") {
-                    let _ = conn.write_all(reply("200 OK", "", "").as_bytes());
-                    return;
-                }
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
-                // One byte a second: never silent long enough for the idle timeout.
-                while conn.write_all(b"x").is_ok() {
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            });
+    let port = threaded_server(|mut conn, _| {
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        // One byte a second: never silent long enough for the idle timeout.
+        while conn.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_secs(1));
         }
     });
     let tmp = tempfile::tempdir().unwrap();
@@ -616,33 +600,20 @@ fn a_registry_refusing_mount_requests_still_gets_the_blob_uploaded() {
 /// A registry that takes an upload's body at `rate` bytes a second (0: not at all) and never
 /// answers it.
 fn draining_server(rate: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut first = [0u8; 1];
-                if conn.peek(&mut first).unwrap_or(0) == 0 || !first[0].is_ascii_uppercase() {
-                    return; // a TLS probe
+    threaded_server(move |mut conn, head| {
+        let answer = match head.split(' ').next() {
+            Some("POST") => reply("202 Accepted", "Location: /v2/team/app/blobs/uploads/u1\r\n", ""),
+            Some("PUT") => loop {
+                let mut sip = vec![0u8; rate / 10];
+                if rate > 0 && conn.read_exact(&mut sip).is_err() {
+                    return;
                 }
-                let head = read_head(&mut conn).unwrap_or_default();
-                let answer = match head.split(' ').next() {
-                    Some("GET") if head.starts_with("GET /v2/ ") => reply("200 OK", "", ""),
-                    Some("POST") => reply("202 Accepted", "Location: /v2/team/app/blobs/uploads/u1\r\n", ""),
-                    Some("PUT") => loop {
-                        let mut sip = vec![0u8; rate / 10];
-                        if rate > 0 && conn.read_exact(&mut sip).is_err() {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
-                    },
-                    _ => reply("404 Not Found", "", ""),
-                };
-                let _ = conn.write_all(answer.as_bytes());
-            });
-        }
-    });
-    port
+                std::thread::sleep(Duration::from_millis(100));
+            },
+            _ => reply("404 Not Found", "", ""),
+        };
+        let _ = conn.write_all(answer.as_bytes());
+    })
 }
 
 #[test]
