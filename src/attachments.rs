@@ -131,6 +131,12 @@ impl Attachment {
     }
 }
 
+/// A referrers index listing `manifests` (entries made by [`Attachment::referrer_descriptor`]): the
+/// referrers API's answer, and the document a subject's fallback tag names.
+pub fn referrers_index<T: Serialize>(manifests: &[T]) -> serde_json::Value {
+    serde_json::json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": manifests})
+}
+
 /// The referrers fallback tag of `subject` (`sha256-<hex>`), and the stem of cosign's tags.
 pub fn fallback_tag(subject: &Digest) -> String {
     format!("sha256-{}", subject.hex())

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use http::header::{ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HeaderValue, LINK, RANGE};
 use http::{HeaderMap, Method, Response, StatusCode};
 
+use crate::attachments::referrers_index;
 use crate::digest::Digest;
 use crate::error::shown;
 use crate::image;
 use crate::serve::body::{BlobSource, Body};
 use crate::serve::chunks::Chunks;
-use crate::serve::content::{Blob, Content, page};
+use crate::serve::content::{Blob, Content, Manifest, page};
 use crate::serve::routes::{self, ApiError, Page, Route};
 
 /// One open file per served bundle, in the order [`Content`] numbers them.
@@ -69,10 +70,15 @@ impl Api {
             }
             Route::Manifest { repo, reference } => {
                 content.repo(&repo).ok_or_else(|| name_unknown(&repo))?;
-                let (digest, blob) = content
+                let manifest = content
                     .manifest(&repo, &reference)
                     .ok_or_else(|| ApiError::new(404, "MANIFEST_UNKNOWN", format!("{repo}: no such manifest")))?;
-                Ok(Reply::Blob { src: self.source(digest, blob), media_type: blob.media_type.clone(), range: None })
+                Ok(match manifest {
+                    Manifest::Stored(digest, blob) => {
+                        Reply::Blob { src: self.source(digest, blob), media_type: blob.media_type.clone(), range: None }
+                    }
+                    Manifest::Fallback(digest, bytes) => Reply::index(bytes.to_vec(), Some(digest.clone()), false),
+                })
             }
             Route::Blob { repo, digest } => {
                 content.repo(&repo).ok_or_else(|| name_unknown(&repo))?;
@@ -90,14 +96,8 @@ impl Api {
                 let wanted =
                     |d: &&serde_json::Value| artifact_type.as_ref().is_none_or(|t| d["artifactType"] == t.as_str());
                 let manifests: Vec<&serde_json::Value> = listed.filter(wanted).collect();
-                let doc =
-                    serde_json::json!({"schemaVersion": 2, "mediaType": image::OCI_INDEX, "manifests": manifests});
-                let mut reply = Reply::json(doc.to_string().into_bytes());
-                if let Reply::Json { media_type, filtered, .. } = &mut reply {
-                    *media_type = image::OCI_INDEX;
-                    *filtered = artifact_type.is_some();
-                }
-                Ok(reply)
+                let doc = referrers_index(&manifests).to_string().into_bytes();
+                Ok(Reply::index(doc, None, artifact_type.is_some()))
             }
             Route::Upload => Err(ApiError::new(404, "BLOB_UPLOAD_UNKNOWN", "airlock serve takes no uploads")),
         }
@@ -155,13 +155,30 @@ pub fn parse_range(header: &str, size: u64) -> Result<Option<(u64, u64)>, ApiErr
 }
 
 enum Reply {
-    Json { bytes: Vec<u8>, media_type: &'static str, link: Option<String>, filtered: bool },
-    Blob { src: BlobSource, media_type: String, range: Option<(u64, u64)> },
+    /// A document made here; `digest` for a manifest (a fallback tag's index).
+    Json {
+        bytes: Vec<u8>,
+        media_type: &'static str,
+        link: Option<String>,
+        filtered: bool,
+        digest: Option<Digest>,
+    },
+    Blob {
+        src: BlobSource,
+        media_type: String,
+        range: Option<(u64, u64)>,
+    },
 }
 
 impl Reply {
     fn json(bytes: Vec<u8>) -> Reply {
-        Reply::Json { bytes, media_type: JSON, link: None, filtered: false }
+        Reply::Json { bytes, media_type: JSON, link: None, filtered: false, digest: None }
+    }
+
+    /// A referrers index: the referrers API's answer (`filtered` by artifact type), or a fallback
+    /// tag's (a manifest, with its `digest`).
+    fn index(bytes: Vec<u8>, digest: Option<Digest>, filtered: bool) -> Reply {
+        Reply::Json { bytes, media_type: image::OCI_INDEX, link: None, filtered, digest }
     }
 
     fn link(mut self, next: Option<String>) -> Reply {
@@ -173,10 +190,13 @@ impl Reply {
 
     fn into_response(self, head: bool, chunks: &Arc<Chunks>) -> Response<Body> {
         match self {
-            Reply::Json { bytes, media_type, link, filtered } => {
+            Reply::Json { bytes, media_type, link, filtered, digest } => {
                 let len = bytes.len() as u64;
                 let body = if head { Body::empty() } else { Body::full(bytes) };
                 let mut r = response(StatusCode::OK, body, media_type, len);
+                if let Some(v) = digest.and_then(|d| HeaderValue::from_str(d.as_str()).ok()) {
+                    r.headers_mut().insert("Docker-Content-Digest", v);
+                }
                 if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
                     r.headers_mut().insert(LINK, link);
                 }

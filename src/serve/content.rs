@@ -9,11 +9,13 @@
 //! a host name cannot hold a `_`, so the two never meet.
 //!
 //! Attachments travel with their image: cosign's signatures, attestations and SBOMs under cosign's
-//! tags in the image's repository, OCI referrers listed by the referrers API.
+//! tags in the image's repository, OCI referrers listed by the referrers API and by their
+//! subject's fallback tag (`sha256-<hex>`, for clients that use the tag scheme), whose index is
+//! made here from the same list (a tag the bundles carry under that name wins).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::attachments::Kind;
+use crate::attachments::{Kind, fallback_tag, referrers_index};
 use crate::bundle::format::BundleIndex;
 use crate::digest::Digest;
 use crate::error::Result;
@@ -57,6 +59,32 @@ pub struct Repo {
     pub digests: BTreeSet<Digest>,
     /// The referrers of each subject: their entries in a referrers index.
     pub referrers: BTreeMap<Digest, Vec<serde_json::Value>>,
+    /// The fallback tag indexes of the subjects with referrers, by their digest.
+    fallback: BTreeMap<Digest, Vec<u8>>,
+}
+
+impl Repo {
+    /// Makes the fallback tag index of every subject again from [`Repo::referrers`], and tags it.
+    fn index_fallback_tags(&mut self) {
+        let old = std::mem::take(&mut self.fallback);
+        self.tags.retain(|_, d| !old.contains_key(d));
+        for (subject, listed) in &self.referrers {
+            // A JSON value always serialises.
+            let bytes = serde_json::to_vec(&referrers_index(listed)).unwrap_or_default();
+            let digest = Digest::of_bytes(&bytes);
+            self.tags.entry(fallback_tag(subject)).or_insert_with(|| digest.clone());
+            self.fallback.insert(digest, bytes);
+        }
+    }
+}
+
+/// A manifest this server hands out.
+#[derive(Debug, Clone, Copy)]
+pub enum Manifest<'a> {
+    /// Stored in a bundle.
+    Stored(&'a Digest, &'a Blob),
+    /// A subject's fallback tag index, made from the referrers the bundles carry.
+    Fallback(&'a Digest, &'a [u8]),
 }
 
 /// A bundle's blobs as [`Content::add`] needs them: its signed index and where each blob it
@@ -137,6 +165,7 @@ impl Content {
             }
             self.images += 1;
         }
+        self.repos.values_mut().for_each(Repo::index_fallback_tags);
         Ok(())
     }
 
@@ -164,14 +193,17 @@ impl Content {
     }
 
     /// The manifest or index a tag or digest names in `repo`, if this server can hand it out.
-    pub fn manifest(&self, repo: &str, reference: &ManifestRef) -> Option<(&Digest, &Blob)> {
+    pub fn manifest(&self, repo: &str, reference: &ManifestRef) -> Option<Manifest<'_>> {
         let r = self.repos.get(repo)?;
         let digest = match reference {
             ManifestRef::Tag(t) => r.tags.get(t)?,
-            ManifestRef::Digest(d) => r.digests.get(d)?,
+            ManifestRef::Digest(d) => r.digests.get(d).or_else(|| r.fallback.get_key_value(d).map(|(k, _)| k))?,
         };
+        if let Some(bytes) = r.fallback.get(digest) {
+            return Some(Manifest::Fallback(digest, bytes));
+        }
         let blob = self.blobs.get(digest).filter(|b| b.is_manifest())?;
-        Some((digest, blob))
+        Some(Manifest::Stored(digest, blob))
     }
 
     /// A blob of `repo` (manifests too, as registries do), if some served bundle carries it.
@@ -256,12 +288,40 @@ mod tests {
         content.add(0, &full).unwrap();
         content.add(1, &delta).unwrap();
         let repo = "docker.io/library/busybox";
-        let (d, blob) = content.manifest(repo, &ManifestRef::Tag("1".into())).unwrap();
+        let Some(Manifest::Stored(d, blob)) = content.manifest(repo, &ManifestRef::Tag("1".into())) else { panic!() };
         assert_eq!((d, blob.at.bundle), (&digest('b'), 1));
         assert_eq!(content.blob(repo, &digest('c')).unwrap().at.bundle, 0);
         assert!(content.manifest(repo, &ManifestRef::Digest(digest('c'))).is_none(), "a layer is no manifest");
         assert!(content.blob("docker.io/library/other", &digest('c')).is_none());
         assert!(content.missing().is_empty());
+    }
+
+    #[test]
+    fn a_subjects_fallback_tag_names_the_index_of_its_referrers_unless_a_bundle_carries_that_tag() {
+        let mut b = bundle(1, &[("docker.io/library/busybox:1", 'a', &['a'])], &['a', 'b']);
+        let referrer = |d: char| {
+            serde_json::from_value(serde_json::json!({"kind": "referrer", "subject": digest('a'),
+                "mediaType": image::OCI_MANIFEST, "digest": digest(d), "size": 10, "blobs": [digest(d)]}))
+            .unwrap()
+        };
+        b.0.images[0].attachments = vec![referrer('b')];
+        let mut content = Content::new(Naming::DropHost);
+        content.add(0, &b).unwrap();
+        let tag = ManifestRef::Tag(fallback_tag(&digest('a')));
+        let Some(Manifest::Fallback(d, bytes)) = content.manifest("library/busybox", &tag) else { panic!() };
+        let index: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(index["manifests"][0]["digest"], digest('b').as_str());
+        assert_eq!(index["manifests"][0]["annotations"]["a"], "b");
+        assert_eq!(*d, Digest::of_bytes(bytes));
+        let by_digest = content.manifest("library/busybox", &ManifestRef::Digest(d.clone()));
+        assert!(matches!(by_digest, Some(Manifest::Fallback(..))));
+
+        let tagged = format!("docker.io/library/busybox:{}", fallback_tag(&digest('a')));
+        let mut carried = bundle(2, &[("docker.io/library/busybox:1", 'a', &['a']), (&tagged, 'b', &['b'])], &[]);
+        carried.0.images[0].attachments = vec![referrer('b')];
+        content.add(1, &carried).unwrap();
+        let Some(Manifest::Stored(d, _)) = content.manifest("library/busybox", &tag) else { panic!() };
+        assert_eq!(*d, digest('b'), "the tag a bundle carries wins");
     }
 
     #[test]

@@ -11,9 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::attachments::{Attachment, Kind, fallback_tag};
+use crate::attachments::{Attachment, Kind, fallback_tag, referrers_index};
 use crate::bundle::format::BlobEntry;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -148,7 +148,7 @@ fn merge_fallback(
     let tag = fallback_tag(subject);
     let place = format!("{}/{repo}:{tag}", client.registry());
     let mut doc = match client.find_manifest(repo, &tag)? {
-        None => json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+        None => referrers_index::<Value>(&[]),
         Some((bytes, media_type)) if image::is_index_type(&media_type) => {
             json::parse(&bytes).map_err(|e| Error::bad(&place, e))?
         }

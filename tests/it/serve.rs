@@ -716,3 +716,43 @@ fn cosign_verifies_and_oras_discovers_the_attachments_serve_carries() {
     assert_eq!(filtered.header("oci-filters-applied"), Some("artifactType"));
     assert_eq!(filtered.json()["manifests"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn oras_finds_the_referrers_by_their_fallback_tag_and_crane_lists_and_resolves_it() {
+    if skip_without(&[Peer::Registry, Peer::Cosign, Peer::Oras, Peer::Crane]) {
+        return;
+    }
+    let env = Env::new();
+    let s = crate::attachments::signed_registry(&env);
+    crate::attachments::create_from(&env, &s, &[]).ok();
+    let served = Served::start(&env, &["-p", "ops.pub", "b.tar"]);
+    let repo = format!("{}/src/multi", s.reg.host.replace(':', "_"));
+    drop(s.reg);
+    let multi = format!("{}/{repo}@{}", served.addr, s.multi);
+    let discover = |spec: &str| {
+        let args = ["discover", "--plain-http", "--distribution-spec", spec, "--format", "json", &multi];
+        let found: Value = serde_json::from_str(&crate::attachments::peer(&env, "oras", &args).ok().stdout).unwrap();
+        let mut types: Vec<String> = found["referrers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| format!("{} {}", r["artifactType"].as_str().unwrap(), r["digest"].as_str().unwrap()))
+            .collect();
+        types.sort();
+        types
+    };
+    let by_tag = discover("v1.1-referrers-tag");
+    assert_eq!(by_tag.len(), 2, "{by_tag:?}");
+    assert_eq!(by_tag, discover("v1.1-referrers-api"));
+
+    let tag = format!("sha256-{}", s.multi.trim_start_matches("sha256:"));
+    let listed = tool("crane", &["ls", "--insecure", &format!("{}/{repo}", served.addr)], &[]).ok();
+    assert!(listed.stdout.lines().any(|t| t == tag), "crane ls:\n{}", listed.stdout);
+    let resolved = tool("crane", &["digest", "--insecure", &format!("{}/{repo}:{tag}", served.addr)], &[]).ok();
+    let index = http(&served.addr, "GET", &format!("/v2/{repo}/manifests/{tag}"), &[]);
+    assert_eq!(index.header("content-type"), Some("application/vnd.oci.image.index.v1+json"));
+    assert_eq!(resolved.stdout.trim(), format!("sha256:{}", sha256_hex(&index.body)));
+    assert_eq!(index.header("docker-content-digest"), Some(resolved.stdout.trim()));
+    let by_digest = http(&served.addr, "HEAD", &format!("/v2/{repo}/manifests/{}", resolved.stdout.trim()), &[]);
+    assert_eq!((by_digest.status, by_digest.header("content-length")), (200, Some(&*index.body.len().to_string())));
+}
