@@ -56,15 +56,22 @@ fn sum(report: &Value, field: &str) -> u64 {
 
 pub(crate) const PLAIN: &[&str] = &["--tls-verify=false"];
 
-#[test]
-fn push_lands_every_image_with_the_digests_of_the_signed_index() {
+/// The standard bundle `b.tar`, a fresh registry started with `args`, and `--to HOST/mirror`;
+/// `None` (the test skips) without the peers.
+fn bundle_and_registry(args: &[&str]) -> Option<(Env, Registry, String)> {
     if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
+        return None;
     }
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
-    let reg = Registry::start(&[]);
+    let reg = Registry::start(args);
     let to = format!("{}/mirror", reg.host);
+    Some((env, reg, to))
+}
+
+#[test]
+fn push_lands_every_image_with_the_digests_of_the_signed_index() {
+    let Some((env, reg, to)) = bundle_and_registry(&[]) else { return };
     let report = push_json(&env, &["--to", &to]);
     for (name, digest) in signed_images(&env, "b.tar") {
         let at = target(&reg, &name);
@@ -75,13 +82,7 @@ fn push_lands_every_image_with_the_digests_of_the_signed_index() {
 
 #[test]
 fn a_repeat_push_uploads_nothing_and_a_dry_run_writes_nothing() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.standard_bundle("b.tar").ok();
-    let reg = Registry::start(&[]);
-    let to = format!("{}/mirror", reg.host);
+    let Some((env, reg, to)) = bundle_and_registry(&[]) else { return };
     let dry = push_json(&env, &["--to", &to, "--dry-run"]);
     assert_eq!(dry["dryRun"], true);
     assert!(dry["bytesUploaded"].as_u64().unwrap() > 0);
@@ -98,14 +99,8 @@ fn a_repeat_push_uploads_nothing_and_a_dry_run_writes_nothing() {
 
 #[test]
 fn a_tampered_bundle_tags_nothing() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.standard_bundle("b.tar").ok();
+    let Some((env, reg, to)) = bundle_and_registry(&[]) else { return };
     crate::common::tamper(&env.path("b.tar"));
-    let reg = Registry::start(&[]);
-    let to = format!("{}/mirror", reg.host);
     env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to]).fails(EXIT_INTEGRITY, &["b.tar", "digest mismatch"]);
     for (name, _) in signed_images(&env, "b.tar") {
         assert_eq!(registry_digest(&target(&reg, &name), PLAIN), None, "{name} must not be tagged");
@@ -128,14 +123,8 @@ fn a_tampered_bundle_is_reported_before_an_unreachable_registry_or_engine() {
 
 #[test]
 fn the_wrong_key_pushes_nothing() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.standard_bundle("b.tar").ok();
+    let Some((env, reg, to)) = bundle_and_registry(&[]) else { return };
     env.keygen("other");
-    let reg = Registry::start(&[]);
-    let to = format!("{}/mirror", reg.host);
     env.run(&["push", "-p", "other.pub", "b.tar", "--to", &to]).fails(EXIT_TRUST, &["signed by key"]);
     let (name, _) = &signed_images(&env, "b.tar")[0];
     assert_eq!(registry_digest(&target(&reg, name), PLAIN), None);
@@ -143,13 +132,7 @@ fn the_wrong_key_pushes_nothing() {
 
 #[test]
 fn push_authenticates_with_password_stdin_and_never_prints_it() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.standard_bundle("b.tar").ok();
-    let reg = Registry::start(&["--htpasswd", "porter:right-Pa55"]);
-    let to = format!("{}/mirror", reg.host);
+    let Some((env, reg, to)) = bundle_and_registry(&["--htpasswd", "porter:right-Pa55"]) else { return };
     let push = |password: &str| {
         let args = ["push", "-p", "ops.pub", "b.tar", "--to", &to, "--username", "porter", "--password-stdin"];
         env.run_with_stdin(&[&args[..], &["--retries", "0"]].concat(), format!("{password}\n").as_bytes())
@@ -164,13 +147,7 @@ fn push_authenticates_with_password_stdin_and_never_prints_it() {
 
 #[test]
 fn push_over_tls_needs_the_ca_certificate() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.standard_bundle("b.tar").ok();
-    let reg = Registry::start(&["--tls"]);
-    let to = format!("{}/mirror", reg.host);
+    let Some((env, reg, to)) = bundle_and_registry(&["--tls"]) else { return };
     env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"]).fails(EXIT_REGISTRY, &[&reg.host]);
     let ca = reg.ca().display().to_string();
     env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--ca-cert", &ca]).ok();
