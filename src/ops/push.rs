@@ -5,15 +5,16 @@
 //!
 //! A bundle file's blobs are verified as they are uploaded, not before (a repeat push reads none),
 //! so a registry can fail before a damaged blob is read. The damage is what matters: after any
-//! other failure the blobs are checked, and a mismatch is what the push reports ([`damage_first`]).
+//! other failure the blobs are checked (the bundle's and its `--base` bundles'), and a mismatch is
+//! what the push reports ([`damage_first`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::bundle::bases::Given;
 use crate::bundle::cosign;
+use crate::bundle::format::BundleIndex;
 use crate::bundle::indexed::IndexedBundle;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::ops::import::{ImportOptions, tmp_dir_or_default};
 use crate::ops::{Event, Ui};
@@ -89,7 +90,7 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
         held: Default::default(),
     };
     let report = absent::push(bundle, &given, &client, push_opts, &|step, _| ui.event(Event::Step(step)))
-        .map_err(|e| damage_first(e, unread, &**ui))
+        .map_err(|e| damage_first(e, unread, &given, bundle.index(), &**ui))
         .map_err(|e| match &split {
             Some(v) => v.explain(e),
             None => e,
@@ -100,18 +101,23 @@ pub fn push(opts: &PushOptions, ui: &Arc<dyn Ui>) -> Result<PushReport> {
     Ok(report)
 }
 
-/// `err` stopped a push of `bundle` (a bundle file, of which only the blobs uploaded were read);
-/// unless it is an integrity error already, checks every blob the bundle carries and returns the
-/// first mismatch instead, telling `err` as a note: a damaged bundle outranks a registry that
-/// failed.
-fn damage_first(err: Error, bundle: Option<&IndexedBundle>, ui: &dyn Ui) -> Error {
-    let Some(bundle) = bundle.filter(|_| !matches!(err, Error::Integrity { .. })) else { return err };
-    let carried: Vec<&Digest> = bundle.index().blobs.iter().filter(|b| b.is_carried()).map(|b| &b.digest).collect();
-    match bundle.check_blobs(&carried, ui) {
-        Err(damage @ Error::Integrity { .. }) => {
-            ui.event(Event::Note(&format!("before the damage was found, the push had failed: {err}")));
-            damage
-        }
-        _ => err,
+/// `err` stopped a push of which only the blobs uploaded were read: those `bundle` (a bundle file)
+/// carries, and those the `--base` bundles hold for it. Unless `err` is an integrity error
+/// already, checks them all and returns the first mismatch instead, telling `err` as a note: a
+/// damaged bundle outranks a registry that failed.
+fn damage_first(err: Error, bundle: Option<&IndexedBundle>, given: &Given, index: &BundleIndex, ui: &dyn Ui) -> Error {
+    if matches!(err, Error::Integrity { .. }) {
+        return err;
     }
+    let mut unread = given.by_holder(index);
+    if let Some(b) = bundle {
+        unread.insert(0, (b, index.blobs.iter().filter(|b| b.is_carried()).map(|b| &b.digest).collect()));
+    }
+    for (holder, digests) in unread {
+        if let Err(damage @ Error::Integrity { .. }) = holder.check_blobs(&digests, ui) {
+            ui.event(Event::Note(&format!("before the damage was found, the push had failed: {err}")));
+            return damage;
+        }
+    }
+    err
 }

@@ -219,6 +219,18 @@ fn a_base_must_be_signed_by_the_same_key_and_be_of_the_same_series() {
 }
 
 #[test]
+fn a_damaged_base_is_reported_before_an_unreachable_registry() {
+    let env = Env::new();
+    let images = [(BASE, "example.com/v/app:1"), (WEB, "example.com/v/web:1")];
+    create(&env, "full.tar", &images, &["--sequence", "5"]);
+    create(&env, "same.tar", &images, &["--base", "full.tar"]);
+    crate::common::tamper(&env.path("full.tar"));
+    let to = format!("127.0.0.1:{}/m", crate::common::free_port());
+    push(&env, "same.tar", &to, &["--base", "full.tar", "--retries", "0"])
+        .fails(4, &["full.tar: entry blobs/sha256/", "digest mismatch", "cannot reach the registry"]);
+}
+
+#[test]
 fn index_files_round_trip_and_make_the_same_delta_as_the_bundle() {
     let env = Env::new();
     let images = [(BASE, "example.com/i/app:1")];
