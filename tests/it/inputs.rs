@@ -129,7 +129,7 @@ fn huge_key_and_list_files_are_refused_before_they_are_read() {
 }
 
 #[test]
-fn huge_or_fifo_ca_certificates_and_docker_configs_are_refused_unread() {
+fn huge_or_fifo_ca_certificates_docker_configs_and_passwords_are_refused_unread() {
     let env = Env::new();
     std::fs::write(env.path("big.pem"), vec![b'A'; 2 << 20]).unwrap();
     mkfifo(&env.path("pipe.pem"));
@@ -138,6 +138,8 @@ fn huge_or_fifo_ca_certificates_and_docker_configs_are_refused_unread() {
     };
     push("big.pem").fails(EXIT_BAD_INPUT, &["big.pem", "2097152 bytes is too large for a CA certificate file"]);
     push("pipe.pem").fails(EXIT_BAD_INPUT, &["pipe.pem", "is a FIFO, not a regular file"]);
+    let args = ["push", "-p", "ops.pub", "b.tar", "--to", "127.0.0.1:9/m", "--username", "u", "--password-stdin"];
+    env.run_with_stdin_file(&args, "big.pem").fails(EXIT_BAD_INPUT, &["--password-stdin", "not a password"]);
 
     // A registry that asks for credentials makes airlock read docker's config.json.
     let (port, _) = fake_server(|_| reply("401 Unauthorized", "WWW-Authenticate: Basic realm=\"r\"\r\n", ""));
