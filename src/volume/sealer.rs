@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -75,6 +76,8 @@ impl Filled {
 struct Shared {
     filled: Mutex<Filled>,
     moved: Condvar,
+    /// The writer gave up: stop without sealing what is left.
+    abandoned: AtomicBool,
 }
 
 /// The thread that hashes and folds a split bundle's bytes as they become final.
@@ -88,7 +91,11 @@ impl Sealer {
     /// `parity` parity parts as long as the first data part.
     pub fn start(len: u64, volume: u64, data: Vec<PartFile>, parity: Vec<PartFile>) -> Result<Self> {
         let code = if parity.is_empty() { None } else { Some(parity::coefficients(data.len(), parity.len())?) };
-        let shared = Arc::new(Shared { filled: Mutex::new(Filled::default()), moved: Condvar::new() });
+        let shared = Arc::new(Shared {
+            filled: Mutex::new(Filled::default()),
+            moved: Condvar::new(),
+            abandoned: AtomicBool::new(false),
+        });
         let follower = Follower { shared: shared.clone(), len, volume, data, parity, code };
         let thread = std::thread::Builder::new()
             .name("airlock-sealer".into())
@@ -133,6 +140,7 @@ impl Drop for Sealer {
     /// A writer that gave up stops the thread before its files are removed.
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
+            self.shared.abandoned.store(true, Ordering::Relaxed);
             self.close();
             let _ = t.join();
         }
@@ -166,6 +174,9 @@ impl Follower {
         let mut sealed = 0;
         while let Some(front) = self.wait_past(sealed) {
             while sealed < front {
+                if self.shared.abandoned.load(Ordering::Relaxed) {
+                    return Err(Error::bad(self.data[0].name.clone(), "abandoned"));
+                }
                 let (part, off) = ((sealed / self.volume) as usize, sealed % self.volume);
                 let n = (STRIPE as u64).min(front - sealed).min(self.volume - off) as usize;
                 let data = &mut buf[..n];
