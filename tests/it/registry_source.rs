@@ -10,6 +10,17 @@ use crate::common::{EXIT_INTEGRITY, Env, Peer, Registry, fixture_str, skip_witho
 
 const EXIT_REGISTRY: i32 = 7;
 
+/// The key pair `ops` and a fresh registry started with `args`; `None` (the test skips) without
+/// the peers.
+fn keyed_registry(args: &[&str]) -> Option<(Env, Registry)> {
+    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+        return None;
+    }
+    let env = Env::new();
+    env.keygen("ops");
+    Some((env, Registry::start(args)))
+}
+
 /// Copies a fixture into the registry with skopeo; returns the digest the registry serves.
 pub(crate) fn seed(reg: &Registry, fixture: &str, repo: &str) -> String {
     let dest = format!("docker://{}/{repo}", reg.host);
@@ -26,12 +37,7 @@ fn images(env: &Env, bundle: &str) -> Vec<Value> {
 
 #[test]
 fn create_from_a_registry_keeps_every_digest_and_takes_digest_pins() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
     let tools = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
     let by_tag = format!("docker://{}/src/multi:2.0", reg.host);
@@ -48,12 +54,7 @@ fn create_from_a_registry_keeps_every_digest_and_takes_digest_pins() {
 
 #[test]
 fn create_from_a_registry_filters_platforms_and_records_the_original_digest() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     let multi = seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
     let src = format!("docker://{}/src/multi:2.0", reg.host);
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", "--platform", "linux/arm64", &src]).ok();
@@ -66,12 +67,7 @@ fn create_from_a_registry_filters_platforms_and_records_the_original_digest() {
 
 #[test]
 fn create_authenticates_to_a_tls_registry_with_basic_auth() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&["--tls", "--htpasswd", "porter:right-Pa55"]);
+    let Some((env, reg)) = keyed_registry(&["--tls", "--htpasswd", "porter:right-Pa55"]) else { return };
     let certs = env.path("certs");
     std::fs::create_dir(&certs).unwrap();
     std::fs::copy(reg.ca(), certs.join("ca.crt")).unwrap();
@@ -97,12 +93,7 @@ fn create_authenticates_to_a_tls_registry_with_basic_auth() {
 
 #[test]
 fn a_stopped_registry_is_named_and_leaves_no_output() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     seed(&reg, "tools.oci.tar", "src/busybox:1.36");
     reg.stop();
     let src = format!("docker://{}/src/busybox:1.36", reg.host);
@@ -113,12 +104,7 @@ fn a_stopped_registry_is_named_and_leaves_no_output() {
 
 #[test]
 fn a_registry_serving_a_corrupt_layer_is_caught() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     seed(&reg, "tools.oci.tar", "src/busybox:1.36");
     // Corrupt the layer in the registry's storage, keeping its size.
     let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
@@ -206,12 +192,7 @@ fn an_interrupted_create_with_a_cache_resumes_without_fetching_again() {
 
 #[test]
 fn a_hauler_image_list_with_per_image_platforms_is_honoured() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
     seed(&reg, "tools.oci.tar", "src/busybox:1.36");
     let list = format!(
@@ -340,12 +321,7 @@ fn create_fetches_many_images_at_once_over_as_many_connections_as_jobs() {
 fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
     // Without a visited set this index costs 40,000 requests (each child and its config again)
     // and lists the platform 20,000 times in the signed index.
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     let child = seed(&reg, "tools.oci.tar", "src/fan:one");
     let tmp = tempfile::tempdir().unwrap();
     let opts = airlock::registry::ClientOptions {
@@ -381,12 +357,7 @@ fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
 
 #[test]
 fn the_platforms_of_an_index_are_fetched_at_once() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
-        return;
-    }
-    let env = Env::new();
-    env.keygen("ops");
-    let reg = Registry::start(&[]);
+    let Some((env, reg)) = keyed_registry(&[]) else { return };
     seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
     // Every child manifest (asked by digest) answers 300 ms late: fetched one after another,
     // never two would be in flight at once.
