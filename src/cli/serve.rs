@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Seconds requests in flight may take to finish after SIGTERM
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     drain: u64,
+    /// Connections served at once; more wait until one closes
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Connections one client address (an IPv6 /64) may hold at once; more are closed at once
+    /// (raise it for clients behind one NAT address)
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: u32,
     #[command(flatten)]
     state: super::state_args::StateArgs,
 }
@@ -131,12 +138,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         on_signal.stop();
     });
     let api = lib::api::Api { bundles: opened.bundles, chunks: lib::chunks::Chunks::new(lib::chunks::BUDGET) };
-    let settings = Settings { tls, drain: Duration::from_secs(args.drain) };
+    let settings = Settings { tls, drain: Duration::from_secs(args.drain), limits: limits(&args) };
     let log: Arc<dyn Log> = Arc::new(Printer { json: args.json });
     let summary = server::run(listener, api, settings, log, &stop).map_err(|e| Error::io(addr.to_string(), e))?;
     eprintln!(
-        "stopped: {} connections, {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned",
+        "stopped: {} connections, {} refused (address over its share), {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned",
         summary.connections,
+        summary.refused,
         summary.requests,
         super::bytes(summary.bytes),
         summary.errors,
@@ -172,6 +180,16 @@ fn tls_config(args: &ServeArgs) -> Result<Option<Arc<tls::ServerConfig>>> {
         return Err(Error::bad(format!("--listen {}", args.listen), msg).into());
     }
     Ok(None)
+}
+
+/// The connection limits asked for, as many as the open files limit allows (raised if it can be).
+fn limits(args: &ServeArgs) -> lib::limits::Limits {
+    let wanted = args.max_connections as usize;
+    let total = lib::limits::fit_open_files(wanted);
+    if total < wanted {
+        eprintln!("note: {total} connections at once, not {wanted}: the open files limit (ulimit -n) allows no more");
+    }
+    lib::limits::Limits { total, per_address: (args.max_connections_per_address as usize).min(total) }
 }
 
 /// `host:port` as clients reach the server: the first --name, else the listen address (this

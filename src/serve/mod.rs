@@ -11,6 +11,7 @@ pub mod body;
 pub mod chunks;
 pub mod client_config;
 pub mod content;
+pub mod limits;
 pub mod routes;
 pub mod server;
 mod stall;

@@ -3,8 +3,9 @@
 //! [`Stop`] (SIGTERM) stops accepting, lets requests in flight finish for up to the drain time,
 //! then returns the [`Summary`].
 //!
-//! Everything is bounded: connections (a fixed number at once; the next waits in the kernel's
-//! backlog), the time a client may take to send its headers or finish a TLS handshake, the time it
+//! Everything is bounded: connections (a fixed number at once, the next waiting in the kernel's
+//! backlog, and a share per client address, past which a connection is closed at once: see
+//! [`crate::serve::limits`]), the time a client may take to send its headers or finish a TLS handshake, the time it
 //! may read nothing of a response, and the read buffers (see [`crate::serve::body`]).
 
 use std::convert::Infallible;
@@ -27,10 +28,9 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::serve::api::Api;
 use crate::serve::body::{Body, Outcome};
 use crate::serve::chunks::Pressure;
+use crate::serve::limits::{Limits, Slot, Slots};
 use crate::serve::stall::Stalling;
 
-/// Connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
 /// Time a client has to send a request's headers, and to finish a TLS handshake.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client may read nothing of a response before its connection is closed (a much shorter
@@ -74,6 +74,8 @@ pub struct Summary {
     pub cut: u64,
     /// Requests still running when the drain time ran out.
     pub abandoned: u64,
+    /// Connections closed at once: their address held its share.
+    pub refused: u64,
 }
 
 #[derive(Default)]
@@ -83,6 +85,7 @@ struct Counters {
     bytes: AtomicU64,
     errors: AtomicU64,
     cut: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// Tells a running server to stop accepting and drain; callable from any thread.
@@ -109,6 +112,7 @@ pub struct Settings {
     pub tls: Option<Arc<ServerConfig>>,
     /// How long requests in flight may take to finish once stopped.
     pub drain: Duration,
+    pub limits: Limits,
 }
 
 struct Shared {
@@ -133,12 +137,13 @@ pub fn run(
         .max_blocking_threads(64)
         .enable_all()
         .build()?;
-    let shared = Arc::new(Shared { api, log, counters: Counters::default(), tls: settings.tls.map(TlsAcceptor::from) });
+    let shared =
+        Arc::new(Shared { api, log, counters: Counters::default(), tls: settings.tls.clone().map(TlsAcceptor::from) });
     let stopped = stop.0.subscribe();
     let abandoned = runtime.block_on(async {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        Ok::<_, std::io::Error>(accept(listener, Arc::clone(&shared), stopped, settings.drain).await)
+        Ok::<_, std::io::Error>(accept(listener, Arc::clone(&shared), stopped, &settings).await)
     })?;
     runtime.shutdown_timeout(Duration::from_secs(1));
     let c = &shared.counters;
@@ -150,18 +155,20 @@ pub fn run(
         errors: get(&c.errors),
         cut: get(&c.cut),
         abandoned,
+        refused: get(&c.refused),
     })
 }
 
-/// Accepts until stopped, then waits up to `drain` for the connections; returns how many were
-/// still open.
+/// Accepts until stopped, then waits up to the drain time for the connections; returns how many
+/// were still open.
 async fn accept(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
-    drain: Duration,
+    settings: &Settings,
 ) -> u64 {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(settings.limits.total));
+    let slots = Slots::new(settings.limits.per_address);
     let mut tasks = JoinSet::new();
     let stop = Stop::wait(stopped.clone());
     tokio::pin!(stop);
@@ -176,10 +183,18 @@ async fn accept(
             () = &mut stop => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                shared.counters.connections.fetch_add(1, Ordering::Relaxed);
-                tasks.spawn(connection(stream, peer, Arc::clone(&shared), stopped.clone(), permit));
-            }
+            Ok((stream, peer)) => match slots.take(peer.ip()) {
+                Some(slot) => {
+                    shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    let held = (permit, slot);
+                    tasks.spawn(connection(stream, peer, Arc::clone(&shared), stopped.clone(), held));
+                }
+                None => {
+                    shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    let why = format!("refused: {} connections from this address already", settings.limits.per_address);
+                    shared.log.connection_failed(peer, &why);
+                }
+            },
             // Out of file descriptors and the like: wait a little rather than spin.
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
@@ -187,7 +202,7 @@ async fn accept(
     }
     drop(listener);
     let open = tasks.len() as u64;
-    let drained = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(settings.drain, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_ok() { 0 } else { open.min(tasks.len() as u64) }
 }
 
@@ -196,7 +211,7 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stopped: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
+    _held: (OwnedSemaphorePermit, Slot),
 ) {
     let _ = stream.set_nodelay(true);
     let pressure: Arc<dyn Pressure> = Arc::clone(&shared.api.chunks) as _;

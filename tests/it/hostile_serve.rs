@@ -6,17 +6,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, big_layout, signed_index};
+use crate::common::{Env, big_layout, signed_index, tool};
 use crate::serve::{Served, http, largest_blob, sha256_hex};
 
-/// A bundle of one image with a 16 MiB layer, served; with the layer's path and size.
-fn big_served(env: &Env) -> (Served, String, u64) {
+/// A bundle of one image with a 16 MiB layer, served (with `args` too); with the layer's path and
+/// size.
+fn big_served(env: &Env, args: &[&str]) -> (Served, String, u64) {
     env.keygen("ops");
     big_layout(&env.path("big"), 1, 16 << 20);
     let src = format!("oci:{}", env.path("big").display());
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
     let (repo, digest, size) = largest_blob(&signed_index(env, "b.tar"));
-    let served = Served::start(env, &["-p", "ops.pub", "b.tar"]);
+    let served = Served::start(env, &[&["-p", "ops.pub", "b.tar"], args].concat());
     (served, format!("/v2/{repo}/blobs/{digest}"), size)
 }
 
@@ -33,7 +34,8 @@ fn exchange(addr: &str, raw: &[u8]) -> Vec<u8> {
 #[test]
 fn clients_that_stop_reading_mid_blob_do_not_starve_the_others() {
     let env = Env::new();
-    let (served, path, size) = big_served(&env);
+    // All from 127.0.0.1: more than one address's default share of connections.
+    let (served, path, size) = big_served(&env, &["--max-connections-per-address", "100"]);
     // Each asks for the whole blob and never reads a byte, holding the chunk its connection
     // writes (of a shared pool of 32) until the server closes it: more of them than the pool
     // holds must not leave everyone else waiting for the 60 s write-stall limit.
@@ -60,7 +62,7 @@ fn clients_that_stop_reading_mid_blob_do_not_starve_the_others() {
 #[test]
 fn odd_ranges_paths_and_numbers_get_their_status_and_the_server_goes_on() {
     let env = Env::new();
-    let (served, path, size) = big_served(&env);
+    let (served, path, size) = big_served(&env, &[]);
     let a = &served.addr;
     let range = |r: &str| http(a, "GET", &path, &[&format!("Range: {r}")]);
     // A zero-length suffix, a start past the end: nothing to send.
@@ -121,4 +123,41 @@ fn odd_ranges_paths_and_numbers_get_their_status_and_the_server_goes_on() {
     assert_eq!(http(a, "GET", "/v2/", &[]).status, 200);
     let run = served.stop();
     assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn an_address_past_its_share_of_connections_is_refused_at_once_and_others_are_still_served() {
+    let env = Env::new();
+    let (served, path, size) = big_served(&env, &["--max-connections-per-address", "16"]);
+    let a = &served.addr;
+    // 16 connections that never send a request hold 127.0.0.1's share (for the 30 s header limit).
+    let held: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(a).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Thousands more from the same address: each closed at once, before any request.
+    for _ in 0..2000 {
+        let mut s = TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    let files = std::fs::read_dir(format!("/proc/{}/fd", served.pid())).unwrap().count();
+    assert!(files < 16 + 32, "the server holds {files} open files");
+    // Another address is served meanwhile, and 127.0.0.1 again once its connections close.
+    let out = env.path("blob");
+    let url = format!("http://{a}{path}");
+    tool("curl", &["-sSf", "--interface", "127.0.0.2", "-o", out.to_str().unwrap(), &url], &[]).ok();
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), size);
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(a, "GET", &path, &[]).status, 200);
+    let run = served.stop();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("127.0.0.1:") && run.stderr.contains("refused: 16 connections from this address already")
+    );
+    assert!(run.stderr.contains("2000 refused"), "{}", run.stderr.lines().last().unwrap_or_default());
 }

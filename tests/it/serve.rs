@@ -67,6 +67,11 @@ impl Served {
         }
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Sends SIGTERM and returns the finished run (exit code, request log, stderr).
     pub(crate) fn stop(self) -> Run {
         let pid = self.child.as_ref().unwrap().id().to_string();
