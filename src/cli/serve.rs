@@ -142,14 +142,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let log: Arc<dyn Log> = Arc::new(Printer { json: args.json });
     let summary = server::run(listener, api, settings, log, &stop).map_err(|e| Error::io(addr.to_string(), e))?;
     eprintln!(
-        "stopped: {} connections, {} refused (address over its share), {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned",
+        "stopped: {} connections, {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned, {} refused \
+         (address over its share)",
         summary.connections,
-        summary.refused,
         summary.requests,
         super::bytes(summary.bytes),
         summary.errors,
         summary.cut,
-        summary.abandoned
+        summary.abandoned,
+        summary.refused
     );
     Ok(())
 }
