@@ -19,6 +19,13 @@ pub struct TagPage {
     pub more: bool,
 }
 
+/// Whether a `Link` header names a next page: `rel="next"`, or the unquoted `rel=next` RFC 8288
+/// also allows.
+fn names_next(link: &str) -> bool {
+    let link = link.to_ascii_lowercase().replace(' ', "");
+    link.contains("rel=\"next\"") || link.split([';', ',']).any(|p| p == "rel=next")
+}
+
 #[derive(Deserialize)]
 struct TagList {
     #[serde(default)]
@@ -41,7 +48,7 @@ impl Client {
         let req = self.request(Method::GET, url, &scopes, &place);
         let (bytes, more) = retrying(&self.transport.pace, || {
             let resp = expect(self.transport.send(&req, Body::Empty)?, &[200], &req)?;
-            let more = header(&resp, "link").is_some_and(|l| l.contains("rel=\"next\""));
+            let more = header(&resp, "link").is_some_and(names_next);
             Ok((read_document(resp, &place)?, more))
         })?;
         if bytes.len() as u64 > MANIFEST_MAX_BYTES {
@@ -49,5 +56,18 @@ impl Client {
         }
         let list: TagList = json::parse_as(&bytes).map_err(|e| Error::registry(&place, e))?;
         Ok(TagPage { tags: list.tags.unwrap_or_default(), more })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_header_names_a_next_page_quoted_or_not() {
+        assert!(names_next(r#"</v2/app/tags/list?n=2&last=b>; rel="next""#));
+        assert!(names_next("</v2/app/tags/list?n=2&last=b>; REL=next"));
+        assert!(!names_next(r#"</v2/app/tags/list?n=2>; rel="prev""#));
+        assert!(!names_next("</v2/app/tags/list?n=2&last=next>; rel=nextish"));
     }
 }
