@@ -201,3 +201,21 @@ fn a_tag_listing_that_never_ends_or_lists_too_many_tags_is_left_for_probes() {
         assert!(count(&seen, "/v2/app/manifests/sha256-") >= 2 * 4, "{what}: every tag probed");
     }
 }
+
+#[test]
+fn a_registry_with_the_referrers_api_is_asked_it_for_every_image() {
+    let env = Env::new();
+    let n = 8;
+    let (mut served, digests) = Served::images(n);
+    let empty = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    for d in &digests {
+        let index = "application/vnd.oci.image.index.v1+json".to_owned();
+        served.paths.insert(format!("/v2/app/referrers/{d}"), (index, empty.to_owned()));
+    }
+    let list = reply("200 OK", "Content-Type: application/json\r\n", &served.tag_list());
+    let (host, seen) = served.start(move |_| list.clone());
+    create(&env, &host, (1..=n).map(|i| format!("1.{i}")));
+    assert_eq!(count(&seen, "/v2/app/referrers/"), n, "one referrers call per image");
+    assert_eq!(count(&seen, "/v2/app/tags/list"), 1);
+    assert_eq!(count(&seen, "/v2/app/manifests/sha256-"), 0);
+}
