@@ -54,7 +54,7 @@ fn layout(dir: &std::path::Path) -> String {
 
 #[test]
 fn a_layer_over_8_gib_bundles_lists_with_its_size_verifies_and_pushes_intact() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo]) {
+    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Python]) {
         return;
     }
     let env = Env::new();

@@ -176,6 +176,8 @@ pub enum Peer {
     /// `rsparts` (scripts/rsparts, `peers.sh install-go-peers`): split-bundle parity with Go's
     /// klauspost/reedsolomon, written from docs/bundle-format.md alone.
     Rsparts,
+    /// `python3`, which builds the hostile archives (tests/hostile.py) and measures peak memory.
+    Python,
 }
 
 impl Peer {
@@ -195,6 +197,7 @@ impl Peer {
             Peer::Conformance => on_path("distribution-conformance.test"),
             Peer::Vfat => on_path("mkfs.vfat"),
             Peer::Rsparts => on_path("rsparts"),
+            Peer::Python => on_path("python3"),
         }
     }
 
@@ -213,6 +216,7 @@ impl Peer {
             Peer::Conformance => "distribution-conformance.test",
             Peer::Vfat => "mkfs.vfat (dosfstools)",
             Peer::Rsparts => "rsparts (scripts/rsparts)",
+            Peer::Python => "python3",
         }
     }
 }

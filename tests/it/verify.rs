@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Run};
+use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Run, skip_without};
 use crate::hostile::{field, make};
 
 /// The standard bundle `b.tar` signed by `ops`; returns the key id of `ops.pub`.
@@ -78,6 +78,9 @@ fn a_good_bundle_verifies_names_the_key_and_reports_every_blob_in_json() {
 
 #[test]
 fn a_flipped_byte_in_a_blob_fails_integrity_naming_the_entry_and_digest() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-flip-blob");
@@ -92,6 +95,9 @@ fn a_flipped_byte_in_a_blob_fails_integrity_naming_the_entry_and_digest() {
 
 #[test]
 fn a_flipped_byte_in_the_signed_index_fails_trust() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     let id = bundle(&env);
     let (_, run) = verify_tampered(&env, "bundle-flip-index");
@@ -117,6 +123,9 @@ fn verify_without_a_key_or_the_insecure_flag_is_a_usage_error() {
 
 #[test]
 fn insecure_no_signature_still_checks_contents_and_says_the_signature_was_not_checked() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     let id = bundle(&env);
     let run = env.run(&["verify", "--insecure-no-signature", "b.tar"]).ok();
@@ -141,6 +150,9 @@ fn says_truncated_or_missing(run: &Run) {
 
 #[test]
 fn a_bundle_cut_in_the_middle_of_a_blob_is_reported_as_truncated() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-truncated-mid-blob");
@@ -150,6 +162,9 @@ fn a_bundle_cut_in_the_middle_of_a_blob_is_reported_as_truncated() {
 
 #[test]
 fn a_bundle_cut_at_an_entry_boundary_is_reported_as_truncated_or_missing() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     // No end marker: the archive itself is visibly cut.
@@ -162,6 +177,9 @@ fn a_bundle_cut_at_an_entry_boundary_is_reported_as_truncated_or_missing() {
 
 #[test]
 fn trailing_garbage_after_a_bundle_is_refused() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-trailing-garbage");
@@ -170,6 +188,9 @@ fn trailing_garbage_after_a_bundle_is_refused() {
 
 #[test]
 fn an_entry_not_in_the_signed_index_is_refused() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-extra-entry");
@@ -178,6 +199,9 @@ fn an_entry_not_in_the_signed_index_is_refused() {
 
 #[test]
 fn a_duplicate_entry_is_refused() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-duplicate-entry");
@@ -186,6 +210,9 @@ fn a_duplicate_entry_is_refused() {
 
 #[test]
 fn a_symlink_or_a_pax_header_inside_a_bundle_is_refused() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     bundle(&env);
     let (info, run) = verify_tampered(&env, "bundle-symlink-entry");
@@ -196,6 +223,9 @@ fn a_symlink_or_a_pax_header_inside_a_bundle_is_refused() {
 
 #[test]
 fn verify_reads_a_bundle_from_stdin() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     let env = Env::new();
     let id = bundle(&env);
     let out = env
@@ -251,6 +281,9 @@ fn inspect_lists_every_image_with_its_platforms() {
 
 #[test]
 fn a_file_read_in_parallel_and_a_pipe_read_in_order_refuse_every_tampered_bundle_alike() {
+    if skip_without(&[Peer::Python]) {
+        return;
+    }
     // A file is verified blob by blob on every core (positional reads), a pipe as one stream:
     // both must refuse the same bundles, with the same exit code, naming the same entry.
     let env = Env::new();
