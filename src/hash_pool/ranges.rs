@@ -348,6 +348,8 @@ mod tests {
             };
             check_ranges(threads, &file, &ranges, &count).unwrap();
             assert_eq!(moved.into_inner(), total as u64, "{threads} threads");
+            // One blob alone: the other threads only read ahead for its owner.
+            check_ranges(threads, &file, &ranges[6..7], &|_| {}).unwrap();
         }
     }
 
@@ -359,6 +361,8 @@ mod tests {
             let (tag, e) = check_ranges(threads, &file, &ranges, &|_| {}).unwrap_err();
             assert_eq!(*tag, 6);
             assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
+            let (tag, _) = check_ranges(threads, &file, &ranges[6..7], &|_| {}).unwrap_err();
+            assert_eq!(*tag, 6, "alone, {threads} threads");
             ranges[6].digest = Digest::of_bytes(&blobs[6]);
         }
         // The last range runs past the end of the file: it is short, a size mismatch.

@@ -178,6 +178,8 @@ pub enum Peer {
     Rsparts,
     /// `python3`, which builds the hostile archives (tests/hostile.py) and measures peak memory.
     Python,
+    /// `curl`, an HTTP client that is not airlock's.
+    Curl,
 }
 
 impl Peer {
@@ -198,6 +200,7 @@ impl Peer {
             Peer::Vfat => on_path("mkfs.vfat"),
             Peer::Rsparts => on_path("rsparts"),
             Peer::Python => on_path("python3"),
+            Peer::Curl => on_path("curl"),
         }
     }
 
@@ -217,6 +220,7 @@ impl Peer {
             Peer::Vfat => "mkfs.vfat (dosfstools)",
             Peer::Rsparts => "rsparts (scripts/rsparts)",
             Peer::Python => "python3",
+            Peer::Curl => "curl",
         }
     }
 }

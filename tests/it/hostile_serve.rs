@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, big_layout, signed_index, tool};
+use crate::common::{Env, Peer, big_layout, signed_index, skip_without, tool};
 use crate::serve::{Served, http, largest_blob, sha256_hex};
 
 /// A bundle of one image with a 16 MiB layer, served (with `args` too); with the layer's path and
@@ -127,6 +127,9 @@ fn odd_ranges_paths_and_numbers_get_their_status_and_the_server_goes_on() {
 
 #[test]
 fn an_address_past_its_share_of_connections_is_refused_at_once_and_others_are_still_served() {
+    if skip_without(&[Peer::Curl]) {
+        return;
+    }
     let env = Env::new();
     let (served, path, size) = big_served(&env, &["--max-connections-per-address", "16"]);
     let a = &served.addr;
