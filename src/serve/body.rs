@@ -1,9 +1,10 @@
 //! Response bodies: a small JSON document, or a blob read straight from its bundle file by offset.
 //!
 //! A blob is read in [`CHUNK`]-sized positional reads on tokio's blocking threads, into buffers of
-//! the shared [`Chunks`] pool that go to the connection as they are (no copy). The next chunk is
-//! read and hashed while the connection writes the current one, when the pool has a buffer to
-//! spare, so hashing and sending run on two cores; a client that stops reading stops the reads.
+//! the shared [`Chunks`] pool that go to the connection as they are (no copy). While the
+//! connection writes one chunk, the next is hashed and the one after it read, on other threads,
+//! when the pool has buffers to spare: a stream runs at the speed of its slowest stage, hashing,
+//! not of all three in turn. A client that stops reading stops the reads.
 //! Manifests and other small blobs are read into a buffer of their own. A blob sent whole is
 //! hashed on the way; its last chunk is held back until the digest is known, and a mismatch (the
 //! file changed underneath) ends the body with an error, which cuts the connection before the
@@ -12,6 +13,7 @@
 //!
 //! [`CHUNK`]: crate::serve::chunks::CHUNK
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,16 +21,18 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::digest::{Digest, Hasher, Mismatch};
 use crate::local_file::ReadAt;
-use crate::serve::chunks::Chunks;
+use crate::serve::chunks::{CHUNK, Chunks};
 
 /// Ranges of at most this many bytes (manifests, configs) are read into a buffer of their own
 /// rather than a chunk of the pool.
 const SMALL: u64 = 64 << 10;
+/// Chunks of one response read (and hashed) ahead of the one being sent.
+const AHEAD: usize = 2;
 
 /// How a body ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +81,7 @@ impl Body {
 
     /// Bytes `start..end` of a blob; the whole blob (`0..size`) is verified as it goes.
     pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Arc<Chunks>) -> Self {
-        let hasher = (start == 0 && end == src.size).then(Hasher::default);
-        let pool = Arc::clone(pool);
-        Body::new(Kind::Blob(BlobReader { src: Arc::new(src), pool, pos: start, end, hasher, next: Next::Idle }))
+        Body::new(Kind::Blob(BlobReader::new(src, pool, start, end)))
     }
 
     fn new(kind: Kind) -> Self {
@@ -146,113 +148,141 @@ impl Drop for Body {
     }
 }
 
-/// The rest of a blob to send, and the read of its next chunk.
+/// The rest of a blob to send, and the chunks of it under way.
 struct BlobReader {
     src: Arc<BlobSource>,
     pool: Arc<Chunks>,
-    /// The next byte to hand over, and the end of the range.
+    /// The next byte to hand over, the next to read, and the end of the range.
     pos: u64,
+    read_at: u64,
     end: u64,
-    /// Set when the blob is sent whole; taken by the read under way.
-    hasher: Option<Hasher>,
-    next: Next,
+    /// For a blob sent whole: where the next chunk started gets the hasher from, once the chunk
+    /// before it is hashed.
+    hasher: Option<oneshot::Receiver<Hasher>>,
+    /// Waiting for a buffer for the next chunk, when none is under way.
+    waiting: Option<Pin<Box<dyn Future<Output = std::io::Result<OwnedSemaphorePermit>> + Send>>>,
+    /// The chunks under way, in order.
+    chunks: VecDeque<JoinHandle<std::io::Result<Bytes>>>,
 }
-
-/// The read of the next chunk.
-enum Next {
-    Idle,
-    /// Waiting for a buffer of the pool.
-    Waiting(Pin<Box<dyn Future<Output = std::io::Result<OwnedSemaphorePermit>> + Send>>),
-    Reading(JoinHandle<Read>),
-}
-
-/// What one read hands back: the hasher, and the chunk (an error ends the body).
-type Read = (Option<Hasher>, std::io::Result<Bytes>);
 
 impl BlobReader {
-    /// The next chunk. The one after it is read (and hashed) while the connection writes this
-    /// one, if a buffer is spare: hashing and sending overlap on two cores.
+    fn new(src: BlobSource, pool: &Arc<Chunks>, start: u64, end: u64) -> Self {
+        let hasher = (start == 0 && end == src.size).then(|| {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(Hasher::default());
+            rx
+        });
+        let (src, pool) = (Arc::new(src), Arc::clone(pool));
+        BlobReader { src, pool, pos: start, read_at: start, end, hasher, waiting: None, chunks: VecDeque::new() }
+    }
+
+    /// The next chunk, in order. Up to [`AHEAD`] more are read and hashed meanwhile, if the pool
+    /// has buffers to spare.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        loop {
-            match &mut self.next {
-                Next::Idle if self.pos >= self.end => return Poll::Ready(Ok(None)),
-                Next::Idle => {
-                    self.next = match self.permit_needed().then(|| self.pool.spare()) {
-                        Some(None) => Next::Waiting(Box::pin(Arc::clone(&self.pool).permit())),
-                        Some(Some(permit)) => self.start(Some(permit)),
-                        None => self.start(None),
-                    }
-                }
-                Next::Waiting(permit) => {
-                    let permit = std::task::ready!(permit.as_mut().poll(cx))?;
-                    self.next = self.start(Some(permit));
-                }
-                Next::Reading(reading) => {
-                    let joined = std::task::ready!(Pin::new(reading).poll(cx));
-                    let (hasher, chunk) = joined.unwrap_or_else(|e| (None, Err(std::io::Error::other(e))));
-                    self.hasher = hasher;
-                    self.next = Next::Idle;
-                    let chunk = chunk?;
-                    self.pos += chunk.len() as u64;
-                    self.read_ahead();
-                    return Poll::Ready(Ok(Some(chunk)));
-                }
+        if self.chunks.is_empty() && self.read_at < self.end {
+            if self.end - self.read_at <= SMALL {
+                self.start(None);
+            } else {
+                let pool = &self.pool;
+                let waiting = self.waiting.get_or_insert_with(|| Box::pin(Arc::clone(pool).permit()));
+                let permit = std::task::ready!(waiting.as_mut().poll(cx))?;
+                self.waiting = None;
+                self.start(Some(permit));
+            }
+        }
+        self.read_ahead();
+        let Some(next) = self.chunks.front_mut() else { return Poll::Ready(Ok(None)) };
+        let joined = std::task::ready!(Pin::new(next).poll(cx));
+        self.chunks.pop_front();
+        let chunk = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
+        self.pos += chunk.len() as u64;
+        self.read_ahead();
+        Poll::Ready(Ok(Some(chunk)))
+    }
+
+    fn read_ahead(&mut self) {
+        while self.chunks.len() < AHEAD && self.read_at < self.end {
+            match self.pool.spare() {
+                Some(permit) => self.start(Some(permit)),
+                None => return,
             }
         }
     }
 
-    /// A range of no more than [`SMALL`] bytes (a manifest) is read without the pool.
-    fn permit_needed(&self) -> bool {
-        self.end - self.pos > SMALL
-    }
-
-    fn read_ahead(&mut self) {
-        if self.pos < self.end
-            && let Some(permit) = self.pool.spare()
-        {
-            self.next = self.start(Some(permit));
-        }
-    }
-
-    fn start(&mut self, permit: Option<OwnedSemaphorePermit>) -> Next {
-        let (src, pool, hasher) = (Arc::clone(&self.src), Arc::clone(&self.pool), self.hasher.take());
-        let (pos, end) = (self.pos, self.end);
-        Next::Reading(tokio::task::spawn_blocking(move || next_chunk(&src, pos, end, &pool, permit, hasher)))
+    /// Starts the chunk at `read_at`: read into a pooled buffer (with a permit) or one of its own
+    /// (a range of at most [`SMALL`] bytes), then hashed after the chunk before it.
+    fn start(&mut self, permit: Option<OwnedSemaphorePermit>) {
+        let left = self.end - self.read_at;
+        let len = if permit.is_some() { left.min(CHUNK as u64) } else { left };
+        let at = self.read_at;
+        self.read_at += len;
+        let hashing = self.hasher.take().map(|from| {
+            let (to, next) = oneshot::channel();
+            let last = self.read_at >= self.end;
+            self.hasher = (!last).then_some(next);
+            (from, (!last).then_some(to))
+        });
+        let (src, pool) = (Arc::clone(&self.src), Arc::clone(&self.pool));
+        self.chunks.push_back(tokio::spawn(chunk(src, pool, permit, at, len, hashing)));
     }
 }
 
-/// Reads the chunk at `pos` (into a pooled buffer if given a permit), hashing a whole blob on the
-/// way; its last chunk is checked before it is handed over.
-fn next_chunk(
+/// Where a chunk gets the hasher from, and where it hands it on (`None`: the last chunk, which
+/// checks the digest instead).
+type Hashing = (oneshot::Receiver<Hasher>, Option<oneshot::Sender<Hasher>>);
+
+/// One chunk: read on a blocking thread, then hashed on another once the chunk before it is, so
+/// that reading the next chunk, hashing this one and sending the one before run at once. The last
+/// chunk of a blob sent whole is handed over only if the digest matches.
+async fn chunk(
+    src: Arc<BlobSource>,
+    pool: Arc<Chunks>,
+    permit: Option<OwnedSemaphorePermit>,
+    at: u64,
+    len: u64,
+    hashing: Option<Hashing>,
+) -> std::io::Result<Bytes> {
+    let from = Arc::clone(&src);
+    let bytes = blocking(move || read(&from, &pool, permit, at, len)).await?;
+    let Some((from, to)) = hashing else { return Ok(bytes) };
+    // The sender is gone only if an earlier chunk failed: its error ends the body first.
+    let mut hasher = from.await.map_err(|_| std::io::Error::other("an earlier chunk failed"))?;
+    let (hasher, bytes) = blocking(move || {
+        hasher.update(&bytes);
+        Ok((hasher, bytes))
+    })
+    .await?;
+    match to {
+        Some(to) => drop(to.send(hasher)),
+        None => verify(Some(hasher), &src.digest, src.size, &src.place)?,
+    }
+    Ok(bytes)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Reads `len` bytes at `at` of the blob, into a pooled buffer if given a permit.
+fn read(
     src: &BlobSource,
-    pos: u64,
-    end: u64,
     pool: &Arc<Chunks>,
     permit: Option<OwnedSemaphorePermit>,
-    mut hasher: Option<Hasher>,
-) -> Read {
-    let len = usize::try_from(end - pos).unwrap_or(usize::MAX);
+    at: u64,
+    len: u64,
+) -> std::io::Result<Bytes> {
     let read = |buf: &mut [u8]| {
-        let read = src.file.read_exact_at(buf, src.offset + pos);
+        let read = src.file.read_exact_at(buf, src.offset + at);
         read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))
     };
-    let chunk = match permit {
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    match permit {
         Some(permit) => pool.fill(permit, len, read).map(Bytes::from_owner),
         None => {
             let mut buf = vec![0; len.min(SMALL as usize)];
             read(&mut buf).map(|()| Bytes::from(buf))
         }
-    };
-    let chunk = chunk.and_then(|c| {
-        if let Some(h) = &mut hasher {
-            h.update(&c);
-        }
-        if pos + c.len() as u64 >= end {
-            verify(hasher.take(), &src.digest, src.size, &src.place)?;
-        }
-        Ok(c)
-    });
-    (hasher, chunk)
+    }
 }
 
 /// The digest of a blob sent whole, checked before its last chunk leaves.
