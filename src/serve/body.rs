@@ -2,7 +2,7 @@
 //!
 //! A blob is read in [`CHUNK`]-sized positional reads on tokio's blocking threads, into buffers of
 //! the shared [`Chunks`] pool that go to the connection as they are (no copy). While the
-//! connection writes one chunk, the next is hashed and the one after it read, on other threads,
+//! connection writes one chunk, the next is hashed and the one after it read, on two threads,
 //! when the pool has buffers to spare: a stream runs at the speed of its slowest stage, hashing,
 //! not of all three in turn. A client that stops reading stops the reads.
 //! Manifests and other small blobs are read into a buffer of their own. A blob sent whole is
@@ -223,7 +223,8 @@ impl BlobReader {
             (from, (!last).then_some(to))
         });
         let (src, pool) = (Arc::clone(&self.src), Arc::clone(&self.pool));
-        self.chunks.push_back(tokio::spawn(chunk(src, pool, permit, at, len, hashing)));
+        let read = move || chunk(&src, &pool, permit, at, len, hashing);
+        self.chunks.push_back(tokio::task::spawn_blocking(read));
     }
 }
 
@@ -231,36 +232,28 @@ impl BlobReader {
 /// checks the digest instead).
 type Hashing = (oneshot::Receiver<Hasher>, Option<oneshot::Sender<Hasher>>);
 
-/// One chunk: read on a blocking thread, then hashed on another once the chunk before it is, so
-/// that reading the next chunk, hashing this one and sending the one before run at once. The last
-/// chunk of a blob sent whole is handed over only if the digest matches.
-async fn chunk(
-    src: Arc<BlobSource>,
-    pool: Arc<Chunks>,
+/// One chunk, on a blocking thread: read, then (once the chunk before it is hashed) hashed, so
+/// that while one chunk is sent the next is hashed and the one after it read. The last chunk of a
+/// blob sent whole is handed over only if the digest matches. Waiting for the hasher cannot
+/// deadlock: the chunk before was given a thread first (tokio runs blocking work in order).
+fn chunk(
+    src: &BlobSource,
+    pool: &Arc<Chunks>,
     permit: Option<OwnedSemaphorePermit>,
     at: u64,
     len: u64,
     hashing: Option<Hashing>,
 ) -> std::io::Result<Bytes> {
-    let from = Arc::clone(&src);
-    let bytes = blocking(move || read(&from, &pool, permit, at, len)).await?;
+    let bytes = read(src, pool, permit, at, len)?;
     let Some((from, to)) = hashing else { return Ok(bytes) };
     // The sender is gone only if an earlier chunk failed: its error ends the body first.
-    let mut hasher = from.await.map_err(|_| std::io::Error::other("an earlier chunk failed"))?;
-    let (hasher, bytes) = blocking(move || {
-        hasher.update(&bytes);
-        Ok((hasher, bytes))
-    })
-    .await?;
+    let mut hasher = from.blocking_recv().map_err(|_| std::io::Error::other("an earlier chunk failed"))?;
+    hasher.update(&bytes);
     match to {
         Some(to) => drop(to.send(hasher)),
         None => verify(Some(hasher), &src.digest, src.size, &src.place)?,
     }
     Ok(bytes)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Reads `len` bytes at `at` of the blob, into a pooled buffer if given a permit.
