@@ -6,7 +6,7 @@
 //! A bundle file's blobs are verified as they are uploaded, not before (a repeat push reads none),
 //! so a registry can fail before a damaged blob is read. The damage is what matters: after any
 //! other failure the blobs are checked (the bundle's and its `--base` bundles'), and a mismatch is
-//! what the push reports ([`damage_first`]).
+//! what the push reports (`damage_first`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

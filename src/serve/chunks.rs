@@ -6,7 +6,7 @@
 //! order, for one to come back; a read ahead takes one only if nobody is waiting. A client that
 //! stops reading keeps the chunk its connection was writing: while others wait for a chunk, such a
 //! connection is closed after [`Pressure::starved`] has been true for a short while (see
-//! [`crate::serve::stall`]), so idle clients cannot starve the rest.
+//! `crate::serve::stall`), so idle clients cannot starve the rest.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,7 +53,7 @@ impl Chunks {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
-    /// A permit, waiting in order for one to come back (at most [`CHUNK_WAIT`]).
+    /// A permit, waiting in order for one to come back (at most `CHUNK_WAIT`).
     pub async fn permit(self: Arc<Self>) -> std::io::Result<OwnedSemaphorePermit> {
         let _waiting = Waiting::new(&self.waiting);
         match tokio::time::timeout(CHUNK_WAIT, Arc::clone(&self.permits).acquire_owned()).await {

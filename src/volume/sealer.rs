@@ -1,6 +1,6 @@
 //! Digests and parity of a split bundle while its parts are written, with no second pass over the
 //! data. The bundle writer fills the archive out of order (blobs land in their planned slots from
-//! several workers at once), so [`Sealer`] keeps track of which bytes are final ([`Filled`]) and
+//! several workers at once), so [`Sealer`] keeps track of which bytes are final (`Filled`) and
 //! a thread follows the first gap: every byte before it is read once, while still in the page
 //! cache, to hash its part and to fold it into the parity parts.
 //!
