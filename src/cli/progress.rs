@@ -121,7 +121,7 @@ fn done(phase: Phase) -> &'static str {
         Phase::Fetch => "fetched",
         Phase::Write => "wrote",
         Phase::Upload => "uploaded",
-        Phase::Verify => "verified",
+        Phase::Verify => "hashed", // not "verified": the outcome is the line that follows (OK, or the error)
     }
 }
 

@@ -26,12 +26,30 @@ fn off_a_terminal_create_and_verify_log_each_phase_in_plain_lines() {
     let run = env.run(&["verify", "-p", "ops.pub", "b.tar"]).ok();
     plain(&run);
     has_line(&run, "verifying b.tar (12.0 MiB)");
-    has_line(&run, "verified b.tar: 12.0 MiB in ");
+    has_line(&run, "hashed b.tar: 12.0 MiB in ");
 
     let run = env.run_with_stdin_file(&["verify", "-p", "ops.pub", "-"], "b.tar").ok();
     plain(&run);
     has_line(&run, "verifying <stdin>");
-    has_line(&run, "verified <stdin>: ");
+    has_line(&run, "hashed <stdin>: ");
+}
+
+/// A damaged bundle read from a pipe: the line that ends the reading phase never says "verified"
+/// before the error that names the damaged entry.
+#[test]
+fn off_a_terminal_a_damaged_bundle_is_never_called_verified() {
+    let env = Env::new();
+    env.keygen("ops");
+    big_layout(&env.path("big"), 1, 12 << 20);
+    let src = format!("oci:{}", env.path("big").display());
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    crate::common::tamper(&env.path("b.tar"));
+    for args in [&["verify", "-p", "ops.pub", "b.tar"][..], &["verify", "-p", "ops.pub", "-"][..]] {
+        let run = if args[3] == "-" { env.run_with_stdin_file(args, "b.tar") } else { env.run(args) };
+        let run = run.fails(crate::common::EXIT_INTEGRITY, &["digest mismatch"]);
+        plain(&run);
+        assert!(!run.stderr.contains("verified"), "{args:?}: a damaged bundle called verified:\n{}", run.stderr);
+    }
 }
 
 /// The bar frames `script` recorded of a run on a pseudo-terminal, escape sequences removed.
