@@ -32,12 +32,8 @@ for v in IMAGES BASE_MB APP_MB RUNS QUIET_WAIT; do
 done
 [ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] || die "images and runs must be >= 1"
 
-WORK=$(mktemp -d /tmp/adelta.XXXXXX)
-cleanup() { if [ "$KEEP" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi; }
-trap cleanup EXIT
-mkdir -p "$WORK/logs" "$WORK/out"
 . "$ROOT/bench/lib.sh"
-[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+work_dir adelta
 
 pick_airlock
 

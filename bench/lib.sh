@@ -165,3 +165,13 @@ pick_airlock() {
     REV="work tree $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo unknown)"
   fi
 }
+
+# work_dir PREFIX: a scratch directory $WORK (logs/, out/) removed on exit unless KEEP=1, for the
+# scripts that time with /usr/bin/time.
+work_dir() {
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  cleanup() { if [ "$KEEP" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi; }
+  trap cleanup EXIT
+  mkdir -p "$WORK/logs" "$WORK/out"
+  [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+}

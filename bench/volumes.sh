@@ -33,12 +33,8 @@ for v in MB RUNS QUIET_WAIT; do
 done
 [ "$RUNS" -ge 1 ] || die "runs must be >= 1"
 
-WORK=$(mktemp -d /tmp/airlock-bench-volumes.XXXXXX)
-cleanup() { if [ "$KEEP" = 1 ]; then echo "bench: kept $WORK" >&2; else rm -rf "$WORK"; fi; }
-trap cleanup EXIT
-mkdir -p "$WORK/logs" "$WORK/out"
 . "$ROOT/bench/lib.sh"
-[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+work_dir airlock-bench-volumes
 
 pick_airlock
 say "parity encoding, one core"

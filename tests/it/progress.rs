@@ -12,13 +12,19 @@ fn has_line(run: &Run, start: &str) {
     assert!(run.stderr.lines().any(|l| l.starts_with(start)), "no line starting {start:?}:\n{}", run.stderr);
 }
 
-#[test]
-fn off_a_terminal_create_and_verify_log_each_phase_in_plain_lines() {
+/// `b.tar`, signed by `ops`, of one image with a 12 MiB layer, and the run of `create` that made it.
+fn bundle_of_12_mib() -> (Env, Run) {
     let env = Env::new();
     env.keygen("ops");
     big_layout(&env.path("big"), 1, 12 << 20);
     let src = format!("oci:{}", env.path("big").display());
     let run = env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    (env, run)
+}
+
+#[test]
+fn off_a_terminal_create_and_verify_log_each_phase_in_plain_lines() {
+    let (env, run) = bundle_of_12_mib();
     plain(&run);
     has_line(&run, "writing b.tar (12.0 MiB)");
     has_line(&run, "wrote b.tar: 12.0 MiB in ");
@@ -38,11 +44,7 @@ fn off_a_terminal_create_and_verify_log_each_phase_in_plain_lines() {
 /// before the error that names the damaged entry.
 #[test]
 fn off_a_terminal_a_damaged_bundle_is_never_called_verified() {
-    let env = Env::new();
-    env.keygen("ops");
-    big_layout(&env.path("big"), 1, 12 << 20);
-    let src = format!("oci:{}", env.path("big").display());
-    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    let (env, _) = bundle_of_12_mib();
     crate::common::tamper(&env.path("b.tar"));
     for args in [&["verify", "-p", "ops.pub", "b.tar"][..], &["verify", "-p", "ops.pub", "-"][..]] {
         let run = if args[3] == "-" { env.run_with_stdin_file(args, "b.tar") } else { env.run(args) };
