@@ -127,7 +127,7 @@ impl State {
         {
             notes.push(format!(
                 "{place}: bundle {} (series `{series}`, sequence {sequence}) is the last one applied here, at {}: \
-                 applied again as a re-run",
+                 applying it again as a re-run",
                 a.bundle_id, a.at
             ));
             return Ok(Admission { notes, done: None, record: None });
@@ -147,7 +147,7 @@ impl State {
                 )));
             }
             Some(last) if sequence <= last => notes.push(format!(
-                "series `{series}`: sequence {sequence} is not after {last}; applied because of --allow-rollback \
+                "series `{series}`: sequence {sequence} is not after {last}; applying it because of --allow-rollback \
                  (the state stays at {last})"
             )),
             Some(last) if sequence > last + 1 => notes.push(format!(
@@ -193,7 +193,7 @@ fn check_expiry(pos: &Position, place: &str, policy: &Policy, notes: &mut Vec<St
              (--allow-expired applies it anyway)"
         )));
     }
-    notes.push(format!("{place}: expired at {when}; applied because of --allow-expired"));
+    notes.push(format!("{place}: expired at {when}; applying it because of --allow-expired"));
     Ok(())
 }
 
@@ -240,7 +240,11 @@ mod tests {
         let a = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
         state.record(a).unwrap();
         let rerun = state.admit(&index(Some(5), None), Some("K"), "b5", &POLICY).unwrap();
-        assert!(rerun.record.is_none() && rerun.notes[0].contains("applied again as a re-run"), "{:?}", rerun.notes);
+        assert!(
+            rerun.record.is_none() && rerun.notes[0].contains("applying it again as a re-run"),
+            "{:?}",
+            rerun.notes
+        );
         let mut other = index(Some(5), None);
         other.bundle_id = "c".into();
         let e = state.admit(&other, Some("K"), "c5", &POLICY).unwrap_err().to_string();

@@ -61,7 +61,7 @@ fn replaying_an_older_bundle_after_a_newer_one_is_refused_and_tags_nothing() {
     assert_eq!(registry_digest(&tag), signed_digest(&env, "new.tar"), "the tag was not rolled back");
 
     let forced = env.run(&["push", "-p", "ops.pub", "old.tar", "--to", &to, "--allow-rollback"]).ok();
-    assert!(forced.stderr.contains("applied because of --allow-rollback"), "{}", forced.stderr);
+    assert!(forced.stderr.contains("applying it because of --allow-rollback"), "{}", forced.stderr);
     assert_eq!(registry_digest(&tag), signed_digest(&env, "old.tar"));
     // The state keeps the highest sequence: the replay did not lower the bar.
     env.run(&["push", "-p", "ops.pub", "old.tar", "--to", &to]).fails(EXIT_TRUST, &["sequence 1 is not after 2"]);
@@ -79,7 +79,7 @@ fn an_expired_bundle_is_refused_unless_allowed_and_verify_says_so() {
     export(&env, "b.tar", "out", &[]).fails(EXIT_TRUST, &["b.tar: expired at 2026-01-02T00:00:00Z", "--allow-expired"]);
     assert!(!env.path("out").exists());
     let run = export(&env, "b.tar", "out", &["--allow-expired"]).ok();
-    assert!(run.stderr.contains("applied because of --allow-expired"), "{}", run.stderr);
+    assert!(run.stderr.contains("applying it because of --allow-expired"), "{}", run.stderr);
 }
 
 #[test]
