@@ -48,6 +48,20 @@ pub(crate) struct Signed {
     pub(crate) multi: String,
 }
 
+/// `b.tar` created from [`signed_registry`] with `flags`, in a new [`Env`]; `None` (the test skips)
+/// without the registry, skopeo, cosign, oras and `more` peers.
+fn signed_bundle(more: &[Peer], flags: &[&str]) -> Option<(Env, Signed)> {
+    let peers: Vec<Peer> =
+        [Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras].into_iter().chain(more.iter().copied()).collect();
+    if skip_without(&peers) {
+        return None;
+    }
+    let env = Env::new();
+    let s = signed_registry(&env);
+    create_from(&env, &s, flags).ok();
+    Some((env, s))
+}
+
 pub(crate) fn signed_registry(env: &Env) -> Signed {
     let reg = Registry::start(&[]);
     let busybox = seed(&reg, "tools.oci.tar", "src/busybox:1.36");
@@ -98,12 +112,7 @@ fn kinds(image: &Value) -> Vec<String> {
 
 #[test]
 fn signed_images_pushed_under_another_prefix_verify_with_cosign_and_oras_there() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
-        return;
-    }
-    let env = Env::new();
-    let s = signed_registry(&env);
-    create_from(&env, &s, &[]).ok();
+    let Some((env, s)) = signed_bundle(&[], &[]) else { return };
     let index = signed_index(&env, "b.tar");
     let busybox = crate::common::image(&index, &format!("{}/src/busybox:1.36", s.reg.host));
     assert_eq!(kinds(busybox), ["cosign-attestation", "cosign-signature"]);
@@ -136,12 +145,7 @@ fn signed_images_pushed_under_another_prefix_verify_with_cosign_and_oras_there()
 
 #[test]
 fn a_repeat_push_writes_no_attachment_again_and_keeps_what_the_fallback_index_lists() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
-        return;
-    }
-    let env = Env::new();
-    let s = signed_registry(&env);
-    create_from(&env, &s, &[]).ok();
+    let Some((env, s)) = signed_bundle(&[], &[]) else { return };
     let inside = Registry::start(&[]);
     let to = format!("{}/inside", inside.host);
     // Something attached inside, before the bundle arrives: the push must keep it listed.
@@ -174,12 +178,7 @@ fn a_repeat_push_writes_no_attachment_again_and_keeps_what_the_fallback_index_li
 
 #[test]
 fn no_attachments_and_an_artifact_type_filter_choose_what_is_carried() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
-        return;
-    }
-    let env = Env::new();
-    let s = signed_registry(&env);
-    create_from(&env, &s, &["--no-attachments"]).ok();
+    let Some((env, s)) = signed_bundle(&[], &["--no-attachments"]) else { return };
     let index = signed_index(&env, "b.tar");
     assert!(index["images"].as_array().unwrap().iter().all(|i| i.get("attachments").is_none()));
     std::fs::remove_file(env.path("b.tar")).unwrap();
@@ -303,12 +302,7 @@ fn a_cosign_save_layout_and_an_exported_layout_carry_their_attachments() {
 }
 #[test]
 fn verify_cosign_key_passes_signed_images_and_names_an_unsigned_image_or_a_wrong_key() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras, Peer::Crane]) {
-        return;
-    }
-    let env = Env::new();
-    let s = signed_registry(&env);
-    create_from(&env, &s, &[]).ok();
+    let Some((env, s)) = signed_bundle(&[Peer::Crane], &[]) else { return };
     let ok = env.run(&["verify", "-p", "ops.pub", "--cosign-key", "cosign.pub", "b.tar"]).ok();
     assert_eq!(ok.stdout.matches("cosign signature by cosign.pub").count(), 2, "{}", ok.stdout);
     cosign_keys(&env, "other");
@@ -366,12 +360,7 @@ fn an_image_signed_with_an_ed25519_key_passes_verify_cosign_key() {
 
 #[test]
 fn create_from_a_registry_with_the_referrers_api_finds_the_same_attachments() {
-    if skip_without(&[Peer::Registry, Peer::Skopeo, Peer::Cosign, Peer::Oras]) {
-        return;
-    }
-    let env = Env::new();
-    let s = signed_registry(&env);
-    create_from(&env, &s, &[]).ok();
+    let Some((env, s)) = signed_bundle(&[], &[]) else { return };
     // `airlock serve` answers the referrers API (distribution 2.8 does not): the other path.
     let served = crate::serve::Served::start(&env, &["-p", "ops.pub", "b.tar"]);
     let host = s.reg.host.replace(':', "_");
