@@ -71,17 +71,25 @@ impl DockerHost {
 
 trait Stream: Read + Write + Send {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
+    /// Ends the request: the daemon reads the end of its body, and can still answer.
+    fn shutdown_write(&self) -> io::Result<()>;
 }
 
 impl Stream for UnixStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
 }
 
 impl Stream for TcpStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
     }
 }
 
@@ -99,6 +107,11 @@ pub fn load(host: &DockerHost, body: impl FnOnce(&mut dyn Write) -> Result<()>) 
         let mut chunked = w.into_inner().map_err(|e| Error::io(&place, e.into_error()))?;
         chunked.finish().map_err(|e| Error::io(&place, e))
     });
+    if sent.is_err() {
+        // The engine waits for the rest of a body cut short (a blob that failed its check): end
+        // the request so it answers; it loads nothing of an incomplete archive.
+        let _ = reader.shutdown_write();
+    }
     // If the daemon refused the upload early, its answer says why; prefer it to a broken pipe.
     let answer = read_response(reader, &place);
     match (sent, answer) {
@@ -275,4 +288,37 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon that reads the request until the client ends it (or 10 s pass), then answers as
+    /// the engine does to a cut archive; returns whether it saw the end.
+    fn fake_daemon(listener: std::os::unix::net::UnixListener) -> std::thread::JoinHandle<bool> {
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let ended = io::copy(&mut conn, &mut io::sink()).is_ok();
+            let body = r#"{"message":"unexpected EOF"}"#;
+            let answer = format!("HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = conn.write_all(answer.as_bytes());
+            ended
+        })
+    }
+
+    #[test]
+    fn a_body_that_fails_midway_ends_the_request_and_reports_its_own_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let daemon = fake_daemon(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let host = DockerHost::Unix(socket);
+        let got = load(&host, |w| {
+            w.write_all(&[0u8; 4096]).map_err(|e| Error::io("test", e))?;
+            Err(Error::integrity("b.tar: entry blobs/sha256/ab", "digest mismatch"))
+        });
+        assert!(matches!(got, Err(Error::Integrity { .. })), "{got:?}");
+        assert!(daemon.join().unwrap(), "the daemon waited for the rest of the body");
+    }
 }

@@ -166,19 +166,35 @@ impl IndexedBundle {
 
     /// A reader of one blob that verifies its size and sha256 as it is read.
     pub fn open_blob(&self, digest: &Digest) -> Result<VerifyingReader<Box<dyn Read + Send>>> {
-        let at = || format!("{}: entry {}", self.place, digest.blob_path());
-        let (offset, size) = *self.offsets.get(digest).ok_or_else(|| Error::integrity(at(), "not in the bundle"))?;
+        let at = self.offsets.get(digest).ok_or_else(|| Error::integrity(self.entry(digest), "not in the bundle"))?;
+        Ok(self.open_at(*at, digest))
+    }
+
+    /// A reader of one of the bundle's files (`index.json`, `oci-layout`, …) that verifies its
+    /// size and sha256 as it is read.
+    pub fn open_file(&self, path: &str) -> Result<VerifyingReader<Box<dyn Read + Send>>> {
+        let listed = self.report.index.files.iter().find(|f| f.path == path);
+        match (listed, self.file_offsets.get(path)) {
+            (Some(f), Some(at)) => Ok(self.open_at(*at, &f.digest)),
+            _ => Err(Error::integrity(format!("{}: entry {path}", self.place), "not in the bundle")),
+        }
+    }
+
+    /// How messages name one of its blobs.
+    pub fn entry(&self, digest: &Digest) -> String {
+        format!("{}: entry {}", self.place, digest.blob_path())
+    }
+
+    fn open_at(&self, (offset, size): (u64, u64), digest: &Digest) -> VerifyingReader<Box<dyn Read + Send>> {
         let r: Box<dyn Read + Send> =
             Box::new(BufReader::with_capacity(1 << 20, self.volumes.cursor(offset, offset.saturating_add(size))));
-        Ok(VerifyingReader::new(r, digest.clone(), size))
+        VerifyingReader::new(r, digest.clone(), size)
     }
 
     /// Reads and verifies a small blob whole (a manifest or index).
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
-        self.open_blob(digest)?
-            .read_to_end(&mut buf)
-            .map_err(|e| Error::io(format!("{}: entry {}", self.place, digest.blob_path()), e).into_integrity())?;
+        self.open_blob(digest)?.read_to_end(&mut buf).map_err(|e| Error::io(self.entry(digest), e).into_integrity())?;
         Ok(buf)
     }
 }

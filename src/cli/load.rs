@@ -22,7 +22,8 @@ pub struct LoadArgs {
     /// Platform to take from multi-platform images (default: this host's)
     #[arg(long)]
     platform: Option<String>,
-    /// Where to unpack the bundle while it is verified (default: the system's temporary directory)
+    /// Where to unpack a bundle read from stdin or a pipe while it is verified (default: the
+    /// system's temporary directory); a bundle file is verified and read in place, with no copy
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
     /// For a delta: a base bundle holding blobs it leaves out (repeatable)

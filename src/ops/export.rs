@@ -1,5 +1,7 @@
-//! The `export` operation: verify a bundle while unpacking it beside the output, then write it
-//! for hosts without airlock, as an OCI image layout or as a `docker load` archive of one platform.
+//! The `export` operation: verify a bundle whole (a file in place, on every core; a stream while
+//! it is unpacked beside the output), then write it for hosts without airlock, as an OCI image
+//! layout or as a `docker load` archive of one platform, each blob read from the bundle (or its
+//! staging directory) and verified again as it is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +13,6 @@ use crate::image::Platform;
 use crate::ops::import::ImportOptions;
 use crate::ops::{Event, Ui};
 use crate::sink::docker_archive::{self, DockerImage};
-use crate::sink::{self};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -45,25 +46,24 @@ pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
     let platform = opts.platform.clone().unwrap_or_else(docker_archive::host_platform);
     let mut import = opts.import.begin(&**ui)?;
     let source = super::open_source(&opts.bundle, &import.trust())?;
-    let (src, place) = super::stream_shown(&source, &**ui)?;
     let output = opts.output.display();
     ui.event(Event::Outcome(&format!("{output} was not written")));
-    let staged = sink::stage(src, &place, import.trust(), parent_dir(&opts.output)).map_err(|e| source.explain(e))?;
-    ui.event(Event::Verified { place: &place, report: &staged.report });
-    import.admit(&staged.report, &place)?;
-    let given = Given::open(&opts.bases, import.trust(), staged.index())?;
-    staged.fill_from(&given, &place)?;
+    let (verified, place) = super::verify_whole(&source, import.trust(), &**ui, parent_dir(&opts.output))?;
+    import.admit(verified.report(), &place)?;
+    let given = Given::open(&opts.bases, import.trust(), verified.index())?;
+    verified.check_bases(&given, &place, &**ui)?;
     let exported = match opts.format {
         ExportFormat::Oci => {
-            let images = staged.index().images.len();
-            staged.persist_layout(&opts.output)?;
+            let images = verified.index().images.len();
+            verified.write_layout(&given, &opts.output, &place, &**ui).map_err(|e| source.explain(e))?;
             Exported::Oci { images }
         }
         ExportFormat::DockerArchive => {
-            let images = docker_archive::plan(&staged, &platform)?;
-            let mtime = super::created_epoch(staged.index());
-            docker_archive::write_file(&staged, &images, &opts.output, mtime, &**ui)?;
-            Exported::DockerArchive { images, attachments_left: staged.index().attachment_count() }
+            let blobs = verified.blobs(&given);
+            let images = docker_archive::plan(&blobs, &platform)?;
+            let mtime = super::created_epoch(verified.index());
+            docker_archive::write_file(&blobs, &images, &opts.output, mtime, &**ui).map_err(|e| source.explain(e))?;
+            Exported::DockerArchive { images, attachments_left: verified.index().attachment_count() }
         }
     };
     ui.event(Event::Outcome(&format!("{output} was written")));

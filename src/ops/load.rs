@@ -1,5 +1,7 @@
-//! The `load` operation: verify a bundle while unpacking it, then stream the chosen platform of
-//! its images into the Docker Engine at `DOCKER_HOST` as one `docker load` archive.
+//! The `load` operation: verify a bundle whole (a file in place, on every core; a stream while it
+//! is unpacked into a temporary directory), then stream the chosen platform of its images into
+//! the Docker Engine at `DOCKER_HOST` as one `docker load` archive, each blob read from the bundle
+//! (or its staging directory) and verified again as it is read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +13,6 @@ use crate::image::Platform;
 use crate::ops::import::{ImportOptions, tmp_dir_or_default};
 use crate::ops::{Event, Ui};
 use crate::sink::docker_archive::{self, DockerImage};
-use crate::sink::{self};
 
 pub struct LoadOptions {
     /// The bundle: a file, a split bundle's parts, a pipe, or `-` for stdin.
@@ -21,7 +22,8 @@ pub struct LoadOptions {
     pub bases: Vec<PathBuf>,
     /// The platform to take from multi-platform images (default: this host's).
     pub platform: Option<Platform>,
-    /// Where the bundle is unpacked while it is verified (default: the system's temporary directory).
+    /// Where a bundle read from stdin or a pipe is unpacked while it is verified (default: the
+    /// system's temporary directory); a bundle file is read in place.
     pub tmp_dir: Option<PathBuf>,
 }
 
@@ -38,20 +40,20 @@ pub fn load(opts: &LoadOptions, ui: &Arc<dyn Ui>) -> Result<Loaded> {
     let host = DockerHost::from_env()?;
     let mut import = opts.import.begin(&**ui)?;
     let source = super::open_source(&opts.bundle, &import.trust())?;
-    let (src, place) = super::stream_shown(&source, &**ui)?;
     let tmp = tmp_dir_or_default(opts.tmp_dir.as_deref());
     ui.event(Event::Outcome(
         "images the Docker Engine had finished loading stay; it loads an archive only once it is complete",
     ));
-    let staged = sink::stage(src, &place, import.trust(), &tmp).map_err(|e| source.explain(e))?;
-    ui.event(Event::Verified { place: &place, report: &staged.report });
-    import.admit(&staged.report, &place)?;
-    let given = Given::open(&opts.bases, import.trust(), staged.index())?;
-    staged.fill_from(&given, &place)?;
-    let images = docker_archive::plan(&staged, &platform)?;
-    let mtime = super::created_epoch(staged.index());
+    let (verified, place) = super::verify_whole(&source, import.trust(), &**ui, &tmp)?;
+    import.admit(verified.report(), &place)?;
+    let given = Given::open(&opts.bases, import.trust(), verified.index())?;
+    verified.check_bases(&given, &place, &**ui)?;
+    let blobs = verified.blobs(&given);
+    let images = docker_archive::plan(&blobs, &platform)?;
+    let mtime = super::created_epoch(verified.index());
     let to = (&**ui as &dyn crate::progress::Observer, "to the Docker Engine");
-    let engine_lines = daemon::load(&host, |w| docker_archive::write(&staged, &images, w, mtime, to))?;
+    let engine_lines =
+        daemon::load(&host, |w| docker_archive::write(&blobs, &images, w, mtime, to)).map_err(|e| source.explain(e))?;
     import.record()?;
-    Ok(Loaded { engine_lines, images, attachments_left: staged.index().attachment_count() })
+    Ok(Loaded { engine_lines, images, attachments_left: verified.index().attachment_count() })
 }

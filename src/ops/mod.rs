@@ -16,11 +16,13 @@ pub mod verify;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::bundle::reader::{Report, Trust};
 use crate::bundle::sign::PublicKey;
 use crate::error::{Error, Result};
 use crate::progress::{Moving, Observer, Phase, Silent};
+use crate::sink::{self, verified::VerifiedBundle};
 use crate::state::Applied;
 use crate::volume::input::Source;
 
@@ -71,6 +73,28 @@ pub fn stream_shown<'o>(source: &'o Source, observer: &'o dyn Observer) -> Resul
     let total = source.known_len().unwrap_or(0);
     let moving = Moving::begin(src, observer, Phase::Verify, &place, total);
     Ok((Box::new(moving), place))
+}
+
+/// Verifies the whole bundle before anything is written from it (`load`, `export`): a file or a
+/// split bundle's parts in place, on every core; a stream while it is staged in a temporary
+/// directory inside `stage_in`. Tells `ui` the bytes checked, then that the bundle verified;
+/// returns it with its name for messages.
+pub fn verify_whole(
+    source: &Source,
+    trust: Trust<'_>,
+    ui: &dyn Ui,
+    stage_in: &Path,
+) -> Result<(VerifiedBundle, String)> {
+    let (verified, place) = match source {
+        Source::Volumes(v) => (VerifiedBundle::file(Arc::clone(v), trust, ui), v.place().to_owned()),
+        stream => {
+            let (src, place) = stream_shown(stream, ui)?;
+            (sink::stage(src, &place, trust, stage_in).map(VerifiedBundle::Staged), place)
+        }
+    };
+    let verified = verified.map_err(|e| source.explain(e))?;
+    ui.event(Event::Verified { place: &place, report: verified.report() });
+    Ok((verified, place))
 }
 
 /// The name of the bundle for messages and the state: its first path.

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::ops::import::{ImportOptions, tmp_dir_or_default};
 use crate::ops::{Event, Ui};
 use crate::registry::{Client, ClientOptions};
-use crate::sink::push::{self, Blobs, PushReport, Target};
-use crate::sink::{self, Staged, absent, attachments};
+use crate::sink::push::{self, PushReport, Target};
+use crate::sink::{self, Blobs, Staged, absent, attachments};
 use crate::volume::input::Source;
 
 pub struct PushOptions {

@@ -4,47 +4,15 @@
 //! is pushed, and the error names each missing blob and the base bundle that carries it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Read;
 
 use crate::bundle::bases::{self, Given};
-use crate::bundle::format::{BlobEntry, BundleIndex};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::Reference;
 use crate::registry::Client;
-use crate::sink::push::{self, Blobs, Progress, PushOptions, PushReport, Target};
+use crate::sink::push::{self, Progress, PushOptions, PushReport, Target};
+use crate::sink::{Blobs, WithBases};
 use crate::transfer::Pool;
-
-/// A delta with the base bundles given for it: reads each blob from whichever holds it.
-pub struct WithBases<'a> {
-    delta: &'a dyn Blobs,
-    given: &'a Given,
-    absent: HashMap<&'a Digest, &'a BlobEntry>,
-}
-
-impl<'a> WithBases<'a> {
-    pub fn new(delta: &'a dyn Blobs, given: &'a Given) -> Self {
-        let absent = delta.index().absent_blobs().map(|b| (&b.digest, b)).collect();
-        WithBases { delta, given, absent }
-    }
-}
-
-impl Blobs for WithBases<'_> {
-    fn index(&self) -> &BundleIndex {
-        self.delta.index()
-    }
-
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        match self.absent.get(digest) {
-            Some(b) => Ok(Box::new(self.given.open_blob(b)?)),
-            None => self.delta.open(digest),
-        }
-    }
-
-    fn place(&self) -> String {
-        self.delta.place()
-    }
-}
 
 /// (repository, blob) pairs the registry was found to hold.
 pub type Held = BTreeSet<(String, Digest)>;

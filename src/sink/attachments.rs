@@ -22,7 +22,8 @@ use crate::json;
 use crate::progress::Observer;
 use crate::reference::Reference;
 use crate::registry::Client;
-use crate::sink::push::{Blobs, Target, push_blob, read_manifest};
+use crate::sink::Blobs;
+use crate::sink::push::{Target, push_blob, read_manifest};
 use crate::transfer::Pool;
 
 /// Where attachments go, and what tells the user about uploads.

@@ -18,14 +18,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::bundle::format::{BlobEntry, BundleIndex, ImageEntry};
-use crate::bundle::indexed::IndexedBundle;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image;
 use crate::progress::{Observer, Phase, Ticking};
 use crate::reference::Reference;
 use crate::registry::{Client, Landed};
-use crate::sink::Staged;
+use crate::sink::Blobs;
 use crate::sink::attachments::{self, Destination};
 use crate::sink::claims::{Claim, Claims, Holder, Stop};
 use crate::transfer::Pool;
@@ -74,40 +73,6 @@ impl Target {
         }
         Reference::parse(&text)
             .map_err(|e| Error::bad(format!("image {name}"), format!("cannot be pushed as {text}: {}", e.why)))
-    }
-}
-
-/// Where push reads blobs from: the bundle file itself, or a verified staging directory when the
-/// bundle came on stdin.
-pub trait Blobs: Sync {
-    fn index(&self) -> &BundleIndex;
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>>;
-    fn place(&self) -> String;
-}
-
-impl Blobs for IndexedBundle {
-    fn index(&self) -> &BundleIndex {
-        IndexedBundle::index(self)
-    }
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        Ok(Box::new(self.open_blob(digest)?))
-    }
-    fn place(&self) -> String {
-        IndexedBundle::place(self).to_owned()
-    }
-}
-
-impl Blobs for Staged {
-    fn index(&self) -> &BundleIndex {
-        Staged::index(self)
-    }
-    fn open(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
-        let path = self.blob_path(digest);
-        let f = fs_err::File::open(&path).map_err(|e| Error::io(path.display().to_string(), e))?;
-        Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
-    }
-    fn place(&self) -> String {
-        self.report.index.bundle_id.clone()
     }
 }
 
@@ -389,8 +354,8 @@ impl Run<'_> {
 /// A manifest of the bundle, read whole and verified.
 pub(crate) fn read_manifest(bundle: &dyn Blobs, m: &BlobEntry) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    let place = format!("{}: entry {}", bundle.place(), m.digest.blob_path());
-    bundle.open(&m.digest)?.read_to_end(&mut bytes).map_err(|e| Error::io(place, e).into_integrity())?;
+    let read = bundle.open(&m.digest)?.read_to_end(&mut bytes);
+    read.map_err(|e| Error::io(bundle.entry(&m.digest), e).into_integrity())?;
     Ok(bytes)
 }
 
@@ -509,9 +474,7 @@ pub(crate) fn push_blob(
     };
     observer.end(task);
     pushed.map_err(|e| match e {
-        Error::Integrity { msg, .. } => {
-            Error::integrity(format!("{}: entry {}", bundle.place(), digest.blob_path()), msg)
-        }
+        Error::Integrity { msg, .. } => Error::integrity(bundle.entry(digest), msg),
         other => other,
     })
 }

@@ -473,3 +473,41 @@ pub fn signed_index(env: &Env, bundle: &str) -> Value {
 pub fn image<'a>(index: &'a Value, name: &str) -> &'a Value {
     index["images"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("no image {name}"))
 }
+
+/// A tmpfs of `size` mounted on a directory of the test, unmounted on drop; `None` where this
+/// machine cannot mount (not root, no tmpfs).
+pub struct Mount(std::path::PathBuf);
+
+impl Mount {
+    pub fn tmpfs(dir: std::path::PathBuf, size: &str) -> Option<Mount> {
+        let opts = format!("size={size}");
+        Mount::new(dir, &["-t", "tmpfs", "-o", &opts, "tmpfs"])
+    }
+
+    /// A FAT32 filesystem of 40 MiB in a file, loop-mounted.
+    pub fn vfat(env: &Env, dir: std::path::PathBuf) -> Option<Mount> {
+        let image = env.path("fat.img");
+        let made = tool("mkfs.vfat", &["-F", "32", "-C", image.to_str().unwrap(), "40960"], &[]);
+        assert_eq!(made.code, 0, "mkfs.vfat: {}", made.stderr);
+        Mount::new(dir, &["-o", "loop", image.to_str().unwrap()])
+    }
+
+    /// `mount ARGS DIR`; `None` (after a line on stderr) where this machine cannot mount.
+    pub fn new(dir: std::path::PathBuf, args: &[&str]) -> Option<Mount> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut all = args.to_vec();
+        all.push(dir.to_str().unwrap());
+        let run = tool("mount", &all, &[]);
+        if run.code != 0 {
+            eprintln!("skipped: cannot mount here ({}): {}", args.join(" "), run.stderr.trim());
+            return None;
+        }
+        Some(Mount(dir))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        tool("umount", &[self.0.to_str().unwrap()], &[]);
+    }
+}

@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use crate::common::{
-    EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, docker_host, fixture_str, signed_index, skip_without, tool,
+    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, docker_host, fixture_str, signed_index,
+    skip_without, tamper, tool,
 };
 use crate::signed_lies::resign;
 
@@ -422,4 +423,35 @@ fn a_delta_from_a_registry_fetches_only_the_blobs_it_carries() {
     let cached = tool("find", &[&env.path("cache").display().to_string(), "-type", "f"], &[]).ok().stdout;
     assert!(!cached.contains(BUSYBOX_LAYER.trim_start_matches("sha256:")), "{cached}");
     env.run(&["verify", "-p", "ops.pub", "today.tar", "--base", "yesterday.tar"]).ok();
+}
+
+#[test]
+fn export_of_a_delta_file_reads_what_it_leaves_out_from_its_base_in_place() {
+    let env = Env::new();
+    create(&env, "full.tar", &[(BASE, "example.com/deltas-export/app:1")], &[]);
+    let images = [(BASE, "example.com/deltas-export/app:1"), (WEB, "example.com/deltas-export/web:1")];
+    create(&env, "d1.tar", &images, &["--base", "full.tar"]);
+    for (format, out) in [("docker-archive", "images.tar"), ("oci", "layout")] {
+        let args = ["export", "-p", "ops.pub", "--base", "full.tar", "--format", format, "-o"];
+        env.run(&[&args[..], &[&format!("file-{out}"), "d1.tar"]].concat()).ok();
+        let input = std::fs::File::open(env.path("d1.tar")).unwrap();
+        let piped = env.cmd().args(args).args([&format!("stdin-{out}"), "-"]).stdin(input).output().unwrap();
+        crate::common::Run::from_output(piped).ok();
+        let read = |name: &str| match env.path(name) {
+            dir if dir.is_dir() => crate::sinks::tree(&dir),
+            file => vec![(String::new(), std::fs::read(file).unwrap())],
+        };
+        assert!(read(&format!("file-{out}")) == read(&format!("stdin-{out}")), "{format}: file and stdin differ");
+    }
+    let busybox = BUSYBOX_LAYER.trim_start_matches("sha256:");
+    assert!(env.path(&format!("file-layout/blobs/sha256/{busybox}")).is_file(), "the base's layer is in the layout");
+
+    tamper(&env.path("full.tar"));
+    let before = env.listing();
+    let entry = format!("full.tar: entry blobs/sha256/{busybox}");
+    for format in ["docker-archive", "oci"] {
+        env.run(&["export", "-p", "ops.pub", "d1.tar", "--base", "full.tar", "--format", format, "-o", "out"])
+            .fails(EXIT_INTEGRITY, &[&entry, "digest mismatch"]);
+        assert_eq!(env.listing(), before, "{format}: no output, no temporary directory");
+    }
 }

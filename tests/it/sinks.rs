@@ -1,8 +1,11 @@
 //! The isolated side without a registry: `airlock export` (docker-archive, OCI layout) and
 //! `airlock load` into a real Docker Engine. Nothing that fails verification may come out.
 
+use std::path::Path;
+
 use crate::common::{
-    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, docker_host, fixture_str, skip_without, tamper, tool,
+    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_IO, EXIT_TRUST, Env, Mount, Peer, big_layout, docker_host, fixture_str,
+    skip_without, tamper, tool,
 };
 
 /// A bundle whose images carry names no other test uses, so the shared dockerd can be checked.
@@ -138,4 +141,115 @@ fn export_reads_a_bundle_from_stdin() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(env.path("layout/index.json").is_file());
+}
+
+/// `b.tar`, signed by `ops`, of one image with one incompressible layer of `size` bytes; with the
+/// layer's entry name (`blobs/sha256/…`).
+fn one_layer_bundle(env: &Env, size: usize) -> String {
+    env.keygen("ops");
+    big_layout(&env.path("big"), 1, size);
+    let src = format!("oci:{}=example.com/sinks/one-layer:1", env.path("big").display());
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    let index = crate::common::signed_index(env, "b.tar");
+    let layer = index["blobs"].as_array().unwrap().iter().max_by_key(|b| b["size"].as_u64()).unwrap();
+    format!("blobs/sha256/{}", layer["digest"].as_str().unwrap().trim_start_matches("sha256:"))
+}
+
+/// `airlock export -p ops.pub BUNDLE ARGS…` with the bundle on stdin.
+fn export_stdin(env: &Env, args: &[&str]) -> crate::common::Run {
+    let input = std::fs::File::open(env.path("b.tar")).unwrap();
+    let out = env.cmd().args(["export", "-p", "ops.pub", "-"]).args(args).stdin(input).output().unwrap();
+    crate::common::Run::from_output(out)
+}
+
+/// Every file under `dir` with its bytes, by path relative to `dir`.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn export_of_a_bundle_file_writes_what_stdin_gives_without_room_for_a_copy() {
+    let env = Env::new();
+    one_layer_bundle(&env, 8 << 20);
+    export_stdin(&env, &["--format", "docker-archive", "-o", "stdin.tar"]).ok();
+    export_stdin(&env, &["--format", "oci", "-o", "stdin-layout"]).ok();
+    // Room for the 8 MiB archive, not for a second copy of the layer beside it.
+    let Some(_disk) = Mount::tmpfs(env.path("disk"), "12m") else { return };
+    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "docker-archive", "-o", "disk/images.tar"]).ok();
+    assert!(std::fs::read(env.path("disk/images.tar")).unwrap() == std::fs::read(env.path("stdin.tar")).unwrap());
+    let left: Vec<_> = std::fs::read_dir(env.path("disk")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["images.tar"], "nothing else is left on the disk");
+    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "layout"]).ok();
+    assert!(tree(&env.path("layout")) == tree(&env.path("stdin-layout")), "the layouts differ");
+}
+
+#[test]
+fn export_of_a_damaged_bundle_file_names_the_blob_and_writes_nothing() {
+    let env = Env::new();
+    let layer = one_layer_bundle(&env, 1 << 20);
+    tamper(&env.path("b.tar"));
+    let before = env.listing();
+    let entry = format!("b.tar: entry {layer}");
+    for (format, out) in [("docker-archive", "images.tar"), ("oci", "layout")] {
+        env.run(&["export", "-p", "ops.pub", "b.tar", "--format", format, "-o", out])
+            .fails(EXIT_INTEGRITY, &[&entry, "digest mismatch"]);
+        assert_eq!(env.listing(), before, "{format}: no output, no temporary directory");
+    }
+}
+
+#[test]
+fn export_of_a_split_bundle_reads_its_parts_in_place_and_names_a_damaged_part() {
+    let env = Env::new();
+    one_layer_bundle(&env, 2 << 20);
+    export_stdin(&env, &["--format", "oci", "-o", "whole"]).ok();
+    let src = format!("oci:{}=example.com/sinks/one-layer:1", env.path("big").display());
+    std::fs::create_dir(env.path("parts")).unwrap();
+    let args = ["create", "-k", "ops.key", "-o", "parts/b.tar", "--volume-size", "700K", &src];
+    env.run(&args).ok();
+    env.run(&["export", "-p", "ops.pub", "parts", "--format", "oci", "-o", "from-parts"]).ok();
+    assert!(tree(&env.path("from-parts")) == tree(&env.path("whole")), "the layouts differ");
+
+    let mut part = std::fs::read(env.path("parts/b.tar.002")).unwrap();
+    part[1000] ^= 1;
+    std::fs::write(env.path("parts/b.tar.002"), part).unwrap();
+    let before = env.listing();
+    env.run(&["export", "-p", "ops.pub", "parts", "--format", "docker-archive", "-o", "images.tar"])
+        .fails(EXIT_INTEGRITY, &["b.tar.002 has sha256"]);
+    assert_eq!(env.listing(), before, "no output, no temporary directory");
+}
+
+#[test]
+fn load_of_a_bundle_file_needs_no_room_in_tmp_dir_and_a_stream_does() {
+    if skip_without(&[Peer::Docker]) {
+        return;
+    }
+    let env = Env::new();
+    let name = unique_bundle(&env, "tmpdir");
+    let Some(_tmp) = Mount::tmpfs(env.path("tmp"), "64k") else { return };
+    let load = |input: &str| {
+        let bundle = std::fs::File::open(env.path("b.tar")).unwrap();
+        let mut cmd = env.cmd();
+        cmd.args(["load", "-p", "ops.pub", input, "--tmp-dir", "tmp"]).env("DOCKER_HOST", docker_host()).stdin(bundle);
+        crate::common::Run::from_output(cmd.output().unwrap())
+    };
+    load("-").fails(EXIT_IO, &["tmp/.airlock-export-", "No space left on device"]);
+    assert!(!docker_tags().contains(&name));
+    load("b.tar").ok();
+    assert!(docker_tags().contains(&name));
+    assert_eq!(std::fs::read_dir(env.path("tmp")).unwrap().count(), 0, "nothing written to --tmp-dir");
+    docker(&["rmi", &name, "example.com/sinks/tmpdir-multi:2"]).ok();
 }

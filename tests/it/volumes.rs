@@ -2,7 +2,9 @@
 //! parity that rebuilds lost parts, every reading command taking the parts, and the output
 //! filesystem checked before a byte is written.
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_IO, EXIT_TRUST, Env, Peer, Registry, skip_without, tool};
+use crate::common::{
+    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_IO, EXIT_TRUST, Env, Mount, Peer, Registry, skip_without, tool,
+};
 
 const CREATED: &str = "2026-01-01T00:00:00Z";
 
@@ -297,44 +299,6 @@ fn a_file_size_limit_hit_by_a_volume_leaves_no_part_and_names_the_limit() {
     args[6] = "300K";
     let run = run_with_file_limit(&env, 400, &args);
     assert_eq!(run.code, 0, "{}", run.stderr);
-}
-
-/// A tmpfs of `size` mounted on a directory of the test, unmounted on drop; `None` where this
-/// machine cannot mount (not root, no tmpfs).
-struct Mount(std::path::PathBuf);
-
-impl Mount {
-    fn tmpfs(dir: std::path::PathBuf, size: &str) -> Option<Mount> {
-        let opts = format!("size={size}");
-        Mount::new(dir, &["-t", "tmpfs", "-o", &opts, "tmpfs"])
-    }
-
-    /// A FAT32 filesystem of 40 MiB in a file, loop-mounted.
-    fn vfat(env: &Env, dir: std::path::PathBuf) -> Option<Mount> {
-        let image = env.path("fat.img");
-        let made = tool("mkfs.vfat", &["-F", "32", "-C", image.to_str().unwrap(), "40960"], &[]);
-        assert_eq!(made.code, 0, "mkfs.vfat: {}", made.stderr);
-        Mount::new(dir, &["-o", "loop", image.to_str().unwrap()])
-    }
-
-    /// `mount ARGS DIR`; `None` (after a line on stderr) where this machine cannot mount.
-    fn new(dir: std::path::PathBuf, args: &[&str]) -> Option<Mount> {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut all = args.to_vec();
-        all.push(dir.to_str().unwrap());
-        let run = tool("mount", &all, &[]);
-        if run.code != 0 {
-            eprintln!("skipped: cannot mount here ({}): {}", args.join(" "), run.stderr.trim());
-            return None;
-        }
-        Some(Mount(dir))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        tool("umount", &[self.0.to_str().unwrap()], &[]);
-    }
 }
 
 #[test]
