@@ -1,10 +1,12 @@
 //! Response bodies: a small JSON document, or a blob read straight from its bundle file by offset.
 //!
 //! A blob is read in [`CHUNK`]-sized positional reads on tokio's blocking threads, into buffers of
-//! the shared [`Chunks`] pool that go to the connection as they are (no copy). While the
-//! connection writes one chunk, the next is hashed and the one after it read, on two threads,
-//! when the pool has buffers to spare: a stream runs at the speed of its slowest stage, hashing,
-//! not of all three in turn. A client that stops reading stops the reads.
+//! the shared [`Chunks`] pool that go to the connection as they are (no copy). One thread (a `Run`)
+//! reads a chunk and hashes it piece by piece, each piece while the read has just put it in that
+//! core's cache, then goes on with the next, up to `AHEAD` chunks ahead of the one the connection
+//! is writing. Hashing bytes another core read costs a fifth more, and a thread woken per chunk
+//! costs wake-ups; the socket and the client meanwhile use the other cores. A client that stops
+//! reading stops the reads, and a run gives its thread back as soon as it may not read further.
 //! Manifests and other small blobs are read into a buffer of their own. A blob sent whole is
 //! hashed on the way; its last chunk is held back until the digest is known, and a mismatch (the
 //! file changed underneath) ends the body with an error, which cuts the connection before the
@@ -13,15 +15,15 @@
 //!
 //! [`CHUNK`]: crate::serve::chunks::CHUNK
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::digest::{Digest, Hasher, Mismatch};
@@ -33,6 +35,9 @@ use crate::serve::chunks::{CHUNK, Chunks};
 const SMALL: u64 = 64 << 10;
 /// Chunks of one response read (and hashed) ahead of the one being sent.
 const AHEAD: usize = 2;
+/// A chunk is read and hashed this much at a time: the hash reads each piece while it is still in
+/// the cache the read put it in.
+const PIECE: usize = 256 << 10;
 
 /// How a body ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,125 +153,159 @@ impl Drop for Body {
     }
 }
 
-/// The rest of a blob to send, and the chunks of it under way.
+/// The rest of a blob to send: the chunks read (and hashed) waiting to be sent, and the run
+/// reading more.
 struct BlobReader {
-    src: Arc<BlobSource>,
-    pool: Arc<Chunks>,
-    /// The next byte to hand over, the next to read, and the end of the range.
+    /// The next byte to hand over, and the end of the range.
     pos: u64,
-    read_at: u64,
     end: u64,
-    /// For a blob sent whole: where the next chunk started gets the hasher from, once the chunk
-    /// before it is hashed.
-    hasher: Option<oneshot::Receiver<Hasher>>,
-    /// Waiting for a buffer for the next chunk, when none is under way.
+    /// The chunks a run has read, in order; `queued` counts them until taken.
+    ready: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    /// Where the next run starts, while no run is under way.
+    next: Option<Run>,
+    /// The run under way: it gives back where the next one starts, or its error.
+    run: Option<JoinHandle<std::io::Result<Run>>>,
+    failed: Option<std::io::Error>,
+    pool: Arc<Chunks>,
+    /// Waiting for a buffer for the next run, when nothing is read ahead.
     waiting: Option<Pin<Box<dyn Future<Output = std::io::Result<OwnedSemaphorePermit>> + Send>>>,
-    /// The chunks under way, in order.
-    chunks: VecDeque<JoinHandle<std::io::Result<Bytes>>>,
 }
 
 impl BlobReader {
     fn new(src: BlobSource, pool: &Arc<Chunks>, start: u64, end: u64) -> Self {
-        let hasher = (start == 0 && end == src.size).then(|| {
-            let (tx, rx) = oneshot::channel();
-            let _ = tx.send(Hasher::default());
-            rx
-        });
-        let (src, pool) = (Arc::new(src), Arc::clone(pool));
-        BlobReader { src, pool, pos: start, read_at: start, end, hasher, waiting: None, chunks: VecDeque::new() }
+        let hasher = (start == 0 && end == src.size).then(Hasher::default);
+        let (tx, ready) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let src = Arc::new(src);
+        let pool = Arc::clone(pool);
+        let next = Run { src, pool: Arc::clone(&pool), at: start, end, hasher, tx, queued: Arc::clone(&queued) };
+        BlobReader { pos: start, end, ready, queued, next: Some(next), run: None, failed: None, pool, waiting: None }
     }
 
-    /// The next chunk, in order. Up to [`AHEAD`] more are read and hashed meanwhile, if the pool
-    /// has buffers to spare.
+    /// The next chunk, in order. While it is sent, a run reads and hashes up to [`AHEAD`] more,
+    /// if the pool has buffers to spare.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<Option<Bytes>>> {
-        if self.chunks.is_empty() && self.read_at < self.end {
-            if self.end - self.read_at <= SMALL {
-                self.start(None);
+        loop {
+            self.reap(cx);
+            if let Poll::Ready(Some(chunk)) = self.ready.poll_recv(cx) {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.pos += chunk.len() as u64;
+                self.read_ahead();
+                return Poll::Ready(Ok(Some(chunk)));
+            }
+            // A run's error comes after the chunks it handed over before it.
+            if let Some(e) = self.failed.take() {
+                return Poll::Ready(Err(e));
+            }
+            if self.run.is_some() {
+                return Poll::Pending;
+            }
+            let Some(next) = self.next.as_ref().filter(|n| n.at < n.end) else { return Poll::Ready(Ok(None)) };
+            // Nothing read ahead: wait, in order, for a buffer (a small range needs none).
+            let permit = if next.end - next.at <= SMALL {
+                None
             } else {
                 let pool = &self.pool;
                 let waiting = self.waiting.get_or_insert_with(|| Box::pin(Arc::clone(pool).permit()));
                 let permit = std::task::ready!(waiting.as_mut().poll(cx))?;
                 self.waiting = None;
-                self.start(Some(permit));
-            }
+                Some(permit)
+            };
+            self.start(permit);
         }
-        self.read_ahead();
-        let Some(next) = self.chunks.front_mut() else { return Poll::Ready(Ok(None)) };
-        let joined = std::task::ready!(Pin::new(next).poll(cx));
-        self.chunks.pop_front();
-        let chunk = joined.unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
-        self.pos += chunk.len() as u64;
-        self.read_ahead();
-        Poll::Ready(Ok(Some(chunk)))
     }
 
+    /// Takes back the state of a run that ended (or its error).
+    fn reap(&mut self, cx: &mut Context<'_>) {
+        let Some(run) = &mut self.run else { return };
+        let Poll::Ready(ran) = Pin::new(run).poll(cx) else { return };
+        self.run = None;
+        match ran.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+            Ok(next) => self.next = Some(next),
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    /// Starts a run now if none is under way, fewer than [`AHEAD`] chunks wait, and the pool
+    /// has a buffer to spare.
     fn read_ahead(&mut self) {
-        while self.chunks.len() < AHEAD && self.read_at < self.end {
-            match self.pool.spare() {
-                Some(permit) => self.start(Some(permit)),
-                None => return,
-            }
+        let more = self.next.as_ref().is_some_and(|n| n.at < n.end);
+        if more
+            && self.queued.load(Ordering::Acquire) < AHEAD
+            && let Some(permit) = self.pool.spare()
+        {
+            self.start(Some(permit));
         }
     }
 
-    /// Starts the chunk at `read_at`: read into a pooled buffer (with a permit) or one of its own
-    /// (a range of at most [`SMALL`] bytes), then hashed after the chunk before it.
     fn start(&mut self, permit: Option<OwnedSemaphorePermit>) {
-        let left = self.end - self.read_at;
-        let len = if permit.is_some() { left.min(CHUNK as u64) } else { left };
-        let at = self.read_at;
-        self.read_at += len;
-        let hashing = self.hasher.take().map(|from| {
-            let (to, next) = oneshot::channel();
-            let last = self.read_at >= self.end;
-            self.hasher = (!last).then_some(next);
-            (from, (!last).then_some(to))
-        });
-        let (src, pool) = (Arc::clone(&self.src), Arc::clone(&self.pool));
-        let read = move || chunk(&src, &pool, permit, at, len, hashing);
-        self.chunks.push_back(tokio::task::spawn_blocking(read));
+        if let Some(run) = self.next.take() {
+            self.run = Some(tokio::task::spawn_blocking(move || run.go(permit)));
+        }
     }
 }
 
-/// Where a chunk gets the hasher from, and where it hands it on (`None`: the last chunk, which
-/// checks the digest instead).
-type Hashing = (oneshot::Receiver<Hasher>, Option<oneshot::Sender<Hasher>>);
-
-/// One chunk, on a blocking thread: read, then (once the chunk before it is hashed) hashed, so
-/// that while one chunk is sent the next is hashed and the one after it read. The last chunk of a
-/// blob sent whole is handed over only if the digest matches. Waiting for the hasher cannot
-/// deadlock: the chunk before was given a thread first (tokio runs blocking work in order).
-fn chunk(
-    src: &BlobSource,
-    pool: &Arc<Chunks>,
-    permit: Option<OwnedSemaphorePermit>,
+/// Reads on one blocking thread: a chunk is read and hashed, handed over, and the next one follows
+/// while fewer than [`AHEAD`] wait and the pool has a buffer to spare; then the run ends and
+/// gives back where the next one starts (the body starts it when the connection takes a chunk).
+struct Run {
+    src: Arc<BlobSource>,
+    pool: Arc<Chunks>,
     at: u64,
-    len: u64,
-    hashing: Option<Hashing>,
-) -> std::io::Result<Bytes> {
-    let bytes = read(src, pool, permit, at, len)?;
-    let Some((from, to)) = hashing else { return Ok(bytes) };
-    // The sender is gone only if an earlier chunk failed: its error ends the body first.
-    let mut hasher = from.blocking_recv().map_err(|_| std::io::Error::other("an earlier chunk failed"))?;
-    hasher.update(&bytes);
-    match to {
-        Some(to) => drop(to.send(hasher)),
-        None => verify(Some(hasher), &src.digest, src.size, &src.place)?,
-    }
-    Ok(bytes)
+    end: u64,
+    /// For a blob sent whole: the digest so far. The last chunk is handed over only if the digest
+    /// matches.
+    hasher: Option<Hasher>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicUsize>,
 }
 
-/// Reads `len` bytes at `at` of the blob, into a pooled buffer if given a permit.
+impl Run {
+    fn go(mut self, mut permit: Option<OwnedSemaphorePermit>) -> std::io::Result<Self> {
+        loop {
+            let left = self.end - self.at;
+            let len = if permit.is_some() { left.min(CHUNK as u64) } else { left };
+            let bytes = read(&self.src, &self.pool, permit.take(), self.at, len, self.hasher.as_mut())?;
+            self.at += len;
+            if self.at >= self.end {
+                verify(self.hasher.take(), &self.src.digest, self.src.size, &self.src.place)?;
+            }
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            // The body is gone: nobody wants the rest.
+            if self.tx.send(bytes).is_err() || self.at >= self.end || self.queued.load(Ordering::Acquire) >= AHEAD {
+                return Ok(self);
+            }
+            match self.pool.spare() {
+                Some(p) => permit = Some(p),
+                None => return Ok(self),
+            }
+        }
+    }
+}
+
+/// Reads `len` bytes at `at` of the blob, into a pooled buffer if given a permit, and hashes
+/// them if given a hasher, [`PIECE`] by [`PIECE`]: each piece is hashed while it is still in the
+/// cache the read put it in.
 fn read(
     src: &BlobSource,
     pool: &Arc<Chunks>,
     permit: Option<OwnedSemaphorePermit>,
     at: u64,
     len: u64,
+    mut hasher: Option<&mut Hasher>,
 ) -> std::io::Result<Bytes> {
-    let read = |buf: &mut [u8]| {
-        let read = src.file.read_exact_at(buf, src.offset + at);
-        read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))
+    let mut read = |buf: &mut [u8]| {
+        let mut at = src.offset + at;
+        for piece in buf.chunks_mut(PIECE) {
+            let read = src.file.read_exact_at(piece, at);
+            read.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", src.place)))?;
+            if let Some(hasher) = hasher.as_deref_mut() {
+                hasher.update(piece);
+            }
+            at += piece.len() as u64;
+        }
+        Ok(())
     };
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     match permit {
@@ -292,5 +331,103 @@ fn verify(hasher: Option<Hasher>, digest: &Digest, size: u64, place: &str) -> st
     match mismatch {
         Some(m) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{place}: changed on disk: {m}"))),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A blob of `len` bytes at offset 3 of a file, whose digest is `digest` if given (a wrong one
+    /// plays a file changed after start) or its own.
+    fn blob(len: usize, digest: Option<Digest>) -> (tempfile::NamedTempFile, BlobSource, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"hdr").unwrap();
+        file.write_all(&bytes).unwrap();
+        let mut hasher = Hasher::default();
+        hasher.update(&bytes);
+        let digest = digest.unwrap_or_else(|| hasher.finish().0);
+        let volumes = crate::volume::input::Volumes::file(file.path()).unwrap();
+        let src = BlobSource { file: Arc::new(volumes), place: "b.tar".into(), offset: 3, size: len as u64, digest };
+        (file, src, bytes)
+    }
+
+    /// Sends bytes `start..end` as a connection would, pausing between chunks if `slow` (so that
+    /// runs stop at `AHEAD` and start again); returns the bytes, the error that ended them, and
+    /// what the body reported.
+    fn send(
+        src: BlobSource,
+        start: u64,
+        end: u64,
+        pool: &Arc<Chunks>,
+        slow: bool,
+    ) -> (Vec<u8>, Option<String>, u64, Outcome) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let ended = Arc::new(Mutex::new(None));
+        let mut body = Body::blob(src, start, end, pool);
+        let told = Arc::clone(&ended);
+        body.on_end(Box::new(move |n, outcome| *told.lock().unwrap() = Some((n, outcome))));
+        let (got, failed) = rt.block_on(async move {
+            let (mut got, mut failed) = (Vec::new(), None);
+            loop {
+                match std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await {
+                    Some(Ok(frame)) => got.extend_from_slice(&frame.into_data().unwrap()),
+                    Some(Err(e)) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                    None => break,
+                }
+                if slow {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            (got, failed)
+        });
+        let (sent, outcome) = ended.lock().unwrap().take().unwrap();
+        (got, failed, sent, outcome)
+    }
+
+    #[test]
+    fn a_blob_sent_whole_comes_in_order_whether_the_client_keeps_up_or_not() {
+        let size = 5 * CHUNK + PIECE + 17;
+        for (slow, budget) in [(false, 16 * CHUNK), (true, 16 * CHUNK), (false, 4 * CHUNK)] {
+            let (_file, src, bytes) = blob(size, None);
+            let (got, failed, sent, outcome) = send(src, 0, size as u64, &Chunks::new(budget), slow);
+            assert_eq!(failed, None);
+            assert!(got == bytes, "slow {slow}, budget {budget}: the bytes differ");
+            assert_eq!((sent, outcome), (size as u64, Outcome::Complete));
+        }
+    }
+
+    #[test]
+    fn a_blob_whose_bytes_changed_loses_its_last_chunk_and_is_cut() {
+        let size = 3 * CHUNK + 5;
+        let (_file, src, bytes) = blob(size, Some(Digest::of_bytes(b"something else")));
+        let (got, failed, sent, outcome) = send(src, 0, size as u64, &Chunks::new(16 * CHUNK), false);
+        assert!(got.len() < size && bytes.starts_with(&got), "{} bytes sent of {size}", got.len());
+        assert!(failed.as_deref().is_some_and(|e| e.contains("b.tar: changed on disk")), "{failed:?}");
+        assert_eq!(sent, got.len() as u64);
+        assert!(matches!(outcome, Outcome::Cut(why) if why.contains("changed on disk")));
+    }
+
+    #[test]
+    fn ranges_are_sent_as_read_and_small_ones_need_no_pool_buffer() {
+        let size = 2 * CHUNK + 9;
+        let (_file, src, bytes) = blob(size, Some(Digest::of_bytes(b"not checked on a range")));
+        let (got, failed, ..) = send(src, 7, size as u64, &Chunks::new(4 * CHUNK), true);
+        assert_eq!(failed, None);
+        assert!(got == bytes[7..], "the range differs");
+        let (_file, src, bytes) = blob(100, None);
+        let pool = Chunks::new(4 * CHUNK);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let held: Vec<_> = (0..4).map(|_| rt.block_on(Arc::clone(&pool).permit()).unwrap()).collect();
+        let (got, failed, ..) = send(src, 0, 100, &pool, false);
+        assert_eq!((got, failed), (bytes, None), "a small blob is served while the pool is empty");
+        drop(held);
     }
 }

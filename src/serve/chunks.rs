@@ -16,7 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The size of one read: large enough that the per-read costs (a wake-up, a syscall) vanish
 /// next to hashing it, small enough that the budget holds many at once.
-pub const CHUNK: usize = 512 << 10;
+pub const CHUNK: usize = 1 << 20;
 /// The default budget: the most memory blob reads hold at once, whatever the number of clients.
 pub const BUDGET: usize = 16 << 20;
 /// How long a read waits for a free chunk before its response is given up.
