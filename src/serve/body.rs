@@ -72,7 +72,7 @@ pub struct Body {
 
 enum Kind {
     Full(Option<Bytes>),
-    Blob(BlobReader),
+    Blob(Box<BlobReader>),
 }
 
 impl Body {
@@ -86,7 +86,7 @@ impl Body {
 
     /// Bytes `start..end` of a blob; the whole blob (`0..size`) is verified as it goes.
     pub fn blob(src: BlobSource, start: u64, end: u64, pool: &Arc<Chunks>) -> Self {
-        Body::new(Kind::Blob(BlobReader::new(src, pool, start, end)))
+        Body::new(Kind::Blob(Box::new(BlobReader::new(src, pool, start, end))))
     }
 
     fn new(kind: Kind) -> Self {
