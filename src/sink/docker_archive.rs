@@ -19,6 +19,7 @@ use crate::image::{self, Descriptor, Parsed, Platform};
 use crate::progress::{Moving, Observer, Phase};
 use crate::reference::Reference;
 use crate::sink::Blobs;
+use crate::sink::read_ahead::ReadAhead;
 
 /// One image as `docker load` will see it.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ pub fn write(
     let total = unique.values().sum();
     let mut moving = Moving::begin((), observer, Phase::Write, what, total);
     for (digest, size) in unique {
-        let mut src = Watched { inner: blobs.open(digest)?, failed: false };
+        let mut src = Watched { inner: ReadAhead::new(blobs.open(digest)?), failed: false };
         let appended = tar.append(&header(&digest.blob_path(), size, mtime), moving.through(&mut src));
         // A read error is the bundle's (a blob that changed since it verified), not the output's.
         appended.map_err(|e| {

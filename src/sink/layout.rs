@@ -15,6 +15,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::{Moving, Observer, Phase};
 use crate::sink::Blobs;
+use crate::sink::read_ahead::ReadAhead;
 
 /// The bundle's files that belong in an OCI layout, beside `blobs/`.
 pub const FILES: [&str; 2] = ["oci-layout", "index.json"];
@@ -98,7 +99,8 @@ pub fn write(bundle: &IndexedBundle, blobs: &dyn Blobs, dest: &Path, observer: &
     let what = dest.display().to_string();
     let mut moving = Moving::begin((), observer, Phase::Write, &what, index.total_blob_bytes() + file_bytes);
     for b in &index.blobs {
-        layout.put(&b.digest.blob_path(), &blobs.entry(&b.digest), &mut moving.through(blobs.open(&b.digest)?))?;
+        let data = ReadAhead::new(blobs.open(&b.digest)?);
+        layout.put(&b.digest.blob_path(), &blobs.entry(&b.digest), &mut moving.through(data))?;
     }
     for name in files {
         let source = format!("{}: entry {name}", bundle.place());

@@ -15,6 +15,7 @@ mod claims;
 pub mod docker_archive;
 pub mod layout;
 pub mod push;
+mod read_ahead;
 mod stage;
 pub mod verified;
 
