@@ -18,6 +18,7 @@ use std::thread::{self, JoinHandle};
 use crate::archive::read_some;
 use crate::digest::{Digest, Hasher, Mismatch};
 
+mod lane;
 mod ranges;
 pub use ranges::{Range, check_ranges};
 

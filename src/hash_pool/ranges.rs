@@ -12,24 +12,17 @@
 //! blob, it hashes at the speed of sha256 while the reads hide behind the hashing.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use super::check;
-use crate::digest::{Digest, Hasher};
+use super::lane::Lane;
+use crate::digest::Digest;
 use crate::local_file::ReadAt;
 
 /// Size of one read and one turn: large enough that a read and a hand-over cost little next to
 /// hashing it, small enough that what was read is still in the cache when it is hashed.
 const CHUNK: usize = 256 << 10;
-/// How long a thread whose stretch is read waits for its turn busily before it sleeps: a turn
-/// normally comes within the ~0.1 ms the other thread needs to finish hashing, and waking a
-/// sleeping thread costs more than that.
-const SPIN: Duration = Duration::from_micros(500);
-/// The turn once the relay stopped: a read failed or came back short (the file ended).
-const STOPPED: u64 = u64::MAX;
 
 /// One stretch of a file whose size and digest are known.
 pub struct Range<T> {
@@ -64,9 +57,9 @@ pub fn check_ranges<'r, T: Sync>(
 }
 
 /// What the threads share.
-struct Work<'w, 'r, T> {
+pub(super) struct Work<'w, 'r, T> {
     file: &'w dyn ReadAt,
-    moved: &'w (dyn Fn(u64) + Sync),
+    pub(super) moved: &'w (dyn Fn(u64) + Sync),
     board: Mutex<Board<'r, T>>,
     failed: Mutex<Option<(&'r T, io::Error)>>,
 }
@@ -79,49 +72,51 @@ struct Board<'r, T> {
 
 /// What a thread does next.
 enum Task<'r, T> {
-    Own(&'r Range<T>),
+    Own(&'r Range<T>, Arc<Lane>),
     Help(Arc<Lane>),
 }
 
 impl<'r, T: Sync> Work<'_, 'r, T> {
     fn run(&self) {
+        let mut scratch = Scratch::default();
         while let Some(task) = self.next() {
             match task {
-                Task::Own(r) => self.own(r),
-                Task::Help(lane) => lane.help(self),
+                Task::Own(r, lane) => self.own(r, &lane, &mut scratch),
+                Task::Help(lane) => lane.relay(self, &mut scratch),
             }
         }
     }
 
-    /// The largest blob not started; else a blob being hashed that no one reads ahead for yet,
-    /// the one with the most left to read. Nothing after a failure.
+    /// The largest blob not started (on the board at once, so another thread looking for a blob
+    /// to help with sees it); else a blob being hashed that no one reads ahead for yet, the one
+    /// with the most left to read. Nothing after a failure.
     fn next(&self) -> Option<Task<'r, T>> {
         if lock(&self.failed).is_some() {
             return None;
         }
         let mut board = lock(&self.board);
         if let Some(r) = board.todo.pop() {
-            return Some(Task::Own(r));
+            let lane = Arc::new(Lane::new(r.offset, r.size, CHUNK));
+            board.lanes.push(Arc::clone(&lane));
+            return Some(Task::Own(r, lane));
         }
         let lane = board.lanes.iter().filter_map(|l| l.unhelped().map(|left| (left, l))).max_by_key(|(left, _)| *left);
         let lane = Arc::clone(lane?.1);
-        lock(&lane.state).helped = true;
+        lane.join();
         Some(Task::Help(lane))
     }
 
     /// Hashes one blob, reading what no helper has read; records a failure.
-    fn own(&self, r: &'r Range<T>) {
-        let lane = Arc::new(Lane::new(r.offset, r.size));
-        lock(&self.board).lanes.push(Arc::clone(&lane));
-        let got = lane.hash(self);
-        lock(&self.board).lanes.retain(|l| !Arc::ptr_eq(l, &lane));
+    fn own(&self, r: &'r Range<T>, lane: &Arc<Lane>, scratch: &mut Scratch) {
+        let got = lane.hash(self, scratch);
+        lock(&self.board).lanes.retain(|l| !Arc::ptr_eq(l, lane));
         if let Err(e) = got.and_then(|got| check(Some(got), &r.digest, r.size)) {
             lock(&self.failed).get_or_insert((&r.tag, e));
         }
     }
 
     /// Reads up to `buf.len()` bytes at `pos`, as many as there are before the end of the file.
-    fn read_full(&self, buf: &mut [u8], mut pos: u64) -> io::Result<usize> {
+    pub(super) fn read_full(&self, buf: &mut [u8], mut pos: u64) -> io::Result<usize> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.file.read_at(&mut buf[filled..], pos) {
@@ -138,150 +133,33 @@ impl<'r, T: Sync> Work<'_, 'r, T> {
     }
 }
 
-fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+pub(super) fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One blob being hashed, by its owner and perhaps a helper taking turns: each claims the next
-/// stretch, reads it, waits until `turn` reaches it, hashes it with the one hash state and moves
-/// `turn` on. Claims are made in order, so the stretches are hashed in order.
-struct Lane {
-    state: Mutex<LaneState>,
-    /// Where the next stretch to hash starts; [`STOPPED`] once a read failed or ended early.
-    turn: AtomicU64,
-    /// Threads asleep waiting for their turn.
-    sleepers: AtomicUsize,
-    woken: Condvar,
-    end: u64,
-    chunk: usize,
+/// A thread's buffers, allocated once for all the blobs it reads: its own stretch, and a spare
+/// to read again a stretch a late thread left.
+#[derive(Default)]
+pub(super) struct Scratch {
+    own: Vec<u8>,
+    spare: Vec<u8>,
 }
 
-struct LaneState {
-    /// Where the next stretch to claim starts.
-    next: u64,
-    /// Taken by whoever's turn it is.
-    hasher: Option<Hasher>,
-    failed: Option<io::Error>,
-    /// A helper has joined.
-    helped: bool,
+impl Scratch {
+    pub(super) fn own(&mut self, len: usize) -> &mut [u8] {
+        grown(&mut self.own, len)
+    }
+
+    pub(super) fn spare(&mut self, len: usize) -> &mut [u8] {
+        grown(&mut self.spare, len)
+    }
 }
 
-impl Lane {
-    fn new(offset: u64, size: u64) -> Self {
-        let state = LaneState { next: offset, hasher: Some(Hasher::default()), failed: None, helped: false };
-        let chunk = usize::try_from(size).map_or(CHUNK, |s| s.clamp(1, CHUNK));
-        Lane {
-            state: Mutex::new(state),
-            turn: AtomicU64::new(offset),
-            sleepers: AtomicUsize::new(0),
-            woken: Condvar::new(),
-            end: offset.saturating_add(size),
-            chunk,
-        }
+fn grown(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
-
-    /// Bytes not yet claimed, if no helper has joined yet.
-    fn unhelped(&self) -> Option<u64> {
-        let st = lock(&self.state);
-        let left = self.end.saturating_sub(st.next);
-        let stopped = self.turn.load(Ordering::SeqCst) == STOPPED;
-        (!st.helped && !stopped && left > 0).then_some(left)
-    }
-
-    /// The owner's side: takes turns until the blob is claimed, waits for the last turn, and
-    /// returns the digest (of fewer bytes than the blob's size if the file ended early).
-    fn hash<T: Sync>(&self, work: &Work<'_, '_, T>) -> io::Result<(Digest, u64)> {
-        self.relay(work);
-        self.await_turn(|t| t >= self.end);
-        let mut st = lock(&self.state);
-        if let Some(e) = st.failed.take() {
-            return Err(e);
-        }
-        Ok(st.hasher.take().unwrap_or_default().finish())
-    }
-
-    /// A helper's side: takes turns until the blob is claimed or the relay stops.
-    fn help<T: Sync>(&self, work: &Work<'_, '_, T>) {
-        self.relay(work);
-    }
-
-    /// Claims, reads and hashes stretches in turn until none is left to claim or the relay stops.
-    fn relay<T: Sync>(&self, work: &Work<'_, '_, T>) {
-        let mut buf = vec![0; self.chunk];
-        while let Some((pos, want)) = self.claim() {
-            let got = work.read_full(&mut buf[..want], pos);
-            if self.await_turn(|t| t == pos || t == STOPPED) != pos {
-                return;
-            }
-            let n = match got {
-                Ok(n) => n,
-                Err(e) => {
-                    lock(&self.state).failed.get_or_insert(e);
-                    self.pass(pos, STOPPED);
-                    return;
-                }
-            };
-            // Only the thread whose turn it is touches the hash state.
-            let mut hasher = lock(&self.state).hasher.take().unwrap_or_default();
-            hasher.update(&buf[..n]);
-            lock(&self.state).hasher = Some(hasher);
-            (work.moved)(n as u64);
-            let short = n < want;
-            self.pass(pos, if short { STOPPED } else { pos + n as u64 });
-            if short {
-                return;
-            }
-        }
-    }
-
-    /// The next stretch to read: where it starts and its length; `None` when the blob is all
-    /// claimed or the relay stopped.
-    fn claim(&self) -> Option<(u64, usize)> {
-        let mut st = lock(&self.state);
-        if st.next >= self.end || self.turn.load(Ordering::SeqCst) == STOPPED {
-            return None;
-        }
-        let pos = st.next;
-        let want = usize::try_from(self.end - pos).map_or(self.chunk, |left| left.min(self.chunk));
-        st.next = pos + want as u64;
-        Some((pos, want))
-    }
-
-    /// Moves the turn from `pos` to `to`, unless the relay stopped meanwhile, and wakes sleepers.
-    fn pass(&self, pos: u64, to: u64) {
-        let _ = self.turn.compare_exchange(pos, to, Ordering::SeqCst, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            // Taking the lock orders this after a sleeper's last look at the turn.
-            drop(lock(&self.state));
-            self.woken.notify_all();
-        }
-    }
-
-    /// Waits until the turn satisfies `done` (spinning for [`SPIN`], then asleep); returns it.
-    fn await_turn(&self, done: impl Fn(u64) -> bool) -> u64 {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            let t = self.turn.load(Ordering::SeqCst);
-            if done(t) {
-                return t;
-            }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let st = lock(&self.state);
-        let st = self
-            .woken
-            .wait_while(st, |_| !done(self.turn.load(Ordering::SeqCst)))
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(st);
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        self.turn.load(Ordering::SeqCst)
-    }
+    &mut buf[..len]
 }
 
 #[cfg(test)]
@@ -366,5 +244,108 @@ mod tests {
             assert_eq!(*tag, 6);
             assert_eq!(e.to_string(), "disk on fire");
         }
+    }
+
+    /// A file whose reads stall: the first read at `stall_at` for 30 ms (its reader lost its
+    /// core), and with `every`, every so many reads for 1 ms (a busy machine).
+    struct Stalling {
+        file: std::fs::File,
+        stall_at: u64,
+        every: Option<usize>,
+        reads: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl Stalling {
+        fn new(file: &std::fs::File, stall_at: u64, every: Option<usize>) -> Self {
+            Stalling { file: file.try_clone().unwrap(), stall_at, every, reads: std::sync::Mutex::new(Vec::new()) }
+        }
+
+        fn reads_at(&self, offset: u64) -> usize {
+            self.reads.lock().unwrap().iter().filter(|o| **o == offset).count()
+        }
+    }
+
+    impl ReadAt for Stalling {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+            let (first, count) = {
+                let mut reads = self.reads.lock().unwrap();
+                reads.push(offset);
+                (reads.iter().filter(|o| **o == offset).count() == 1, reads.len())
+            };
+            let ms = if offset == self.stall_at && first {
+                30
+            } else {
+                u64::from(self.every.is_some_and(|e| count.is_multiple_of(e)))
+            };
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            self.file.read_at(buf, offset)
+        }
+    }
+
+    /// Hashes `r` with an owner and a helper taking turns, as [`check_ranges`] does with one blob
+    /// on two threads (here the helper joins for sure); returns the check of its digest and size
+    /// and the bytes counted.
+    fn relayed(file: &dyn ReadAt, r: &Range<usize>) -> (io::Result<()>, u64) {
+        let moved = std::sync::atomic::AtomicU64::new(0);
+        let count = |n| {
+            moved.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let work: Work<'_, '_, usize> = Work {
+            file,
+            moved: &count,
+            board: Mutex::new(Board { todo: Vec::new(), lanes: Vec::new() }),
+            failed: Mutex::new(None),
+        };
+        let lane = Lane::new(r.offset, r.size, CHUNK);
+        lane.join();
+        let got = thread::scope(|s| {
+            s.spawn(|| lane.relay(&work, &mut Scratch::default()));
+            lane.hash(&work, &mut Scratch::default())
+        });
+        (got.and_then(|got| check(Some(got), &r.digest, r.size)), moved.into_inner())
+    }
+
+    #[test]
+    fn a_stretch_whose_reader_lost_its_core_is_read_again_by_the_other_thread_and_counted_once() {
+        let (file, blobs, ranges) = blobs();
+        let r = &ranges[6];
+        let stall_at = r.offset + 3 * CHUNK as u64;
+        let stalling = Stalling::new(&file, stall_at, None);
+        let (got, moved) = relayed(&stalling, r);
+        got.unwrap();
+        assert_eq!(moved, blobs[6].len() as u64);
+        assert_eq!(stalling.reads_at(stall_at), 2, "the other thread read the stalled stretch again");
+        // The last stretch: if the helper stalls on it, the owner reads it again.
+        let (got, moved) = relayed(&Stalling::new(&file, r.offset + 9 * CHUNK as u64, None), r);
+        got.unwrap();
+        assert_eq!(moved, blobs[6].len() as u64);
+    }
+
+    #[test]
+    fn a_flipped_byte_or_a_short_file_is_found_in_a_relayed_blob_on_a_busy_machine() {
+        let (file, mut blobs, mut ranges) = blobs();
+        let mut flipped = tempfile::tempfile().unwrap();
+        blobs[6][4 * CHUNK + 9] ^= 1;
+        for b in &blobs {
+            std::io::Write::write_all(&mut flipped, b).unwrap();
+        }
+        let stall_at = ranges[6].offset + 4 * CHUNK as u64;
+        for (f, stall) in [(&flipped, stall_at), (&flipped, 0)] {
+            let (got, _) = relayed(&Stalling::new(f, stall, Some(3)), &ranges[6]);
+            assert!(matches!(Mismatch::from_io(&got.unwrap_err()), Some(Mismatch::Digest { .. })));
+            let (tag, e) = check_ranges(2, &Stalling::new(f, stall, Some(3)), &ranges, &|_| {}).unwrap_err();
+            assert_eq!(*tag, 6);
+            assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
+        }
+        // The blob is said to run 1 MiB past the end of the file.
+        let short = Stalling::new(&file, stall_at, Some(3));
+        ranges[6].size += 1 << 20;
+        let at_end = blobs.iter().map(|b| b.len() as u64).sum::<u64>() - ranges[6].offset;
+        let (got, _) = relayed(&short, &ranges[6]);
+        let found = match Mismatch::from_io(&got.unwrap_err()) {
+            Some(Mismatch::Size { found, .. }) => *found,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(found, at_end);
     }
 }
