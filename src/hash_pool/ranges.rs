@@ -246,18 +246,21 @@ mod tests {
         }
     }
 
-    /// A file whose reads stall: the first read at `stall_at` for 30 ms (its reader lost its
-    /// core), and with `every`, every so many reads for 1 ms (a busy machine).
+    /// A file whose reads stall: the first read at `stall_at` until the stretch has been read
+    /// again (its reader lost its core until the other thread took over; at most 2 s, for when
+    /// no other thread is there), and with `every`, every so many reads for 1 ms (a busy machine).
     struct Stalling {
         file: std::fs::File,
-        stall_at: u64,
+        stall_at: Option<u64>,
         every: Option<usize>,
         reads: std::sync::Mutex<Vec<u64>>,
+        read_again: std::sync::Condvar,
     }
 
     impl Stalling {
-        fn new(file: &std::fs::File, stall_at: u64, every: Option<usize>) -> Self {
-            Stalling { file: file.try_clone().unwrap(), stall_at, every, reads: std::sync::Mutex::new(Vec::new()) }
+        fn new(file: &std::fs::File, stall_at: Option<u64>, every: Option<usize>) -> Self {
+            let reads = std::sync::Mutex::new(Vec::new());
+            Stalling { file: file.try_clone().unwrap(), stall_at, every, reads, read_again: std::sync::Condvar::new() }
         }
 
         fn reads_at(&self, offset: u64) -> usize {
@@ -267,17 +270,20 @@ mod tests {
 
     impl ReadAt for Stalling {
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            let (first, count) = {
-                let mut reads = self.reads.lock().unwrap();
-                reads.push(offset);
-                (reads.iter().filter(|o| **o == offset).count() == 1, reads.len())
-            };
-            let ms = if offset == self.stall_at && first {
-                30
+            let mut reads = self.reads.lock().unwrap();
+            reads.push(offset);
+            let count = reads.len();
+            let at_stall = |reads: &Vec<u64>| reads.iter().filter(|o| Some(**o) == self.stall_at).count();
+            if Some(offset) == self.stall_at && at_stall(&reads) == 1 {
+                let wait = std::time::Duration::from_secs(2);
+                drop(self.read_again.wait_timeout_while(reads, wait, |r| at_stall(r) < 2).unwrap());
             } else {
-                u64::from(self.every.is_some_and(|e| count.is_multiple_of(e)))
-            };
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+                self.read_again.notify_all();
+                drop(reads);
+                if self.every.is_some_and(|e| count.is_multiple_of(e)) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             self.file.read_at(buf, offset)
         }
     }
@@ -310,13 +316,13 @@ mod tests {
         let (file, blobs, ranges) = blobs();
         let r = &ranges[6];
         let stall_at = r.offset + 3 * CHUNK as u64;
-        let stalling = Stalling::new(&file, stall_at, None);
+        let stalling = Stalling::new(&file, Some(stall_at), None);
         let (got, moved) = relayed(&stalling, r);
         got.unwrap();
         assert_eq!(moved, blobs[6].len() as u64);
         assert_eq!(stalling.reads_at(stall_at), 2, "the other thread read the stalled stretch again");
         // The last stretch: if the helper stalls on it, the owner reads it again.
-        let (got, moved) = relayed(&Stalling::new(&file, r.offset + 9 * CHUNK as u64, None), r);
+        let (got, moved) = relayed(&Stalling::new(&file, Some(r.offset + 9 * CHUNK as u64), None), r);
         got.unwrap();
         assert_eq!(moved, blobs[6].len() as u64);
     }
@@ -330,15 +336,15 @@ mod tests {
             std::io::Write::write_all(&mut flipped, b).unwrap();
         }
         let stall_at = ranges[6].offset + 4 * CHUNK as u64;
-        for (f, stall) in [(&flipped, stall_at), (&flipped, 0)] {
-            let (got, _) = relayed(&Stalling::new(f, stall, Some(3)), &ranges[6]);
+        for stall in [Some(stall_at), None] {
+            let (got, _) = relayed(&Stalling::new(&flipped, stall, Some(3)), &ranges[6]);
             assert!(matches!(Mismatch::from_io(&got.unwrap_err()), Some(Mismatch::Digest { .. })));
-            let (tag, e) = check_ranges(2, &Stalling::new(f, stall, Some(3)), &ranges, &|_| {}).unwrap_err();
+            let (tag, e) = check_ranges(2, &Stalling::new(&flipped, stall, Some(3)), &ranges, &|_| {}).unwrap_err();
             assert_eq!(*tag, 6);
             assert!(matches!(Mismatch::from_io(&e), Some(Mismatch::Digest { .. })));
         }
         // The blob is said to run 1 MiB past the end of the file.
-        let short = Stalling::new(&file, stall_at, Some(3));
+        let short = Stalling::new(&file, Some(stall_at), Some(3));
         ranges[6].size += 1 << 20;
         let at_end = blobs.iter().map(|b| b.len() as u64).sum::<u64>() - ranges[6].offset;
         let (got, _) = relayed(&short, &ranges[6]);
