@@ -148,3 +148,22 @@ fn an_interrupted_load_removes_its_staging() {
     assert!(run.stderr.contains("interrupted by SIGTERM") && run.stderr.contains("Docker Engine"), "{}", run.stderr);
     assert_eq!(std::fs::read_dir(env.path("tmp")).unwrap().count(), 0, "staging left in --tmp-dir");
 }
+
+#[test]
+fn an_interrupted_export_of_a_bundle_file_removes_the_layout_it_was_writing() {
+    let env = Env::new();
+    env.keygen("ops");
+    crate::common::big_layout(&env.path("big"), 1, 128 << 20);
+    let src = format!("oci:{}=example.com/interrupt/big:1", env.path("big").display());
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &src]).ok();
+    std::fs::remove_dir_all(env.path("big")).unwrap();
+    let before = env.listing();
+    // A bundle file is verified in place, then the layout is written from it beside the output.
+    let mut child = spawn(&env, &["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "layout"]);
+    wait_for_staging(env.dir.path(), ".airlock-export-", &mut child);
+    signal(&child, "INT");
+    let run = finish(child);
+    assert_eq!(run.code, 130, "stderr:\n{}", run.stderr);
+    assert!(run.stderr.contains("layout was not written"), "{}", run.stderr);
+    assert_eq!(env.listing(), before);
+}
