@@ -247,7 +247,7 @@ mod tests {
     }
 
     /// A file whose reads stall: the first read at `stall_at` until the stretch has been read
-    /// again (its reader lost its core until the other thread took over; at most 2 s, for when
+    /// again (its reader lost its core until the other thread took over; at most 0.5 s, for when
     /// no other thread is there), and with `every`, every so many reads for 1 ms (a busy machine).
     struct Stalling {
         file: std::fs::File,
@@ -275,7 +275,7 @@ mod tests {
             let count = reads.len();
             let at_stall = |reads: &Vec<u64>| reads.iter().filter(|o| Some(**o) == self.stall_at).count();
             if Some(offset) == self.stall_at && at_stall(&reads) == 1 {
-                let wait = std::time::Duration::from_secs(2);
+                let wait = std::time::Duration::from_millis(500);
                 drop(self.read_again.wait_timeout_while(reads, wait, |r| at_stall(r) < 2).unwrap());
             } else {
                 self.read_again.notify_all();
