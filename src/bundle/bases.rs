@@ -8,6 +8,7 @@
 //! [`missing_error`] is the one message every command gives when blobs are missing, naming each
 //! blob and the base bundle that carries it, so the operator knows which transfer to bring.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::bundle::format::{BlobEntry, BundleIndex};
@@ -74,12 +75,26 @@ pub struct StateChecked {
 /// `verify --base`: every blob the delta (at `place`) leaves out is in a given base and has its
 /// digest there (hashed on every core), so the whole state it lists is at hand.
 pub fn check_state(given: &Given, delta: &BundleIndex, place: &str, observer: &dyn Observer) -> Result<StateChecked> {
+    check_state_except(given, delta, place, &HashSet::new(), observer)
+}
+
+/// [`check_state`], hashing none of the blobs `skip` names (a sink verifies those as it reads
+/// them): each must still be in a given base, so a missing one is named before anything is
+/// written.
+pub fn check_state_except(
+    given: &Given,
+    delta: &BundleIndex,
+    place: &str,
+    skip: &HashSet<&Digest>,
+    observer: &dyn Observer,
+) -> Result<StateChecked> {
     let missing = missing(delta, &|b| given.holder(&b.digest).is_some());
     if !missing.is_empty() {
         return Err(missing_error(place, delta, &missing, "in any --base bundle given"));
     }
     let mut checked = StateChecked { blobs: 0, bytes: 0 };
-    for (holder, digests) in given.by_holder(delta) {
+    for (holder, mut digests) in given.by_holder(delta) {
+        digests.retain(|d| !skip.contains(d));
         checked.bytes += holder.check_blobs(&digests, observer)?;
         checked.blobs += digests.len();
     }

@@ -7,7 +7,7 @@
 //! verified when a blob is read: [`IndexedBundle::open_blob`] returns a reader that fails on the
 //! read that detects a mismatch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read};
 use std::sync::Arc;
 
@@ -120,16 +120,43 @@ impl IndexedBundle {
     /// Checks the content of every blob and file, on every core (positional reads, largest
     /// first); afterwards the report counts what was checked.
     pub fn check_contents(&mut self, observer: &dyn Observer) -> Result<&Report> {
+        self.check_ranges(self.contents().collect(), observer)?;
+        self.count_all_checked();
+        Ok(&self.report)
+    }
+
+    /// Checks, as [`IndexedBundle::check_contents`] does, every blob and file except the blobs
+    /// `skip` names and the files `skip_files` names: those a sink verifies as it reads them.
+    /// The report is left as it is; see [`IndexedBundle::into_checked_report`].
+    pub fn check_except(&self, skip: &HashSet<&Digest>, skip_files: &[&str], observer: &dyn Observer) -> Result<u64> {
+        let skipped = |(name, digest, _): &Located<'_>| {
+            (skip.contains(*digest) && *name == digest.blob_path()) || skip_files.contains(&name.as_str())
+        };
+        self.check_ranges(self.contents().filter(|e| !skipped(e)).collect(), observer)
+    }
+
+    /// The report of a bundle every blob and file of which has now been checked, the rest by a
+    /// sink as it read them after [`IndexedBundle::check_except`]; it counts them all.
+    pub fn into_checked_report(mut self) -> Report {
+        self.count_all_checked();
+        self.report
+    }
+
+    /// Every blob the archive carries and every file, located.
+    fn contents(&self) -> impl Iterator<Item = Located<'_>> {
         let index = &self.report.index;
         let carried = index.blobs.iter().filter(|b| b.is_carried());
         let blobs = carried.map(|b| (b.digest.blob_path(), &b.digest, self.offsets.get(&b.digest)));
         let files = index.files.iter().map(|f| (f.path.clone(), &f.digest, self.file_offsets.get(&f.path)));
-        let bytes = self.check_ranges(blobs.chain(files).collect(), observer)?;
+        blobs.chain(files)
+    }
+
+    fn count_all_checked(&mut self) {
         let r = &mut self.report;
-        r.blobs_checked = r.index.blobs.iter().filter(|b| b.is_carried()).count();
+        let carried = r.index.blobs.iter().filter(|b| b.is_carried());
+        r.blobs_checked = carried.clone().count();
         r.files_checked = r.index.files.len();
-        r.bytes_checked = bytes;
-        Ok(&self.report)
+        r.bytes_checked = carried.map(|b| b.size).chain(r.index.files.iter().map(|f| f.size)).sum();
     }
 
     /// Checks the content of some of the blobs this bundle carries (those a delta relies on);

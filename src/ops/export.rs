@@ -1,7 +1,8 @@
-//! The `export` operation: verify a bundle whole (a file in place, on every core; a stream while
-//! it is unpacked beside the output), then write it for hosts without airlock, as an OCI image
-//! layout or as a `docker load` archive of one platform, each blob read from the bundle (or its
-//! staging directory) and verified again as it is read.
+//! The `export` operation: write a bundle for hosts without airlock, as an OCI image layout or as
+//! a `docker load` archive of one platform, committed only once everything verified. A bundle
+//! file (or a split bundle's parts) is read once: each blob the output holds verified as it is
+//! written, the rest hashed on every core beforehand ([`OnePass`]). A stream is verified while it
+//! is unpacked beside the output, then written from there.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,9 +11,11 @@ use crate::atomic::parent_dir;
 use crate::bundle::bases::Given;
 use crate::error::Result;
 use crate::image::Platform;
-use crate::ops::import::ImportOptions;
+use crate::ops::import::{Import, ImportOptions};
 use crate::ops::{Event, Ui};
 use crate::sink::docker_archive::{self, DockerImage};
+use crate::sink::verified::OnePass;
+use crate::volume::input::{Source, Volumes};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -48,25 +51,70 @@ pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
     let source = super::open_source(&opts.bundle, &import.trust())?;
     let output = opts.output.display();
     ui.event(Event::Outcome(&format!("{output} was not written")));
-    let (verified, place) = super::verify_whole(&source, import.trust(), &**ui, parent_dir(&opts.output))?;
-    import.admit(verified.report(), &place)?;
-    let given = Given::open(&opts.bases, import.trust(), verified.index())?;
-    verified.check_bases(&given, &place, &**ui)?;
-    let exported = match opts.format {
-        ExportFormat::Oci => {
-            let images = verified.index().images.len();
-            verified.write_layout(&given, &opts.output, &place, &**ui).map_err(|e| source.explain(e))?;
-            Exported::Oci { images }
-        }
-        ExportFormat::DockerArchive => {
-            let blobs = verified.blobs(&given);
-            let images = docker_archive::plan(&blobs, &platform)?;
-            let mtime = super::created_epoch(verified.index());
-            docker_archive::write_file(&blobs, &images, &opts.output, mtime, &**ui).map_err(|e| source.explain(e))?;
-            Exported::DockerArchive { images, attachments_left: verified.index().attachment_count() }
-        }
-    };
+    let exported = match &source {
+        Source::Volumes(v) => export_file(opts, Arc::clone(v), &mut import, &platform, &**ui),
+        _ => export_stream(opts, &source, &mut import, &platform, &**ui),
+    }?;
     ui.event(Event::Outcome(&format!("{output} was written")));
     import.record()?;
     Ok(exported)
+}
+
+/// A bundle file, read once; it is reported verified once the output is written whole.
+fn export_file(
+    opts: &ExportOptions,
+    volumes: Arc<Volumes>,
+    import: &mut Import<'_>,
+    platform: &Platform,
+    ui: &dyn Ui,
+) -> Result<Exported> {
+    let explain = |e| volumes.explain(e);
+    let bundle = OnePass::open(Arc::clone(&volumes), import.trust()).map_err(explain)?;
+    let place = bundle.place().to_owned();
+    import.admit(bundle.report(), &place)?;
+    let given = Given::open(&opts.bases, import.trust(), &bundle.report().index)?;
+    let (exported, report) = match opts.format {
+        ExportFormat::Oci => {
+            let images = bundle.report().index.images.len();
+            let report = bundle.write_layout(&given, &opts.output, ui).map_err(explain)?;
+            (Exported::Oci { images }, report)
+        }
+        ExportFormat::DockerArchive => {
+            let attachments_left = bundle.report().index.attachment_count();
+            let mtime = super::created_epoch(&bundle.report().index);
+            let written = bundle.write_docker_archive(&given, platform, (&opts.output, mtime), ui);
+            let (images, report) = written.map_err(explain)?;
+            (Exported::DockerArchive { images, attachments_left }, report)
+        }
+    };
+    ui.event(Event::Verified { place: &place, report: &report });
+    Ok(exported)
+}
+
+/// A bundle from a stream, verified while it is staged beside the output, then written.
+fn export_stream(
+    opts: &ExportOptions,
+    source: &Source,
+    import: &mut Import<'_>,
+    platform: &Platform,
+    ui: &dyn Ui,
+) -> Result<Exported> {
+    let (verified, place) = super::verify_whole(source, import.trust(), ui, parent_dir(&opts.output))?;
+    import.admit(verified.report(), &place)?;
+    let given = Given::open(&opts.bases, import.trust(), verified.index())?;
+    verified.check_bases(&given, &place, ui)?;
+    match opts.format {
+        ExportFormat::Oci => {
+            let images = verified.index().images.len();
+            verified.write_layout(&given, &opts.output, &place, ui)?;
+            Ok(Exported::Oci { images })
+        }
+        ExportFormat::DockerArchive => {
+            let blobs = verified.blobs(&given);
+            let images = docker_archive::plan(&blobs, platform)?;
+            let mtime = super::created_epoch(verified.index());
+            docker_archive::write_file(&blobs, &images, &opts.output, mtime, ui)?;
+            Ok(Exported::DockerArchive { images, attachments_left: verified.index().attachment_count() })
+        }
+    }
 }

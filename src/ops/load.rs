@@ -2,6 +2,10 @@
 //! is unpacked into a temporary directory), then stream the chosen platform of its images into
 //! the Docker Engine at `DOCKER_HOST` as one `docker load` archive, each blob read from the bundle
 //! (or its staging directory) and verified again as it is read.
+//!
+//! Unlike `export`, a bundle file is read twice: the Docker Engine is not an atomic sink for every
+//! image store (the containerd store ingests content as it arrives, before the archive is whole),
+//! so nothing is sent until every blob and the signature verified.
 
 use std::path::PathBuf;
 use std::sync::Arc;

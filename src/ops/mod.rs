@@ -28,7 +28,9 @@ use crate::volume::input::Source;
 
 /// What an operation tells the person running it while it runs.
 pub enum Event<'a> {
-    /// The bundle at `place` verified (signature and every blob) before anything was written.
+    /// The bundle at `place` verified (signature and every blob): before anything was written
+    /// (`load`, a stream), or as the output was written, before it was committed (`export` of a
+    /// file).
     Verified { place: &'a str, report: &'a Report },
     /// Something worth knowing, though nothing failed.
     Note(&'a str),
@@ -75,9 +77,9 @@ pub fn stream_shown<'o>(source: &'o Source, observer: &'o dyn Observer) -> Resul
     Ok((Box::new(moving), place))
 }
 
-/// Verifies the whole bundle before anything is written from it (`load`, `export`): a file or a
-/// split bundle's parts in place, on every core; a stream while it is staged in a temporary
-/// directory inside `stage_in`. Tells `ui` the bytes checked, then that the bundle verified;
+/// Verifies the whole bundle before anything is written from it (`load`; `export` of a stream):
+/// a file or a split bundle's parts in place, on every core; a stream while it is staged in a
+/// temporary directory inside `stage_in`. Tells `ui` the bytes checked, then that the bundle verified;
 /// returns it with its name for messages.
 pub fn verify_whole(
     source: &Source,

@@ -123,13 +123,7 @@ pub fn write(
     for (name, bytes) in views(images) {
         tar.append(&header(name, bytes.len() as u64, mtime), &bytes[..]).at(place)?;
     }
-    let mut unique: BTreeMap<&Digest, u64> = BTreeMap::new();
-    for i in images {
-        unique.insert(&i.config.digest, i.config.size);
-        for l in &i.layers {
-            unique.insert(&l.digest, l.size);
-        }
-    }
+    let unique = blobs_written(images);
     let total = unique.values().sum();
     let mut moving = Moving::begin((), observer, Phase::Write, what, total);
     for (digest, size) in unique {
@@ -142,6 +136,18 @@ pub fn write(
     }
     tar.into_inner().at(place)?.flush().at(place)?;
     Ok(())
+}
+
+/// The blobs the archive of `images` holds, each once: configs and layers, with their sizes.
+pub fn blobs_written(images: &[DockerImage]) -> BTreeMap<&Digest, u64> {
+    let mut unique = BTreeMap::new();
+    for i in images {
+        unique.insert(&i.config.digest, i.config.size);
+        for l in &i.layers {
+            unique.insert(&l.digest, l.size);
+        }
+    }
+    unique
 }
 
 /// What `docker load` reads first: `manifest.json` and `repositories`.

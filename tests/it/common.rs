@@ -413,17 +413,25 @@ impl Drop for Dockerd {
 
 /// Flips one byte in the middle of the largest blob of a bundle.
 pub fn tamper(path: &std::path::Path) {
+    tamper_entry(path, &|_| true);
+}
+
+/// Flips one byte in the middle of the largest entry of the tar at `path` whose name `pick`
+/// accepts; returns its name.
+pub fn tamper_entry(path: &std::path::Path, pick: &dyn Fn(&str) -> bool) -> String {
     let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
-    let (offset, size) = ar
+    let (offset, size, name) = ar
         .entries()
         .unwrap()
         .map(|e| e.unwrap())
-        .map(|e| (e.raw_file_position(), e.size()))
-        .max_by_key(|(_, s)| *s)
+        .map(|e| (e.raw_file_position(), e.size(), e.path().unwrap().display().to_string()))
+        .filter(|(_, _, name)| pick(name))
+        .max_by_key(|(_, s, _)| *s)
         .unwrap();
     let mut bytes = std::fs::read(path).unwrap();
     bytes[(offset + size / 2) as usize] ^= 0x01;
     std::fs::write(path, bytes).unwrap();
+    name
 }
 
 /// An OCI layout with one image of `layers` incompressible layers of `size` bytes each.

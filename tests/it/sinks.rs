@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::common::{
     EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_IO, EXIT_TRUST, Env, Mount, Peer, big_layout, docker_host, fixture_str,
-    skip_without, tamper, tool,
+    skip_without, tamper, tamper_entry, tool,
 };
 
 /// A bundle whose images carry names no other test uses, so the shared dockerd can be checked.
@@ -209,6 +209,35 @@ fn export_of_a_damaged_bundle_file_names_the_blob_and_writes_nothing() {
             .fails(EXIT_INTEGRITY, &[&entry, "digest mismatch"]);
         assert_eq!(env.listing(), before, "{format}: no output, no temporary directory");
     }
+}
+
+/// The names of the entries of the tar at `path`.
+fn entry_names(path: &Path) -> Vec<String> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+}
+
+#[test]
+fn export_of_a_bundle_file_fails_on_a_damaged_entry_its_output_does_not_hold_and_writes_nothing() {
+    let env = Env::new();
+    unique_bundle(&env, "unwritten");
+    let arm = ["--format", "docker-archive", "-o", "images.tar", "--platform", "linux/arm64"];
+    env.run(&[&["export", "-p", "ops.pub", "b.tar"][..], &arm].concat()).ok();
+    let written = entry_names(&env.path("images.tar"));
+    std::fs::remove_file(env.path("images.tar")).unwrap();
+    let original = std::fs::read(env.path("b.tar")).unwrap();
+    // A blob only the amd64 image holds, and a file an OCI layout leaves out.
+    let amd64_only = |name: &str| name.starts_with("blobs/") && !written.iter().any(|w| w == name);
+    let damaged_fails = |pick: &dyn Fn(&str) -> bool, args: &[&str]| {
+        std::fs::write(env.path("b.tar"), &original).unwrap();
+        let entry = format!("b.tar: entry {}", tamper_entry(&env.path("b.tar"), pick));
+        let before = env.listing();
+        env.run(&[&["export", "-p", "ops.pub", "b.tar"][..], args].concat())
+            .fails(EXIT_INTEGRITY, &[&entry, "digest mismatch"]);
+        assert_eq!(env.listing(), before, "{args:?}: no output, no temporary file");
+    };
+    damaged_fails(&amd64_only, &arm);
+    damaged_fails(&|name| name == "manifest.json", &["--format", "oci", "-o", "layout"]);
 }
 
 #[test]
