@@ -11,8 +11,8 @@
 # A pipe row's producer, cat, runs on the same cores: its CPU is printed beside airlock's. Goals
 # (issue 8): one big layer at >= 0.88 x sha256; equal-size blobs from a file at >= 1.6 x on two
 # cores; peak memory <= 64 MiB. Two more rows time `export --format docker-archive` of the
-# one-layer bundle (verify whole, then write the archive to this directory's disk) from the file
-# and from a pipe.
+# one-layer bundle to this directory's disk: from the file (read once, each blob verified as it
+# is written) and from a pipe (verified while staged, then written from the staging copy).
 #
 # Measured (2 vCPUs, 19:22 UTC 2026-11-28, main at e5e90c0, load average 1.83 / 1.92, openssl
 # 1.70 GB/s): one 1 GiB layer 0.92 x from the file, 0.67 x from a pipe (cat: 0.22 of 1.35 CPU-s);
@@ -108,7 +108,7 @@ for b in one eight; do
   job "$b.pipe" - bash -c 'pipe_verify "$1"' _ "$b.tar"
   hooks "$b.pipe" : keep_producer
 done
-# export: the whole bundle verified, then a docker-archive written from the file in place, or
+# export: a docker-archive written from the file in place (each blob verified as it is read), or
 # from a pipe through a staging copy.
 job one.export x.tar "$AIRLOCK" export -p k.pub --state st.json --format docker-archive -o x.tar one.tar
 job one.export-pipe x.tar bash -c 'pipe_export "$1" "$2"' _ one.tar x.tar
