@@ -16,48 +16,31 @@
 #   BENCH_MB=1024     layer size, MiB
 #   BENCH_RUNS=3      rounds
 #   BENCH_COLD=0      1: also cold-cache rows (drops the whole machine's page cache: root only)
+#   BENCH_QUIET_WAIT=180  seconds, in all, to wait for a quiet machine before runs (bench/lib.sh)
+#   BENCH_KEEP=0      1 keeps the work dir (/tmp/aexport.XXXXXX)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 MB=${BENCH_MB:-1024}
 RUNS=${BENCH_RUNS:-3}
 COLD=${BENCH_COLD:-0}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
+KEEP=${BENCH_KEEP:-0}
 die() { echo "export-reads: $*" >&2; exit 1; }
 [[ $MB =~ ^[0-9]+$ && $MB -ge 1 ]] || die "BENCH_MB must be a number >= 1"
 [[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "BENCH_RUNS must be >= 1"
-[ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number"
 [ "$COLD" = 0 ] || [ "$(id -u)" = 0 ] || die "BENCH_COLD=1 needs root (it writes /proc/sys/vm/drop_caches)"
-if [ -z "${BENCH_AIRLOCK:-}" ]; then
-  (cd "$ROOT" && cargo build --release --locked >&2)
-  BENCH_AIRLOCK=$ROOT/target/release/airlock
-fi
-declare -A BIN=([now]=$(realpath "$BENCH_AIRLOCK"))
+. "$ROOT/bench/lib.sh"
+work_dir aexport
+cd "$WORK"
+pick_airlock
+declare -A BIN=([now]=$AIRLOCK)
 [ -z "${BENCH_BEFORE:-}" ] || BIN[before]=$(realpath "$BENCH_BEFORE")
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/aexport.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-
-# One image of one random layer, as an OCI layout, packed into b.tar.
-mkdir -p l/blobs/sha256
-put() { # FILE -> "sha256:<hex> <size>", the file moved into the layout
-  local h s
-  h=$(sha256sum "$1" | cut -d' ' -f1) s=$(stat -c %s "$1")
-  mv "$1" "l/blobs/sha256/$h"
-  echo "sha256:$h $s"
-}
-openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass pass:layer </dev/zero 2>/dev/null | head -c $((MB << 20)) >x || true
-read -r lh ls < <(put x)
-printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]},"config":{}}' "$lh" >x
-read -r ch cs < <(put x)
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
-  "$ch" "$cs" "$lh" "$ls" >x
-read -r mh ms < <(put x)
-printf '{"imageLayoutVersion":"1.0.0"}' >l/oci-layout
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-  "$mh" "$ms" >l/index.json
-"${BIN[now]}" keygen --no-password -o k >/dev/null 2>&1
-"${BIN[now]}" create -k k.key -o b.tar oci:l:bench=bench.example/one:1 >/dev/null 2>&1
+random_layout l 1 "$MB"
+"$AIRLOCK" keygen --no-password -o k >/dev/null 2>&1
+"$AIRLOCK" create -k k.key -o b.tar oci:l:bench=bench.example/one:1 >/dev/null 2>&1
 rm -rf l
 
 # run NAME COLD: one export; prints "wall cpu rchar read_bytes rss" (seconds, seconds, bytes,
@@ -66,7 +49,8 @@ rm -rf l
 run() {
   local bin=${BIN[$1]} t io
   rm -f out.tar st.json
-  if [ "$2" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else cat b.tar >/dev/null; fi
+  if [ "$2" = 1 ]; then sync; echo 3 >/proc/sys/vm/drop_caches; else warm b.tar; fi
+  quiet
   io=$(/usr/bin/time -f '%e %U %S %M' -o t bash -c \
     '"$1" export -p k.pub --state st.json --format docker-archive -o out.tar b.tar >/dev/null 2>&1 || exit 1
      cat /proc/$$/io' _ "$bin") || die "$1: export failed"
@@ -92,7 +76,7 @@ done
 
 echo
 echo "export --format docker-archive of one ${MB} MiB layer bundle ($(stat -c %s b.tar) bytes), fastest of $RUNS rounds"
-echo "machine: nproc=$(nproc); load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: nproc=$(nproc); load average now: $(cut -d' ' -f1-3 /proc/loadavg); now: $REV"
 printf '%-8s %-5s %8s %8s %12s %12s %9s\n' airlock cache "wall s" "cpu s" "read MiB" "device MiB" "RSS MiB"
 for key in $(printf '%s\n' "${!BEST[@]}" | sort); do
   read -r w c r b m <<<"${BEST[$key]}"

@@ -50,37 +50,10 @@ mkdir -p "$WORK/logs"
 pick_airlock
 cd "$WORK"
 
-# layout DIR LAYERS MIB: one image of LAYERS random layers of MIB MiB each.
-layout() {
-  local dir=$1 layers=$2 mib=$3 i h s descs="" diffs=""
-  mkdir -p "$dir/blobs/sha256"
-  put() { # FILE -> "sha256:<hex> <size>", the file moved into the layout
-    h=$(sha256sum "$1" | cut -d' ' -f1) s=$(stat -c %s "$1")
-    mv "$1" "$dir/blobs/sha256/$h"
-    echo "sha256:$h $s"
-  }
-  for ((i = 1; i <= layers; i++)); do
-    openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:layer$i" </dev/zero 2>/dev/null |
-      head -c $((mib << 20)) >"$dir/l" || true
-    read -r h s < <(put "$dir/l")
-    descs+="${descs:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$h\",\"size\":$s}"
-    diffs+="${diffs:+,}\"$h\""
-  done
-  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]},"config":{}}' \
-    "$diffs" >"$dir/c"
-  read -r h s < <(put "$dir/c")
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[%s]}' \
-    "$h" "$s" "$descs" >"$dir/m"
-  read -r h s < <(put "$dir/m")
-  printf '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
-    "$h" "$s" >"$dir/index.json"
-}
-
 echo "verify-speed: bundles of ${MB} MiB (1 layer; 8 layers)" >&2
 "$AIRLOCK" keygen --no-password -o k >/dev/null 2>&1
-layout one 1 "$MB"
-layout eight 8 $((MB / 8))
+random_layout one 1 "$MB"
+random_layout eight 8 $((MB / 8))
 "$AIRLOCK" create -k k.key -o one.tar oci:one:bench=bench.example/one:1 >/dev/null 2>&1
 "$AIRLOCK" create -k k.key -o eight.tar oci:eight:bench=bench.example/eight:1 >/dev/null 2>&1
 rm -rf one eight
