@@ -241,6 +241,41 @@ fn export_of_a_bundle_file_fails_on_a_damaged_entry_its_output_does_not_hold_and
 }
 
 #[test]
+fn export_of_a_bundle_file_reads_it_once() {
+    if !Path::new("/proc/self/io").exists() {
+        eprintln!("skipped: this kernel keeps no per-process I/O counts (/proc/self/io)");
+        return;
+    }
+    let env = Env::new();
+    one_layer_bundle(&env, 8 << 20);
+    let bundle = std::fs::metadata(env.path("b.tar")).unwrap().len();
+    for (format, out) in [("docker-archive", "images.tar"), ("oci", "layout")] {
+        let args = ["export", "-p", "ops.pub", "b.tar", "--format", format, "-o", out];
+        let read = bytes_read(&env, &args);
+        assert!(read < bundle + bundle / 8, "{format}: {read} bytes read for a bundle of {bundle}");
+    }
+}
+
+/// The bytes airlock with `args` read through read(2) and pread(2) (`rchar`): the shell that runs
+/// it reaps it, and the kernel then adds a child's counts to its parent's `/proc/PID/io`.
+fn bytes_read(env: &Env, args: &[&str]) -> u64 {
+    let airlock = env.cmd();
+    let mut shell = std::process::Command::new("bash");
+    shell.current_dir(airlock.get_current_dir().unwrap());
+    for (k, v) in airlock.get_envs() {
+        match v {
+            Some(v) => shell.env(k, v),
+            None => shell.env_remove(k),
+        };
+    }
+    let script = r#""$0" "$@" >/dev/null 2>&1 || exit 1; cat /proc/$$/io"#;
+    let run = shell.arg("-c").arg(script).arg(airlock.get_program()).args(args).output().unwrap();
+    let io = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{args:?} failed");
+    io.lines().find_map(|l| l.strip_prefix("rchar: ")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
 fn export_of_a_split_bundle_reads_its_parts_in_place_and_names_a_damaged_part() {
     let env = Env::new();
     one_layer_bundle(&env, 2 << 20);
