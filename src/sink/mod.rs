@@ -5,9 +5,10 @@
 //! bundle's parts) is read in place ([`IndexedBundle`]): by offset, each blob verified again as
 //! it is read, with no copy. A bundle read from a stream can be read only once, so [`stage`]
 //! verifies it while unpacking its blobs into a temporary OCI layout beside the output, and the
-//! sink reads them from there. `load` and `export` write nothing until the whole bundle,
-//! signature included, has verified ([`verified`]); an error or an interruption leaves nothing at
-//! the output, and no temporary directory.
+//! sink reads them from there. `load` sends nothing until the whole bundle, signature included,
+//! has verified, and `export` commits nothing until then (it verifies a file's blobs as it writes
+//! them: [`verified`]); an error or an interruption leaves nothing at the output, and no
+//! temporary directory.
 
 pub mod absent;
 pub mod attachments;
