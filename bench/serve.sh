@@ -15,7 +15,10 @@
 #     BENCH_SERVE_FLEET_MB layer) at once, with the server's RSS sampled every 50 ms: idle, during
 #     one client, during all of them,
 #   - time to first byte of a manifest (GET by tag): 200 requests on one kept-alive connection,
-#     median and 99th percentile.
+#     median and 99th percentile,
+#   - then over TLS (the server started again with `--self-signed DIR`, as off loopback; curl
+#     trusts DIR/ca.crt): the full-blob GET with the server's and curl's CPU per GiB, the clients
+#     pulling at once with the server's RSS, and the manifest's time to first byte.
 #
 # Settings (environment): BENCH_SERVE_MB=1024, BENCH_SERVE_FLEET_MB=64, BENCH_SERVE_CLIENTS=50,
 # and from bench/run.sh: BENCH_RUNS=3, BENCH_QUIET_WAIT=180, BENCH_KEEP=0, BENCH_AIRLOCK (a
@@ -88,13 +91,14 @@ cd "$WORK"
 "$AIRLOCK" create -k ops.key --compression none -o bundle.tar "oci:$L" >logs/create.log 2>&1
 rm -rf "$L"
 
-# start: launches the server, waits for its "serving" line; sets SERVER, ADDR and START (s).
+# start [ARGS...]: launches the server (with ARGS), waits for its "serving" line; sets SERVER,
+# ADDR, URL (scheme://ADDR/v2/serve.example) and START (s). The requests of every start are logged.
 start() {
   local t0=$EPOCHREALTIME
   # Every client is 127.0.0.1: its share of connections must hold them all.
   "$AIRLOCK" serve -p ops.pub --state "$WORK/state.json" --listen 127.0.0.1:0 \
-    --max-connections-per-address $((CLIENTS + 8)) bundle.tar \
-    >"$WORK/logs/requests.log" 2>"$WORK/logs/serve.err" &
+    --max-connections-per-address $((CLIENTS + 8)) "$@" bundle.tar \
+    >>"$WORK/logs/requests.log" 2>"$WORK/logs/serve.err" &
   SERVER=$!
   until grep -q '^serving' "$WORK/logs/serve.err"; do
     kill -0 "$SERVER" 2>/dev/null || { cat "$WORK/logs/serve.err" >&2; die "airlock serve exited"; }
@@ -106,7 +110,10 @@ start() {
     ADDR=$(sed -n 's|^serving.*://\([^ ]*\) .*|\1|p' "$WORK/logs/serve.err")
     [ -n "$ADDR" ] || sleep 0.01
   done
+  URL=$(sed -n 's|^serving.* \([a-z]*\)://.*|\1|p' "$WORK/logs/serve.err")://$ADDR/v2/serve.example
 }
+# Every curl gets these options: none for plain HTTP, the CA to trust over TLS.
+CURLX=()
 stop() { kill -TERM "$SERVER"; wait "$SERVER" || true; SERVER=""; }
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$SERVER/status" 2>/dev/null || echo 0; }
 # The server's user + system CPU time so far, in clock ticks.
@@ -131,7 +138,6 @@ say "full-blob GET of the $MB MiB layer against openssl speed -evp sha256"
 quiet
 SHA0=$(sha)
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
-BIG_URL="http://$ADDR/v2/serve.example/big/blobs/$BIG_LAYER"
 # gets NAME [CURL ARGS...]: BENCH_RUNS GETs of the big layer, each after a quiet wait; sets
 # NAME_GBS (the fastest, GB/s), NAME_CPU (the server's CPU seconds per GiB sent, all runs) and
 # NAME_CLIENT (curl's).
@@ -141,7 +147,7 @@ gets() {
   t0=$(cpu_ticks)
   for ((r = 1; r <= RUNS; r++)); do
     quiet
-    s=$(/usr/bin/time -f '%U %S' -o "$WORK/curl.time" curl -sS "$@" -o /dev/null -w '%{speed_download}' "$BIG_URL")
+    s=$(/usr/bin/time -f '%U %S' -o "$WORK/curl.time" curl -sS "${CURLX[@]}" "$@" -o /dev/null -w '%{speed_download}' "$URL/big/blobs/$BIG_LAYER")
     best=$(awk -v a="$s" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
     client=$(awk -v c="$client" '{ printf "%.2f", c + $1 + $2 }' "$WORK/curl.time")
   done
@@ -157,7 +163,7 @@ gets RANGE -r "0-$(((MB << 20) - 2))"
 quiet
 T0=$(cpu_ticks) t0=$EPOCHREALTIME
 pids=()
-for ((i = 1; i <= $(nproc); i++)); do curl -sSf -o /dev/null "$BIG_URL" & pids+=($!); done
+for ((i = 1; i <= $(nproc); i++)); do curl -sSf -o /dev/null "$URL/big/blobs/$BIG_LAYER" & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p" || die "a concurrent GET failed"; done
 PAR_GBS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" -v n="$(nproc)" -v mb="$MB" 'BEGIN { printf "%.3f", n * mb * 1048576 / (b - a) / 1e9 }')
 PAR_CPU=$(awk -v t=$(($(cpu_ticks) - T0)) -v hz="$HZ" -v n="$(nproc)" -v mb="$MB" 'BEGIN { printf "%.2f", t / hz / (n * mb / 1024) }')
@@ -169,9 +175,9 @@ SHA=$(awk -v a="$SHA0" -v b="$SHA1" 'BEGIN { printf "%.3f", (a + b) / 2 }')
 # pull runs in a subshell: each failed client adds a line to $WORK/failed.
 : >"$WORK/failed"
 pull() {
-  local i pids=() t0=$EPOCHREALTIME base="http://$ADDR/v2/serve.example/fleet"
+  local i pids=() t0=$EPOCHREALTIME base="$URL/fleet"
   for ((i = 1; i <= $1; i++)); do
-    curl -sSf -o /dev/null -o /dev/null -o /dev/null "$base/manifests/1" "$base/blobs/$FLEET_CONFIG" \
+    curl -sSf "${CURLX[@]}" -o /dev/null -o /dev/null -o /dev/null "$base/manifests/1" "$base/blobs/$FLEET_CONFIG" \
       "$base/blobs/$FLEET_LAYER" &
     pids+=($!)
   done
@@ -189,36 +195,70 @@ sampled() {
   wait "$sampler" 2>/dev/null || true
   PEAK=$(sort -n "$f" | tail -n 1)
 }
-say "$CLIENTS clients pulling serve.example/fleet:1 at once, RSS sampled"
-IDLE=$(rss)
-quiet
-sampled pull 1
-ONE_S=$OUT ONE_PEAK=$PEAK
-quiet
-sampled pull "$CLIENTS"
-MANY_S=$OUT MANY_PEAK=$PEAK
-AFTER=$(rss)
-CUT=$(grep -c ' CUT: ' "$WORK/logs/requests.log" || true)
-
-say "time to first byte of a manifest: 200 GETs on one connection"
-urls=()
-for ((i = 0; i < 200; i++)); do urls+=(-o /dev/null "http://$ADDR/v2/serve.example/fleet/manifests/1"); done
-quiet
-curl -sS -w '%{time_starttransfer}\n' "${urls[@]}" | sort -n >"$WORK/ttfb"
-TTFB_MED=$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR / 2) + 1] * 1000 }' "$WORK/ttfb")
-TTFB_P99=$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR * 0.99)] * 1000 }' "$WORK/ttfb")
+# fleet NAME: 1 client, then CLIENTS at once; sets NAME_IDLE, NAME_ONE_PEAK, NAME_MANY_PEAK and
+# NAME_AFTER (the server's RSS, KiB), NAME_ONE_S and NAME_MANY_S (wall seconds).
+fleet() {
+  say "$CLIENTS clients pulling serve.example/fleet:1 at once, RSS sampled ($URL)"
+  printf -v "$1_IDLE" '%s' "$(rss)"
+  quiet
+  sampled pull 1
+  printf -v "$1_ONE_S" '%s' "$OUT"
+  printf -v "$1_ONE_PEAK" '%s' "$PEAK"
+  quiet
+  sampled pull "$CLIENTS"
+  printf -v "$1_MANY_S" '%s' "$OUT"
+  printf -v "$1_MANY_PEAK" '%s' "$PEAK"
+  printf -v "$1_AFTER" '%s' "$(rss)"
+}
+# ttfb NAME: sets NAME_MED and NAME_P99 (ms).
+ttfb() {
+  local i urls=()
+  say "time to first byte of a manifest: 200 GETs on one connection ($URL)"
+  for ((i = 0; i < 200; i++)); do urls+=(-o /dev/null "$URL/fleet/manifests/1"); done
+  quiet
+  curl -sS "${CURLX[@]}" -w '%{time_starttransfer}\n' "${urls[@]}" | sort -n >"$WORK/ttfb"
+  printf -v "$1_MED" '%s' "$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR / 2) + 1] * 1000 }' "$WORK/ttfb")"
+  printf -v "$1_P99" '%s' "$(awk '{ a[NR] = $1 } END { printf "%.2f", a[int(NR * 0.99)] * 1000 }' "$WORK/ttfb")"
+}
+fleet PULL
+ttfb TTFB
 stop
+
+# The same over TLS: the server started as off loopback with a generated CA, curl trusting it.
+say "over TLS: --self-signed, curl --cacert"
+start --self-signed "$WORK/tls"
+CURLX=(--cacert "$WORK/tls/ca.crt")
+LOAD2=$(cut -d' ' -f1 /proc/loadavg)
+gets TLS
+LOAD3=$(cut -d' ' -f1 /proc/loadavg)
+fleet TLS_PULL
+ttfb TLS_TTFB
+stop
+CUT=$(grep -c ' CUT: ' "$WORK/logs/requests.log" || true)
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 echo
-echo "airlock serve: $REV; nproc=$(nproc); loopback, plain HTTP, page cache warm; curl as the client"
+echo "airlock serve: $REV; nproc=$(nproc); loopback, plain HTTP (then TLS rows), page cache warm; curl as the client"
 printf '%-58s %s\n' "start, every blob verified (bundle $(awk -v b="$(stat -c %s bundle.tar)" 'BEGIN { printf "%.0f MiB", b / 1048576 }'))" "$START_FULL s"
 printf '%-58s %s\n' "start again, file unchanged (verification record)" "$START_AGAIN s"
 x() { awk -v g="$1" -v s="$SHA" 'BEGIN { printf "%.2f", g / s }'; }
 SHA_GIB=$(awk -v s="$SHA" 'BEGIN { printf "%.2f", 1.073741824 / s }')
 printf '%-58s %s\n' "openssl speed -evp sha256, 16 KiB, one core (before/after)" "$SHA0 / $SHA1 GB/s = $SHA_GIB s of CPU per GiB"
-printf '%-58s %s\n' "full-blob GET, $MB MiB layer, best of $RUNS (load $LOAD0 / $LOAD1)" "$WHOLE_GBS GB/s = $(x "$WHOLE_GBS") x sha256"
-printf '%-58s %s\n' "  server / curl CPU per GiB (sha256 alone: $SHA_GIB s)" "$WHOLE_CPU s = $(awk -v c="$WHOLE_CPU" -v s="$SHA_GIB" 'BEGIN { printf "%.2f", c / s }') x sha256's / $WHOLE_CLIENT s"
+# whole NAME WHAT LOADS: the rows of gets NAME.
+whole() {
+  local g=$1_GBS c=$1_CPU k=$1_CLIENT
+  printf '%-58s %s\n' "full-blob GET$2, $MB MiB layer, best of $RUNS" "${!g} GB/s = $(x "${!g}") x sha256 (load $3)"
+  printf '%-58s %s\n' "  server / curl CPU per GiB (sha256 alone: $SHA_GIB s)" "${!c} s = $(awk -v c="${!c}" -v s="$SHA_GIB" 'BEGIN { printf "%.2f", c / s }') x sha256's / ${!k} s"
+}
+# clients PULL TTFB WHAT: the rows of fleet PULL and ttfb TTFB.
+clients() {
+  local i=$1_IDLE o=$1_ONE_PEAK m=$1_MANY_PEAK a=$1_AFTER s=$1_MANY_S s1=$1_ONE_S
+  printf '%-58s %s\n' "server RSS$3 idle / 1 client / $CLIENTS clients / after" "$(mib "${!i}") / $(mib "${!o}") / $(mib "${!m}") / $(mib "${!a}")"
+  printf '%-58s %s\n' "$CLIENTS clients x $FLEET_MB MiB image$3: wall, aggregate" "${!s} s, $(awk -v n="$CLIENTS" -v m="$FLEET_MB" -v s="${!s}" 'BEGIN { printf "%.2f GB/s", n * m * 1048576 / s / 1e9 }') (1 client: ${!s1} s)"
+  i=$2_MED o=$2_P99
+  printf '%-58s %s\n' "manifest time to first byte$3, median / p99 of 200" "${!i} / ${!o} ms"
+}
+whole WHOLE "" "$LOAD0 / $LOAD1"
 printf '%-58s %s\n' "same, all but the last byte (a range: not hashed)" "$RANGE_GBS GB/s = $(x "$RANGE_GBS") x sha256"
 printf '%-58s %s\n' "  server / curl CPU per GiB" "$RANGE_CPU s / $RANGE_CLIENT s"
 # With curl on the same cores, the CPU one GET costs (server + curl), spread perfectly over every
@@ -226,8 +266,8 @@ printf '%-58s %s\n' "  server / curl CPU per GiB" "$RANGE_CPU s / $RANGE_CLIENT 
 printf '%-58s %s\n' "  (server + curl CPU) / $(nproc) cores, if perfectly spread" "$(awk -v w="$WHOLE_CPU" -v c="$WHOLE_CLIENT" -v n="$(nproc)" -v s="$SHA_GIB" \
   'BEGIN { a = (w + c) / n; printf "%.2f s per GiB = %.2f x sha256", a, s / a }')"
 printf '%-58s %s\n' "$(nproc) full-blob GETs at once: aggregate" "$PAR_GBS GB/s = $(x "$PAR_GBS") x one core's sha256; server CPU $PAR_CPU s per GiB"
-printf '%-58s %s\n' "server RSS idle / 1 client / $CLIENTS clients / after" "$(mib "$IDLE") / $(mib "$ONE_PEAK") / $(mib "$MANY_PEAK") / $(mib "$AFTER")"
-printf '%-58s %s\n' "$CLIENTS clients x $FLEET_MB MiB image: wall, aggregate" "$MANY_S s, $(awk -v n="$CLIENTS" -v m="$FLEET_MB" -v s="$MANY_S" 'BEGIN { printf "%.2f GB/s", n * m * 1048576 / s / 1e9 }') (1 client: $ONE_S s)"
-printf '%-58s %s\n' "manifest time to first byte, median / p99 of 200" "$TTFB_MED / $TTFB_P99 ms"
+clients PULL TTFB ""
+whole TLS " over TLS" "$LOAD2 / $LOAD3"
+clients TLS_PULL TLS_TTFB " over TLS"
 printf '%-58s %s\n' "responses cut (should be 0)" "$CUT"
 printf '%-58s %s\n' "client pulls that failed (should be 0)" "$(wc -l <"$WORK/failed")"
