@@ -40,7 +40,8 @@
 #   BENCH_DELTA=1          0 skips the delta rows (bench/delta.sh: a delta bundle against the
 #                          full one for a one-image change)
 #   BENCH_SERVE=1          0 skips the serve rows (bench/serve.sh: airlock serve's start, full-blob
-#                          GET against sha256, 50 clients' RSS, a manifest's time to first byte)
+#                          GET against sha256, 50 clients' RSS, a manifest's time to first byte;
+#                          plain HTTP and over TLS)
 #   BENCH_VOLUMES=1        0 skips the volume rows (bench/volumes.sh: parity encoding per core,
 #                          create split and with parity, against one file and sha256)
 #
@@ -529,8 +530,8 @@ if [ "$VOLUMES" = 1 ]; then
   say "volume rows (bench/volumes.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/volumes.sh"
 fi
-# airlock serve: start, full-blob GET against sha256, 50 clients' RSS, TTFB (runs alone as
-# bench/serve.sh).
+# airlock serve: start, full-blob GET against sha256, 50 clients' RSS, TTFB, plain and over TLS
+# (runs alone as bench/serve.sh).
 if [ "$SERVE" = 1 ]; then
   say "serve rows (bench/serve.sh)"
   BENCH_AIRLOCK=$AIRLOCK BENCH_RUNS=$RUNS "$ROOT/bench/serve.sh"

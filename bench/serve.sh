@@ -163,7 +163,7 @@ gets RANGE -r "0-$(((MB << 20) - 2))"
 quiet
 T0=$(cpu_ticks) t0=$EPOCHREALTIME
 pids=()
-for ((i = 1; i <= $(nproc); i++)); do curl -sSf -o /dev/null "$URL/big/blobs/$BIG_LAYER" & pids+=($!); done
+for ((i = 1; i <= $(nproc); i++)); do curl -sSf "${CURLX[@]}" -o /dev/null "$URL/big/blobs/$BIG_LAYER" & pids+=($!); done
 for p in "${pids[@]}"; do wait "$p" || die "a concurrent GET failed"; done
 PAR_GBS=$(awk -v a="$t0" -v b="$EPOCHREALTIME" -v n="$(nproc)" -v mb="$MB" 'BEGIN { printf "%.3f", n * mb * 1048576 / (b - a) / 1e9 }')
 PAR_CPU=$(awk -v t=$(($(cpu_ticks) - T0)) -v hz="$HZ" -v n="$(nproc)" -v mb="$MB" 'BEGIN { printf "%.2f", t / hz / (n * mb / 1024) }')
