@@ -196,6 +196,19 @@ impl Mismatch {
     pub fn from_io(err: &io::Error) -> Option<&Mismatch> {
         err.get_ref().and_then(|e| e.downcast_ref::<Mismatch>())
     }
+
+    /// Checks what was hashed (`found`, over `len` bytes) against what was expected, the size
+    /// first; a mismatch is an `InvalidData` error carrying it (see [`Mismatch::from_io`]).
+    pub fn check(expected: &Digest, size: u64, found: Digest, len: u64) -> io::Result<()> {
+        let m = if len != size {
+            Mismatch::Size { expected: size, found: len }
+        } else if found != *expected {
+            Mismatch::Digest { expected: expected.clone(), found }
+        } else {
+            return Ok(());
+        };
+        Err(io::Error::new(io::ErrorKind::InvalidData, m))
+    }
 }
 
 /// Reads exactly `size` bytes whose sha256 must be `digest`; anything else is an error on the read
@@ -234,13 +247,8 @@ impl<R: Read> Read for VerifyingReader<R> {
         }
         if n == 0 {
             self.done = true;
-            if seen != self.size {
-                return Err(Self::fail(Mismatch::Size { expected: self.size, found: seen }));
-            }
-            let (found, _) = std::mem::take(&mut self.hasher).finish();
-            if found != self.expected {
-                return Err(Self::fail(Mismatch::Digest { expected: self.expected.clone(), found }));
-            }
+            let (found, len) = std::mem::take(&mut self.hasher).finish();
+            Mismatch::check(&self.expected, self.size, found, len)?;
         }
         Ok(n)
     }

@@ -269,17 +269,10 @@ impl Pending {
 }
 
 fn check(got: Option<(Digest, u64)>, expected: &Digest, size: u64) -> io::Result<()> {
-    let fail = |m| io::Error::new(io::ErrorKind::InvalidData, m);
     let Some((found, len)) = got else {
         return Err(io::Error::other("the hashing thread stopped"));
     };
-    if len != size {
-        return Err(fail(Mismatch::Size { expected: size, found: len }));
-    }
-    if found != *expected {
-        return Err(fail(Mismatch::Digest { expected: expected.clone(), found }));
-    }
-    Ok(())
+    Mismatch::check(expected, size, found, len)
 }
 
 /// Streams fed one after another whose digests are still being computed, oldest first.

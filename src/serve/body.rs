@@ -321,17 +321,8 @@ fn read(
 fn verify(hasher: Option<Hasher>, digest: &Digest, size: u64, place: &str) -> std::io::Result<()> {
     let Some(hasher) = hasher else { return Ok(()) };
     let (found, len) = hasher.finish();
-    let mismatch = if len != size {
-        Some(Mismatch::Size { expected: size, found: len })
-    } else if found != *digest {
-        Some(Mismatch::Digest { expected: digest.clone(), found })
-    } else {
-        None
-    };
-    match mismatch {
-        Some(m) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{place}: changed on disk: {m}"))),
-        None => Ok(()),
-    }
+    Mismatch::check(digest, size, found, len)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{place}: changed on disk: {e}")))
 }
 
 #[cfg(test)]

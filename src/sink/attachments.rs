@@ -23,7 +23,7 @@ use crate::progress::Observer;
 use crate::reference::Reference;
 use crate::registry::Client;
 use crate::sink::Blobs;
-use crate::sink::push::{Target, push_blob, read_manifest};
+use crate::sink::push::{Target, push_blob};
 use crate::transfer::Pool;
 
 /// Where attachments go, and what tells the user about uploads.
@@ -119,7 +119,7 @@ fn put_manifest(bundle: &dyn Blobs, client: &Client, item: &Item<'_>) -> Result<
 pub fn read_small(bundle: &dyn Blobs, digest: &Digest) -> Result<Vec<u8>> {
     let listed = bundle.index().blobs.iter().find(|b| b.digest == *digest);
     let b = listed.ok_or_else(|| Error::integrity(bundle.place(), format!("blob {digest} is not listed")))?;
-    read_manifest(bundle, b)
+    bundle.read_small(&b.digest)
 }
 
 /// For each (repository, subject) with referrers: if the registry has no referrers API, lists

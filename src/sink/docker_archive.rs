@@ -5,7 +5,7 @@
 //! the host's).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use serde_json::{Value, json};
@@ -98,13 +98,7 @@ pub fn plan(blobs: &dyn Blobs, platform: &Platform) -> Result<Vec<DockerImage>> 
 }
 
 fn read_parsed(blobs: &dyn Blobs, digest: &Digest, media_type: &str, at: &str) -> Result<Parsed> {
-    let max = crate::json::MAX_JSON_BYTES;
-    let mut bytes = Vec::new();
-    let read = blobs.open(digest)?.take(max + 1).read_to_end(&mut bytes);
-    read.map_err(|e| Error::io(blobs.entry(digest), e).into_integrity())?;
-    if bytes.len() as u64 > max {
-        return Err(Error::integrity(at, format!("{digest}: too large for a manifest (at most {max} bytes)")));
-    }
+    let bytes = blobs.read_small(digest)?;
     image::parse_manifest(&bytes, media_type).map_err(|e| Error::integrity(at, format!("{digest}: {e}")))
 }
 
@@ -192,7 +186,7 @@ pub fn write_file(
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
+    use std::io::{Cursor, Read};
 
     use super::*;
     use crate::bundle::format::BundleIndex;

@@ -29,7 +29,7 @@ use crate::bundle::bases::Given;
 use crate::bundle::format::{BlobEntry, BundleIndex};
 use crate::bundle::indexed::IndexedBundle;
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Where a sink reads blobs from: the bundle file itself, or a verified staging directory when
 /// the bundle came from a stream.
@@ -41,6 +41,19 @@ pub trait Blobs: Sync {
     /// How messages name one blob: the bundle (or base bundle) that holds it, and its entry.
     fn entry(&self, digest: &Digest) -> String {
         format!("{}: entry {}", self.place(), digest.blob_path())
+    }
+
+    /// Reads a small blob (a manifest, an index, a signature) whole, verified as [`Blobs::open`]
+    /// verifies it; one larger than any JSON document airlock reads is refused, never held.
+    fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let max = crate::json::MAX_JSON_BYTES;
+        let mut bytes = Vec::new();
+        let read = self.open(digest)?.take(max + 1).read_to_end(&mut bytes);
+        read.map_err(|e| Error::io(self.entry(digest), e).into_integrity())?;
+        if bytes.len() as u64 > max {
+            return Err(Error::integrity(self.entry(digest), format!("too large for a manifest (over {max} bytes)")));
+        }
+        Ok(bytes)
     }
 }
 

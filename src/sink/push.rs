@@ -310,7 +310,7 @@ impl Run<'_> {
     /// Reads (and so verifies) all of an image's manifests, then pushes the children by digest,
     /// skipping those the registry has. Returns how many were written.
     fn push_children(&self, plan: &Plan<'_>) -> Result<usize> {
-        let docs = plan.manifests.iter().map(|m| read_manifest(self.bundle, m)).collect::<Result<Vec<_>>>()?;
+        let docs = plan.manifests.iter().map(|m| self.bundle.read_small(&m.digest)).collect::<Result<Vec<_>>>()?;
         let mut pushed = 0;
         for (m, bytes) in plan.manifests.iter().zip(&docs).take(docs.len() - 1) {
             let reference = m.digest.to_string();
@@ -332,7 +332,7 @@ impl Run<'_> {
             return Ok(0);
         }
         let root = plan.manifests[plan.manifests.len() - 1];
-        let bytes = read_manifest(self.bundle, root)?;
+        let bytes = self.bundle.read_small(&root.digest)?;
         // The root's reference was asked about already (`is_current`): it needs writing.
         self.put_manifest(plan, root, &root_reference(plan), &bytes)?;
         Ok(1)
@@ -349,14 +349,6 @@ impl Run<'_> {
         }
         Ok(())
     }
-}
-
-/// A manifest of the bundle, read whole and verified.
-pub(crate) fn read_manifest(bundle: &dyn Blobs, m: &BlobEntry) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let read = bundle.open(&m.digest)?.read_to_end(&mut bytes);
-    read.map_err(|e| Error::io(bundle.entry(&m.digest), e).into_integrity())?;
-    Ok(bytes)
 }
 
 /// What the registry holds already and what a push would upload, asking only `HEAD`s.
