@@ -15,7 +15,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown};
+
+/// The most a daemon's status line and headers may take together: the engine's are a few hundred
+/// bytes, and a head that never ends must not grow without bound.
+const MAX_HEAD_BYTES: u64 = 64 << 10;
+/// The most one chunk-size line may take (a hex size and perhaps extensions).
+const MAX_CHUNK_LINE: u64 = 4 << 10;
 
 #[derive(Debug, Clone)]
 pub enum DockerHost {
@@ -174,7 +180,7 @@ fn read_response(stream: Box<dyn Stream>, place: &str) -> Result<Vec<String>> {
             return Err(daemon_error(place, code, m));
         }
         if let Some(s) = msg.get("stream").and_then(Value::as_str) {
-            loaded.push(s.trim().to_owned());
+            loaded.push(shown(s.trim()));
         }
     }
     if code != 200 {
@@ -184,25 +190,50 @@ fn read_response(stream: Box<dyn Stream>, place: &str) -> Result<Vec<String>> {
 }
 
 fn daemon_error(place: &str, code: u16, msg: &str) -> Error {
-    Error::Io { place: place.to_owned(), source: io::Error::other(format!("load refused (HTTP {code}): {msg}")) }
+    Error::Io {
+        place: place.to_owned(),
+        source: io::Error::other(format!("load refused (HTTP {code}): {}", shown(msg))),
+    }
 }
 
 /// Reads the status line and headers: (status code, whether the body is chunked).
 fn read_head(r: &mut impl BufRead, place: &str) -> Result<(u16, bool)> {
-    let mut status = String::new();
-    r.read_line(&mut status).map_err(|e| Error::io(place, e))?;
+    let mut left = MAX_HEAD_BYTES;
+    let mut line = || {
+        let too_long = || format!("the response head is longer than {MAX_HEAD_BYTES} bytes");
+        let line = read_line(r, left, too_long).map_err(|e| Error::io(place, e))?;
+        left -= line.len() as u64;
+        Ok::<_, Error>(line)
+    };
+    let status = line()?;
     let code: u16 = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
-        Error::io(place, io::Error::new(io::ErrorKind::InvalidData, format!("not an HTTP response: {status:?}")))
+        let msg = format!("not an HTTP response: `{}`", shown(status.trim_end()));
+        Error::io(place, io::Error::new(io::ErrorKind::InvalidData, msg))
     })?;
     let mut chunked = false;
     loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).map_err(|e| Error::io(place, e))? == 0 || line.trim().is_empty() {
+        let line = line()?;
+        if line.trim().is_empty() {
             return Ok((code, chunked));
         }
         let lower = line.to_ascii_lowercase();
         chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
     }
+}
+
+/// One line of at most `cap` bytes (its newline included); a longer one is refused with
+/// `too_long` before the rest is read. An empty string means the stream ended.
+fn read_line(r: &mut impl BufRead, cap: u64, too_long: impl FnOnce() -> String) -> io::Result<String> {
+    let mut line = String::new();
+    let n = r.by_ref().take(cap).read_line(&mut line)?;
+    if n as u64 == cap && !line.ends_with('\n') {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, too_long()));
+    }
+    Ok(line)
+}
+
+fn chunk_line_too_long() -> String {
+    format!("a chunk-size line is longer than {MAX_CHUNK_LINE} bytes")
 }
 
 /// Decodes a chunked HTTP body as a stream.
@@ -224,14 +255,13 @@ impl<R: BufRead> Read for ChunkedReader<R> {
             return Ok(0);
         }
         if self.left == 0 {
-            let mut size = String::new();
-            if self.inner.read_line(&mut size)? == 0 {
+            let mut size = read_line(&mut self.inner, MAX_CHUNK_LINE, chunk_line_too_long)?;
+            if size.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "HTTP body ended inside a chunk"));
             }
             if size.trim().is_empty() {
                 // The CRLF that ends the previous chunk.
-                size.clear();
-                self.inner.read_line(&mut size)?;
+                size = read_line(&mut self.inner, MAX_CHUNK_LINE, chunk_line_too_long)?;
             }
             self.left = u64::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16)
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
@@ -272,7 +302,7 @@ pub fn save(host: &DockerHost, names: &[String], out: &mut dyn Write) -> Result<
             .unwrap_or(text);
         return Err(Error::bad(
             &place,
-            format!("docker save of {} refused (HTTP {code}): {}", names.join(", "), msg.trim()),
+            format!("docker save of {} refused (HTTP {code}): {}", names.join(", "), shown(msg.trim())),
         ));
     }
     io::copy(&mut body, out).map_err(|e| Error::io(&place, e))

@@ -22,7 +22,7 @@ use ureq::http::Response;
 
 use super::transport::{Attempt, Failure, registry_message, transport_failure};
 use super::url::SchemePolicy;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, shown};
 use crate::local_file;
 
 /// A token is reused for at most this much less than the registry says (or half its life when
@@ -102,7 +102,11 @@ impl CredentialSource {
             // The helper's stdout may hold a secret; its stderr says why it failed.
             Err(CredentialRetrievalError::HelperFailure { helper, stderr, .. }) => Err(Error::bad(
                 place(),
-                format!("credential helper `{helper}` failed: {}", stderr.trim().lines().next().unwrap_or("")),
+                format!(
+                    "credential helper `{}` failed: {}",
+                    shown(&helper),
+                    shown(stderr.trim().lines().next().unwrap_or(""))
+                ),
             )),
             Err(e) => Err(Error::bad(place(), e.to_string())),
         }

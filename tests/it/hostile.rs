@@ -596,8 +596,14 @@ fn create_on_a_full_disk_while_staging_legacy_layers_leaves_nothing() {
 
 /// Runs airlock under tests/hostile.py `maxrss`: (exit code, peak RSS in KiB, stderr).
 pub fn peak_rss(env: &Env, args: &[&str]) -> (i64, u64, String) {
+    peak_rss_with(env, args, &[])
+}
+
+/// [`peak_rss`] with extra environment variables (`DOCKER_HOST`).
+pub fn peak_rss_with(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> (i64, u64, String) {
     let o = Command::new("python3")
         .current_dir(env.dir.path())
+        .envs(vars.iter().copied())
         .env_remove("AIRLOCK_KEY_PASSWORD")
         .env_remove("SOURCE_DATE_EPOCH")
         .arg(SCRIPT)

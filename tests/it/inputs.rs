@@ -155,3 +155,28 @@ fn huge_or_fifo_ca_certificates_docker_configs_and_passwords_are_refused_unread(
     let run = Run::from_output(create.env("DOCKER_CONFIG", env.path("docker")).output().unwrap());
     run.fails(EXIT_BAD_INPUT, &["config.json", "too large for a docker config file"]);
 }
+
+#[test]
+fn a_failing_credential_helpers_words_are_shown_escaped_and_cut() {
+    let (port, _) = fake_server(|_| reply("401 Unauthorized", "WWW-Authenticate: Basic realm=\"r\"\r\n", ""));
+    let env = Env::new();
+    env.keygen("ops");
+    std::fs::create_dir(env.path("docker")).unwrap();
+    let config = format!(r#"{{"credHelpers": {{"127.0.0.1:{port}": "hostile"}}}}"#);
+    std::fs::write(env.path("docker/config.json"), config).unwrap();
+    let helper = env.path("docker/docker-credential-hostile");
+    let script = "#!/bin/sh\nprintf '\\033[2J\\033]0;owned\\007%0100000d\\n' 0 >&2\nexit 1\n";
+    std::fs::write(&helper, script).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", env.path("docker").display(), std::env::var("PATH").unwrap_or_default());
+    let src = format!("127.0.0.1:{port}/team/app:1");
+    let mut create = env.cmd();
+    create.args(["create", "-k", "ops.key", "-o", "out.tar", "--retries", "0", &src]);
+    let run = Run::from_output(create.env("DOCKER_CONFIG", env.path("docker")).env("PATH", path).output().unwrap());
+    let run = run.fails(
+        EXIT_BAD_INPUT,
+        &["credential helper `docker-credential-hostile` failed", "\\u{1b}[2J", "more characters"],
+    );
+    assert!(!run.stderr.contains('\x1b') && run.stderr.len() < 4096, "{}", run.stderr);
+    assert!(!env.path("out.tar").exists());
+}

@@ -18,6 +18,7 @@ mod fakes;
 mod full_disk;
 mod fuzz_corpus;
 mod hostile;
+mod hostile_daemon;
 mod hostile_files;
 mod hostile_serve;
 mod inputs;
