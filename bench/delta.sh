@@ -18,21 +18,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-IMAGES=${BENCH_DELTA_IMAGES:-8}
-BASE_MB=${BENCH_DELTA_BASE_MB:-200}
-APP_MB=${BENCH_DELTA_APP_MB:-20}
-RUNS=${BENCH_RUNS:-3}
-KEEP=${BENCH_KEEP:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-
-die() { echo "bench: $*" >&2; exit 1; }
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-for v in IMAGES BASE_MB APP_MB RUNS QUIET_WAIT; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
-[ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] || die "images and runs must be >= 1"
-
 . "$ROOT/bench/lib.sh"
+setting IMAGES BENCH_DELTA_IMAGES 8 1+
+setting BASE_MB BENCH_DELTA_BASE_MB 200 0+
+setting APP_MB BENCH_DELTA_APP_MB 20 0+
+common_settings
 work_dir adelta
 
 pick_airlock

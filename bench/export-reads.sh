@@ -21,17 +21,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-MB=${BENCH_MB:-1024}
-RUNS=${BENCH_RUNS:-3}
-COLD=${BENCH_COLD:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-KEEP=${BENCH_KEEP:-0}
-die() { echo "export-reads: $*" >&2; exit 1; }
-[[ $MB =~ ^[0-9]+$ && $MB -ge 1 ]] || die "BENCH_MB must be a number >= 1"
-[[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "BENCH_RUNS must be >= 1"
-[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number"
-[ "$COLD" = 0 ] || [ "$(id -u)" = 0 ] || die "BENCH_COLD=1 needs root (it writes /proc/sys/vm/drop_caches)"
+NAME=export-reads
 . "$ROOT/bench/lib.sh"
+setting MB BENCH_MB 1024 1+
+setting COLD BENCH_COLD 0 flag
+common_settings
+[ "$COLD" = 0 ] || [ "$(id -u)" = 0 ] || die "BENCH_COLD=1 needs root (it writes /proc/sys/vm/drop_caches)"
 work_dir aexport
 cd "$WORK"
 pick_airlock

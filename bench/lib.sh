@@ -1,5 +1,27 @@
-# bench/lib.sh - timing helpers shared by bench/run.sh and bench/wan.sh (sourced, not run).
-# Needs: WORK (with logs/ and, for registries, reg/DIR/pid), RUNS, QUIET_WAIT, and die().
+# bench/lib.sh - settings and timing helpers shared by the bench scripts (sourced, not run).
+# The timing helpers need WORK (with logs/ and, for registries, reg/DIR/pid), RUNS and QUIET_WAIT
+# (common_settings sets RUNS, QUIET_WAIT and KEEP). Messages start with NAME (default "bench").
+die() { echo "${NAME:-bench}: $*" >&2; exit 1; }
+say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
+
+# setting VAR ENV DEFAULT KIND: sets VAR to $ENV, or DEFAULT when ENV is unset or empty, after
+# checking it: KIND is N+ (a whole number >= N), flag (0 or 1), or a|b|c (one of those words).
+setting() {
+  local var=$1 env=$2 kind=$4 val=${!2:-$3}
+  case $kind in
+    flag) [[ $val =~ ^[01]$ ]] || die "$env must be 0 or 1, got '$val'" ;;
+    *+) [[ $val =~ ^[0-9]+$ ]] && ((val >= ${kind%+})) || die "$env must be a whole number >= ${kind%+}, got '$val'" ;;
+    *) [[ $val =~ ^($kind)$ ]] || die "$env must be one of ${kind//|/, }, got '$val'" ;;
+  esac
+  printf -v "$var" '%s' "$val"
+}
+# The settings every bench script takes: BENCH_RUNS, BENCH_QUIET_WAIT, BENCH_KEEP.
+common_settings() {
+  setting RUNS BENCH_RUNS 3 1+
+  setting QUIET_WAIT BENCH_QUIET_WAIT 180 0+
+  QUIET_TRIES=$((QUIET_WAIT * 2)) # half-second looks left for quiet
+  setting KEEP BENCH_KEEP 0 flag
+}
 declare -A WALL RSS CPU OTHER SRV
 HZ=$(getconf CLK_TCK)
 # Busy CPU time of the whole machine in clock ticks (user nice system irq softirq steal), to see
@@ -59,13 +81,12 @@ quiet() {
     b1=$(busy)
     awk -v d=$((b1 - b0)) -v hz="$HZ" 'BEGIN { exit !(d / hz / 0.5 < 0.15) }' && return 0
     if [ $said = 0 ]; then
-      echo "bench: machine busy, waiting (up to $((QUIET_TRIES / 2)) s of BENCH_QUIET_WAIT left)" >&2
+      echo "${NAME:-bench}: machine busy, waiting (up to $((QUIET_TRIES / 2)) s of BENCH_QUIET_WAIT left)" >&2
       said=1
     fi
     QUIET_TRIES=$((QUIET_TRIES - 1))
   done
 }
-QUIET_TRIES=$((QUIET_WAIT * 2))
 
 # noisy NAME: did other processes keep more than 0.2 cores busy during that run?
 noisy() { awk -v w="${WALL[$1]}" -v o="${OTHER[$1]}" 'BEGIN { exit !(o >= 0.1 && o / w > 0.2) }'; }

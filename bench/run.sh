@@ -64,34 +64,13 @@ case ${1:-} in
   *) echo "usage: bench/run.sh [wan|delta|volumes|serve]" >&2; exit 2 ;;
 esac
 PEERS=$ROOT/scripts/peers.sh
-IMAGES=${BENCH_IMAGES:-4}
-BASE_MB=${BENCH_BASE_MB:-200}
-APP_MB=${BENCH_APP_MB:-50}
-BIG_MB=${BENCH_BIG_MB:-1024}
-RUNS=${BENCH_RUNS:-3}
-KEEP=${BENCH_KEEP:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-REGISTRY=${BENCH_REGISTRY:-1}
-DOCKER26=${BENCH_DOCKER26:-1}
-WAN=${BENCH_WAN:-1}
-DELTA=${BENCH_DELTA:-1}
-VOLUMES=${BENCH_VOLUMES:-1}
-SERVE=${BENCH_SERVE:-1}
-
-die() { echo "bench: $*" >&2; exit 1; }
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-
-for v in IMAGES BASE_MB APP_MB BIG_MB RUNS QUIET_WAIT; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "BENCH_$v must be a whole number, got '${!v}'"
-done
-[ "$IMAGES" -ge 1 ] || die "BENCH_IMAGES must be >= 1"
-[ "$RUNS" -ge 1 ] || die "BENCH_RUNS must be >= 1"
-[[ $REGISTRY =~ ^[01]$ ]] || die "BENCH_REGISTRY must be 0 or 1, got '$REGISTRY'"
-[[ $DOCKER26 =~ ^[01]$ ]] || die "BENCH_DOCKER26 must be 0 or 1, got '$DOCKER26'"
-[[ $WAN =~ ^[01]$ ]] || die "BENCH_WAN must be 0 or 1, got '$WAN'"
-[[ $DELTA =~ ^[01]$ ]] || die "BENCH_DELTA must be 0 or 1, got '$DELTA'"
-[[ $VOLUMES =~ ^[01]$ ]] || die "BENCH_VOLUMES must be 0 or 1, got '$VOLUMES'"
-[[ $SERVE =~ ^[01]$ ]] || die "BENCH_SERVE must be 0 or 1, got '$SERVE'"
+. "$ROOT/bench/lib.sh"
+setting IMAGES BENCH_IMAGES 4 1+
+setting BASE_MB BENCH_BASE_MB 200 0+
+setting APP_MB BENCH_APP_MB 50 0+
+setting BIG_MB BENCH_BIG_MB 1024 0+
+common_settings
+for v in REGISTRY DOCKER26 WAN DELTA VOLUMES SERVE; do setting "$v" "BENCH_$v" 1 flag; done
 [ "$(id -u)" = 0 ] || die "run as root (umoci and dockerd need it)"
 
 WORK=$(mktemp -d /tmp/abench.XXXXXX) # short: dockerd's unix sockets live below it
@@ -243,7 +222,6 @@ for ((k = 1; k <= IMAGES; k++)); do load "app$k" "${NAMES[k - 1]}"; done
 docker image ls >&2
 
 # ---------------------------------------------------------------------------------------------
-. "$ROOT/bench/lib.sh"
 
 M=$WORK/multi.tar
 say "docker save (reference): ${NAMES[*]}"

@@ -26,19 +26,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-MB=${BENCH_SERVE_MB:-1024}
-FLEET_MB=${BENCH_SERVE_FLEET_MB:-64}
-CLIENTS=${BENCH_SERVE_CLIENTS:-50}
-RUNS=${BENCH_RUNS:-3}
-KEEP=${BENCH_KEEP:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-
-die() { echo "bench: $*" >&2; exit 1; }
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-for v in MB FLEET_MB CLIENTS RUNS QUIET_WAIT; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
-[ "$MB" -ge 1 ] && [ "$FLEET_MB" -ge 1 ] && [ "$CLIENTS" -ge 1 ] && [ "$RUNS" -ge 1 ] || die "sizes, clients and runs must be >= 1"
+. "$ROOT/bench/lib.sh"
+setting MB BENCH_SERVE_MB 1024 1+
+setting FLEET_MB BENCH_SERVE_FLEET_MB 64 1+
+setting CLIENTS BENCH_SERVE_CLIENTS 50 1+
+common_settings
 command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 
@@ -50,7 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/logs" "$WORK/layout/blobs/sha256"
-. "$ROOT/bench/lib.sh"
 
 pick_airlock
 

@@ -34,19 +34,15 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-MB=${BENCH_VERIFY_MB:-1024}
-RUNS=${BENCH_RUNS:-3}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-die() { echo "verify-speed: $*" >&2; exit 1; }
-[[ $MB =~ ^[0-9]+$ && $MB -ge 8 ]] || die "BENCH_VERIFY_MB must be a number >= 8"
-[[ $RUNS =~ ^[0-9]+$ && $RUNS -ge 1 ]] || die "BENCH_RUNS must be >= 1"
-[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number"
+NAME=verify-speed
+. "$ROOT/bench/lib.sh"
+setting MB BENCH_VERIFY_MB 1024 8+
+common_settings
 [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/averify.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/logs"
-. "$ROOT/bench/lib.sh"
 pick_airlock
 cd "$WORK"
 

@@ -21,19 +21,9 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
-MB=${BENCH_VOLUMES_MB:-1024}
-RUNS=${BENCH_RUNS:-3}
-KEEP=${BENCH_KEEP:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-
-die() { echo "bench: $*" >&2; exit 1; }
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-for v in MB RUNS QUIET_WAIT; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
-[ "$RUNS" -ge 1 ] || die "runs must be >= 1"
-
 . "$ROOT/bench/lib.sh"
+setting MB BENCH_VOLUMES_MB 1024 1+
+common_settings
 work_dir airlock-bench-volumes
 
 pick_airlock

@@ -26,24 +26,15 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 PEERS=$ROOT/scripts/peers.sh
-IMAGES=${BENCH_WAN_IMAGES:-100}
-DELAY=${BENCH_WAN_DELAY_MS:-25}
-BASE_KB=${BENCH_WAN_BASE_KB:-1024}
-CONC=${BENCH_WAN_CONCURRENCY:-16}
-ROWS=${BENCH_WAN_ROWS:-all}
-SKOPEO=${BENCH_WAN_SKOPEO:-1}
-RUNS=${BENCH_RUNS:-3}
-KEEP=${BENCH_KEEP:-0}
-QUIET_WAIT=${BENCH_QUIET_WAIT:-180}
-
-die() { echo "bench: $*" >&2; exit 1; }
-say() { printf '\n== [%4ds] %s\n' "$SECONDS" "$*" >&2; }
-for v in IMAGES DELAY BASE_KB CONC RUNS QUIET_WAIT; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
-[ "$IMAGES" -ge 1 ] && [ "$RUNS" -ge 1 ] && [ "$CONC" -ge 1 ] || die "images, runs and concurrency must be >= 1"
-[[ $ROWS =~ ^(all|create|push)$ ]] || die "BENCH_WAN_ROWS must be all, create or push, got '$ROWS'"
-[[ $SKOPEO =~ ^[01]$ ]] || die "BENCH_WAN_SKOPEO must be 0 or 1, got '$SKOPEO'"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+setting IMAGES BENCH_WAN_IMAGES 100 1+
+setting DELAY BENCH_WAN_DELAY_MS 25 0+
+setting BASE_KB BENCH_WAN_BASE_KB 1024 0+
+setting CONC BENCH_WAN_CONCURRENCY 16 1+
+setting ROWS BENCH_WAN_ROWS all 'all|create|push'
+setting SKOPEO BENCH_WAN_SKOPEO 1 flag
+common_settings
 
 WORK=$(mktemp -d /tmp/awan.XXXXXX)
 # Every run imports the same bundle again: a state file of its own, never the user's, and
@@ -64,8 +55,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 mkdir -p "$WORK"/{logs,tmp,out,reg}
 export TMPDIR=$WORK/tmp
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
 
 say "tools"
 command -v skopeo >/dev/null && command -v docker-registry >/dev/null || "$PEERS" install >&2
