@@ -30,33 +30,24 @@ pick_airlock
 # ---------------------------------------------------------------------------------------------
 # layout DIR CHANGED: an OCI layout of IMAGES images named delta.example/app<K>:1; image 1's own
 # layer is made from seed CHANGED (so two layouts differ in that layer, its config and manifest).
-blob() { # DIR FILE: moves FILE into DIR's blobs; prints "DIGEST SIZE"
-  local d s
-  d=$(sha256sum "$2" | cut -d' ' -f1)
-  s=$(stat -c %s "$2")
-  mv "$2" "$1/blobs/sha256/$d"
-  echo "sha256:$d $s"
-}
-# stream SEED BYTES: incompressible bytes, the same for the same seed (AES-CTR of zeros).
-stream() { head -c "$2" < <(openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" -in /dev/zero 2>/dev/null); }
 LT=application/vnd.oci.image.layer.v1.tar
 layout() {
   local L=$1 changed=$2 k seed
   mkdir -p "$L/blobs/sha256"
   echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
   cp "$WORK/base.bin" "$WORK/b"
-  read -r BD BS <<<"$(blob "$L" "$WORK/b")"
+  read -r BD BS <<<"$(put_blob "$L" "$WORK/b")"
   local entries=()
   for ((k = 1; k <= IMAGES; k++)); do
     seed=$k
     [ "$k" = 1 ] && seed=$changed
     stream "app$seed" $((APP_MB << 20)) >"$WORK/a"
-    read -r AD AS <<<"$(blob "$L" "$WORK/a")"
+    read -r AD AS <<<"$(put_blob "$L" "$WORK/a")"
     printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s","%s"]}}' "$BD" "$AD" >"$WORK/c"
-    read -r CD CS <<<"$(blob "$L" "$WORK/c")"
+    read -r CD CS <<<"$(put_blob "$L" "$WORK/c")"
     printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d},{"mediaType":"%s","digest":"%s","size":%d}]}' \
       "$CD" "$CS" "$LT" "$BD" "$BS" "$LT" "$AD" "$AS" >"$WORK/m"
-    read -r MD MS <<<"$(blob "$L" "$WORK/m")"
+    read -r MD MS <<<"$(put_blob "$L" "$WORK/m")"
     entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"delta.example/app%d:1"}}' "$MD" "$MS" "$k")")
   done
   (

@@ -197,29 +197,34 @@ work_dir() {
   [ -x /usr/bin/time ] || die "/usr/bin/time is missing (apt-get install time)"
 }
 
+# put_blob DIR FILE: moves FILE into OCI layout DIR's blobs; prints "sha256:<hex> <size>".
+put_blob() {
+  local d s
+  d=$(sha256sum "$2" | cut -d' ' -f1)
+  s=$(stat -c %s "$2")
+  mv "$2" "$1/blobs/sha256/$d"
+  echo "sha256:$d $s"
+}
+# stream SEED BYTES: incompressible bytes, the same for the same seed (AES-CTR of zeros).
+stream() { head -c "$2" < <(openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" -in /dev/zero 2>/dev/null); }
+
 # random_layout DIR LAYERS MIB: an OCI layout of one image of LAYERS random (incompressible) layers
 # of MIB MiB each, tagged `bench`.
 random_layout() {
   local dir=$1 layers=$2 mib=$3 i h s descs="" diffs=""
   mkdir -p "$dir/blobs/sha256"
-  put() { # FILE -> "sha256:<hex> <size>", the file moved into the layout
-    h=$(sha256sum "$1" | cut -d' ' -f1) s=$(stat -c %s "$1")
-    mv "$1" "$dir/blobs/sha256/$h"
-    echo "sha256:$h $s"
-  }
   for ((i = 1; i <= layers; i++)); do
-    openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:layer$i" </dev/zero 2>/dev/null |
-      head -c $((mib << 20)) >"$dir/l" || true
-    read -r h s < <(put "$dir/l")
+    stream "layer$i" $((mib << 20)) >"$dir/l"
+    read -r h s < <(put_blob "$dir" "$dir/l")
     descs+="${descs:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"$h\",\"size\":$s}"
     diffs+="${diffs:+,}\"$h\""
   done
   printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[%s]},"config":{}}' \
     "$diffs" >"$dir/c"
-  read -r h s < <(put "$dir/c")
+  read -r h s < <(put_blob "$dir" "$dir/c")
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[%s]}' \
     "$h" "$s" "$descs" >"$dir/m"
-  read -r h s < <(put "$dir/m")
+  read -r h s < <(put_blob "$dir" "$dir/m")
   printf '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
   printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"bench"}}]}' \
     "$h" "$s" >"$dir/index.json"

@@ -48,24 +48,16 @@ pick_airlock
 # ---------------------------------------------------------------------------------------------
 # An OCI layout of serve.example/big:1 (one MB MiB layer) and serve.example/fleet:1 (FLEET_MB).
 L=$WORK/layout
-blob() { # FILE: moves FILE into the layout's blobs; prints "DIGEST SIZE"
-  local d s
-  d=$(sha256sum "$1" | cut -d' ' -f1)
-  s=$(stat -c %s "$1")
-  mv "$1" "$L/blobs/sha256/$d"
-  echo "sha256:$d $s"
-}
-stream() { head -c "$2" < <(openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$1" -in /dev/zero 2>/dev/null); }
 LT=application/vnd.oci.image.layer.v1.tar
 entries=()
 image() { # NAME MIB
   stream "$1" $(($2 << 20)) >"$WORK/a"
-  read -r AD AS <<<"$(blob "$WORK/a")"
+  read -r AD AS <<<"$(put_blob "$L" "$WORK/a")"
   printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["%s"]}}' "$AD" >"$WORK/c"
-  read -r CD CS <<<"$(blob "$WORK/c")"
+  read -r CD CS <<<"$(put_blob "$L" "$WORK/c")"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d}]}' \
     "$CD" "$CS" "$LT" "$AD" "$AS" >"$WORK/m"
-  read -r MD MS <<<"$(blob "$WORK/m")"
+  read -r MD MS <<<"$(put_blob "$L" "$WORK/m")"
   entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"serve.example/%s:1"}}' "$MD" "$MS" "$1")")
   eval "${1^^}_LAYER=$AD ${1^^}_CONFIG=$CD"
 }

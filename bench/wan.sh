@@ -74,21 +74,13 @@ say "$IMAGES images sharing a ${BASE_KB} KiB base layer"
 L=$WORK/layout
 mkdir -p "$L/blobs/sha256" "$WORK/c"
 echo '{"imageLayoutVersion":"1.0.0"}' >"$L/oci-layout"
-# blob FILE: moves FILE into the layout; prints "DIGEST SIZE".
-blob() {
-  local d s
-  d=$(sha256sum "$1" | cut -d' ' -f1)
-  s=$(stat -c %s "$1")
-  mv "$1" "$L/blobs/sha256/$d"
-  echo "sha256:$d $s"
-}
 # layer DIR: gzip tar of DIR into the layout; prints "DIGEST SIZE DIFF_ID".
 layer() {
   tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf "$WORK/c/l.tar" .
   local diff
   diff=sha256:$(sha256sum "$WORK/c/l.tar" | cut -d' ' -f1)
   gzip -n -6 <"$WORK/c/l.tar" >"$WORK/c/l.tgz"
-  echo "$(blob "$WORK/c/l.tgz") $diff"
+  echo "$(put_blob "$L" "$WORK/c/l.tgz") $diff"
 }
 mkdir -p "$WORK/c/base/opt"
 head -c $((BASE_KB * 512)) /dev/urandom >"$WORK/c/base/opt/random.bin"
@@ -103,10 +95,10 @@ for ((k = 1; k <= IMAGES; k++)); do
   read -r D S DIFF <<<"$(layer "$WORK/c/app")"
   printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/opt/app%d"]},"rootfs":{"type":"layers","diff_ids":["%s","%s"]}}' \
     "$k" "$BASE_DIFF" "$DIFF" >"$WORK/c/config"
-  read -r CD CS <<<"$(blob "$WORK/c/config")"
+  read -r CD CS <<<"$(put_blob "$L" "$WORK/c/config")"
   printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%d},"layers":[{"mediaType":"%s","digest":"%s","size":%d},{"mediaType":"%s","digest":"%s","size":%d}]}' \
     "$CD" "$CS" "$LT" "$BASE_D" "$BASE_S" "$LT" "$D" "$S" >"$WORK/c/manifest"
-  read -r MD MS <<<"$(blob "$WORK/c/manifest")"
+  read -r MD MS <<<"$(put_blob "$L" "$WORK/c/manifest")"
   entries+=("$(printf '{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"wan.example/wan/app%d:1.0"}}' "$MD" "$MS" "$k")")
 done
 (
