@@ -27,12 +27,7 @@ impl Digest {
         let ok = text
             .strip_prefix("sha256:")
             .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-        if ok {
-            Ok(Digest(text.to_owned()))
-        } else {
-            let shown: String = text.chars().take(80).collect();
-            Err(DigestError { text: shown })
-        }
+        if ok { Ok(Digest(text.to_owned())) } else { Err(DigestError { text: crate::error::shown(text) }) }
     }
 
     /// Parses the 64 hex digits alone (legacy docker-save names such as `<hex>.json`).

@@ -164,6 +164,21 @@ pub fn shown_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// A message as the terminal gets it: control characters other than the newline escaped, so
+/// outside text that reached a message without going through [`shown`] (a library's error
+/// quoting its input) still cannot move the cursor or rewrite a line.
+pub fn printable(message: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| c.is_control() && c != '\n';
+    if !message.contains(control) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if control(c) { out.extend(c.escape_debug()) } else { out.push(c) }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +189,11 @@ mod tests {
         assert_eq!(shown_bytes(b"n\xffx"), "n\\xffx");
         let long = shown(&"é".repeat(1000));
         assert!(long.starts_with(&"é".repeat(SHOWN_CHARS)) && long.ends_with("… (800 more characters)"));
+    }
+
+    #[test]
+    fn printed_messages_keep_newlines_and_escape_other_controls() {
+        assert_eq!(printable("a `b\\c`\nd"), "a `b\\c`\nd");
+        assert_eq!(printable("x\x1b[2J\ry\u{9b}"), "x\\u{1b}[2J\\ry\\u{9b}");
     }
 }

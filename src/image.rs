@@ -221,7 +221,7 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed, String> 
             Some(l) => Err(format!(
                 "layer {} has media type `{}`, which is not a layer type (an image's layers must be)",
                 l.digest,
-                l.media_type.escape_debug()
+                shown(&l.media_type)
             )),
             None => Ok(parsed),
         },
@@ -247,21 +247,25 @@ fn parse_document(bytes: &[u8], media_type: &str) -> Result<Parsed, String> {
     if let Some(own) = obj.get("mediaType").and_then(Value::as_str)
         && own != media_type
     {
-        return Err(format!("media type confusion: descriptor says `{media_type}`, document says `{own}`"));
+        return Err(format!(
+            "media type confusion: descriptor says `{}`, document says `{}`",
+            shown(media_type),
+            shown(own)
+        ));
     }
     let typed = |v: Value| -> Result<Parsed, String> {
         if is_index_type(media_type) {
             if !has_manifests {
-                return Err(format!("`{media_type}` document has no `manifests`"));
+                return Err(format!("`{}` document has no `manifests`", shown(media_type)));
             }
             serde_json::from_value(v).map(Parsed::Index)
         } else if is_manifest_type(media_type) {
             if has_manifests {
-                return Err(format!("`{media_type}` document has `manifests`, like an index"));
+                return Err(format!("`{}` document has `manifests`, like an index", shown(media_type)));
             }
             serde_json::from_value(v).map(|m| Parsed::Manifest(Box::new(m)))
         } else {
-            return Err(format!("unsupported manifest media type `{media_type}`"));
+            return Err(format!("unsupported manifest media type `{}`", shown(media_type)));
         }
         .map_err(|e| format!("malformed {media_type}: {e}"))
     };
@@ -276,7 +280,7 @@ fn parse_document(bytes: &[u8], media_type: &str) -> Result<Parsed, String> {
 pub fn parse_config(bytes: &[u8]) -> Result<Config, String> {
     let cfg: Config = json::parse_as(bytes)?;
     if cfg.rootfs.kind != "layers" {
-        return Err(format!("rootfs.type is `{}`, want `layers`", cfg.rootfs.kind));
+        return Err(format!("rootfs.type is `{}`, want `layers`", shown(&cfg.rootfs.kind)));
     }
     Ok(cfg)
 }

@@ -102,7 +102,7 @@ impl<'de> Visitor<'de> for Strict {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+                return Err(de::Error::custom(format!("duplicate key `{}`", crate::error::shown(&key))));
             }
             let v = map.next_value_seed(Strict { depth: self.depth + 1 })?;
             out.insert(key, v);

@@ -20,12 +20,12 @@ pub(super) fn parse(mut data: &[u8]) -> Result<Pax, String> {
         let (key, value, rest) = record(data)?;
         data = rest;
         if key.starts_with("GNU.sparse.") {
-            return Err(format!("PAX record `{key}`: sparse files are not supported"));
+            return Err(format!("PAX record `{}`: sparse files are not supported", crate::error::shown(key)));
         }
         if !keys.insert(key.to_owned()) {
             return Err(format!(
                 "PAX key `{}` is given twice (tar readers disagree on which wins)",
-                key.escape_debug()
+                crate::error::shown(key)
             ));
         }
         let text = || match std::str::from_utf8(value) {

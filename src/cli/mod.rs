@@ -20,7 +20,7 @@ mod verify;
 
 use std::process::ExitCode;
 
-use airlock::error::{Class, Error};
+use airlock::error::{Class, Error, printable};
 use clap::{Parser, Subcommand};
 
 /// Exit codes, one per error class (2 is clap's usage error).
@@ -91,9 +91,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub use interrupt::wait_if_interrupted;
 
 pub fn print_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    eprintln!("error: {}", printable(&err.to_string()));
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", printable(&cause.to_string()));
     }
 }
 

@@ -154,7 +154,7 @@ fn merge_fallback(
             json::parse(&bytes).map_err(|e| Error::bad(&place, e))?
         }
         Some((_, media_type)) => {
-            let msg = format!("holds a `{media_type}`, not a referrers index; left as it is");
+            let msg = format!("holds a `{}`, not a referrers index; left as it is", crate::error::shown(&media_type));
             return Err(Error::bad(place, msg));
         }
     };

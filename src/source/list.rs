@@ -112,7 +112,7 @@ fn read_yaml(text: &str, place: &dyn Fn(usize) -> String, allow: Allow) -> Resul
         if h.kind != "Images" {
             return Err(Error::bad(
                 place(line_of(text, "kind")),
-                format!("kind `{}`: only `Images` lists images", h.kind),
+                format!("kind `{}`: only `Images` lists images", crate::error::shown(&h.kind)),
             ));
         }
         h.spec.images.into_iter().map(|i| (i.name, i.platform.into_iter().chain(i.platforms).collect())).collect()

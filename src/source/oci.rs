@@ -306,7 +306,7 @@ impl Walker<'_> {
             if !image::is_manifest_type(&child.media_type) {
                 return Err(Error::bad(
                     self.place(child),
-                    format!("nested index `{}` is not supported", child.media_type),
+                    format!("nested index `{}` is not supported", crate::error::shown(&child.media_type)),
                 ));
             }
             let child_bytes = self.fetch.read_small(child)?;

@@ -11,7 +11,12 @@ use crate::fakes::{fake_server, reply};
 
 /// A copy of fixtures/oci-layout at `layout` in the test directory.
 fn copy_layout(env: &Env) -> std::path::PathBuf {
-    let dest = env.path("layout");
+    copy_layout_to(env, "layout")
+}
+
+/// A copy of fixtures/oci-layout at `name` in the test directory.
+pub(crate) fn copy_layout_to(env: &Env, name: &str) -> std::path::PathBuf {
+    let dest = env.path(name);
     for e in walkdir::WalkDir::new(fixture("oci-layout")) {
         let e = e.unwrap();
         let to = dest.join(e.path().strip_prefix(fixture("oci-layout")).unwrap());

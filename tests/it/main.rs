@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_daemon;
 mod hostile_files;
 mod hostile_serve;
+mod hostile_text;
 mod inputs;
 mod interop;
 mod interrupt;
