@@ -1,5 +1,5 @@
-//! The command line as a newcomer meets it: shell completions and the examples every `--help`
-//! ends with.
+//! The command line as a newcomer meets it: shell completions, the examples every `--help`
+//! ends with, and the README's commands as they would be pasted into a shell.
 
 use crate::common::Env;
 
@@ -48,4 +48,44 @@ fn every_subcommand_help_ends_with_examples_of_that_subcommand_as_the_readme_sho
             );
         }
     }
+}
+
+/// Lines of the README's code blocks that a shell would cut short when pasted: a `\` meant to
+/// continue the command but followed by a comment (it escapes a space and the comment ends the
+/// command), or a continued line followed by a comment or a blank line.
+fn broken_continuations(readme: &str) -> Vec<String> {
+    let mut broken = Vec::new();
+    let mut in_code = false;
+    let mut continued: Option<&str> = None;
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continued = None;
+            continue;
+        }
+        if !in_code {
+            continue;
+        }
+        if let Some(prev) = continued.take()
+            && (line.trim().is_empty() || line.trim_start().starts_with('#'))
+        {
+            broken.push(format!("{prev}\n{line}"));
+        }
+        let code = line.split(" #").next().unwrap_or(line).trim_end();
+        if code.ends_with('\\') && code.len() < line.trim_end().len() {
+            broken.push(line.to_owned());
+        } else if line.trim_end().ends_with('\\') {
+            continued = Some(line);
+        }
+    }
+    broken
+}
+
+#[test]
+fn the_readme_commands_run_as_pasted_with_no_comment_inside_a_continued_command() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let broken = broken_continuations(&readme);
+    assert!(broken.is_empty(), "a shell would cut these commands short:\n{}", broken.join("\n"));
+    let pasted = "airlock create -k ops.key -o bundle.tar \\\n    docker-archive:all.tar \\      # a save\n    oci-archive:tools.tar\n";
+    assert_eq!(broken_continuations(&format!("```sh\n{pasted}```\n")).len(), 1, "the check finds the mistake");
 }
