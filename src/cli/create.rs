@@ -96,7 +96,7 @@ pub struct CreateArgs {
     attachments: Vec<String>,
     #[command(flatten)]
     registry: super::registry_args::RegistryArgs,
-    /// Images: docker://REF (or a bare REF), docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
+    /// Images: docker://REF (or a bare REF), docker-daemon:REF, docker-archive:FILE[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF]; append =NAME to name one
     #[arg(value_name = "SOURCE")]
     sources: Vec<String>,
 }

@@ -108,10 +108,18 @@ impl SourceSpec {
         }
         let path = PathBuf::from(path);
         let transport = match transport {
-            Some(t) => t,
+            Some(t) => {
+                if path.starts_with("//") && !path.exists() {
+                    let (t, p) = (t.prefix(), path.display().to_string());
+                    let msg = format!("no such file `{p}`: the path follows `{t}:` with no `//` ({t}:{})", &p[2..]);
+                    return Err(bad(msg));
+                }
+                t
+            }
             None if !path.exists() && looks_like_reference(body) => {
                 return Ok(spec(Location::Registry(reference(body)?)));
             }
+            None if !path.exists() => return Err(bad(not_a_source(body))),
             None => detect(&path).map_err(bad)?,
         };
         Ok(spec(Location::Local { transport, path, selector }))
@@ -158,10 +166,66 @@ fn split_name(text: &str) -> std::result::Result<(&str, Option<Reference>), Refe
     Ok((body, Some(Reference::parse(name)?)))
 }
 
-/// A bare source that is no file is a registry reference, unless it looks like a file name.
+/// A bare source that is no file is a registry reference, unless it looks like a file name or
+/// starts with one of skopeo's other transports (`containers-storage:nginx`).
 fn looks_like_reference(text: &str) -> bool {
     let file_like = [".tar", ".tgz", ".tar.gz", ".json"].iter().any(|ext| text.ends_with(ext));
-    !text.starts_with(['.', '/', '~']) && !file_like && Reference::parse(text).is_ok()
+    let skopeo = text.split_once(':').is_some_and(|(w, _)| skopeo_only(w).is_some());
+    !text.starts_with(['.', '/', '~']) && !file_like && !skopeo && Reference::parse(text).is_ok()
+}
+
+/// The sources airlock reads, for messages.
+const SOURCES: &str =
+    "sources are docker://REF (or a bare REF), docker-daemon:REF, docker-archive:FILE, oci:DIR or oci-archive:FILE";
+
+/// Why `text`, which names no file and is no image reference, is no source, with what was
+/// probably meant: a transport misspelt, or one of skopeo's that airlock does not read.
+fn not_a_source(text: &str) -> String {
+    let word = text
+        .split_once(':')
+        .map(|(w, _)| w)
+        .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'));
+    let Some(word) = word else {
+        // `NAME:TAG` was meant as an image reference; say why it is none.
+        let meant_ref = text.contains(':') && !text.starts_with(['.', '/', '~']);
+        let why = Reference::parse(text).err().filter(|_| meant_ref);
+        let why = why.map(|e| format!(", and not an image reference: {}", e.why));
+        return format!("no such file or directory{}; {SOURCES}", why.unwrap_or_default());
+    };
+    if let Some(instead) = skopeo_only(word) {
+        return format!("airlock does not read skopeo's `{word}:` transport ({instead}); {SOURCES}");
+    }
+    let known = ["docker", "docker-daemon", "docker-archive", "oci", "oci-archive"];
+    match known.iter().filter(|k| edit_distance(word, k) <= 2).min_by_key(|k| edit_distance(word, k)) {
+        Some(&"docker") => format!("unknown transport `{word}:` (did you mean `docker://`?); {SOURCES}"),
+        Some(k) => format!("unknown transport `{word}:` (did you mean `{k}:`?); {SOURCES}"),
+        None => format!("no such file or directory, and `{word}:` is no transport; {SOURCES}"),
+    }
+}
+
+/// What to do instead for a transport skopeo knows and airlock does not.
+fn skopeo_only(word: &str) -> Option<&'static str> {
+    Some(match word {
+        "containers-storage" => "write the image out with `podman save --format oci-archive -o FILE IMAGE`",
+        "dir" | "ostree" | "sif" | "tarball" => "copy it into a layout first: `skopeo copy ... oci:DIR:TAG`",
+        _ => return None,
+    })
+}
+
+/// Levenshtein distance, to recognise a misspelt transport.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Guesses the transport of a path given without one.
@@ -170,7 +234,7 @@ fn detect(path: &Path) -> std::result::Result<Transport, String> {
         return Ok(Transport::Oci);
     }
     if !path.is_file() {
-        return Err("no such file or directory (or give a transport: docker-archive:, oci:, oci-archive:)".into());
+        return Err(format!("is neither a file nor a directory; {SOURCES}"));
     }
     let store = TarStore::open(path).map_err(|e| e.to_string())?;
     if store.contains("manifest.json") {
@@ -425,5 +489,17 @@ mod tests {
         assert_eq!(s.to_string(), "docker-daemon:docker.io/library/busybox:1.36");
         assert!(SourceSpec::parse("docker:nginx").is_err());
         assert!(SourceSpec::parse("missing-file.tar").is_err(), "a file name is not taken for a reference");
+    }
+
+    #[test]
+    fn a_misspelt_transport_is_named_with_the_one_meant() {
+        let why = |text: &str| SourceSpec::parse(text).unwrap_err().to_string();
+        assert!(why("dockr://nginx:1.27").contains("did you mean `docker://`?"), "{}", why("dockr://nginx:1.27"));
+        assert!(why("oci-archvie:t.tar").contains("did you mean `oci-archive:`?"));
+        assert!(why("docker-archiv:t.tar").contains("did you mean `docker-archive:`?"));
+        assert!(why("containers-storage:nginx").contains("podman save"), "not a registry reference");
+        assert!(why("NGINX:1.27").contains("not an image reference"));
+        assert!(why("docker-archive://nowhere.tar").contains("docker-archive:nowhere.tar"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

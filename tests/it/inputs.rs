@@ -185,3 +185,19 @@ fn a_failing_credential_helpers_words_are_shown_escaped_and_cut() {
     assert!(!run.stderr.contains('\x1b') && run.stderr.len() < 4096, "{}", run.stderr);
     assert!(!env.path("out.tar").exists());
 }
+
+#[test]
+fn a_misspelt_or_foreign_transport_is_named_with_what_to_write_instead() {
+    let env = Env::new();
+    std::fs::copy(fixture("tools.oci.tar"), env.path("tools.tar")).unwrap();
+    let all = "docker://REF (or a bare REF), docker-daemon:REF, docker-archive:FILE, oci:DIR or oci-archive:FILE";
+    create(&env, "dockr://nginx:1.27")
+        .fails(EXIT_BAD_INPUT, &["`dockr://nginx:1.27`", "did you mean `docker://`?", all]);
+    create(&env, "oci-archvie:tools.tar").fails(EXIT_BAD_INPUT, &["did you mean `oci-archive:`?"]);
+    create(&env, "containers-storage:nginx").fails(EXIT_BAD_INPUT, &["skopeo's `containers-storage:`", "podman save"]);
+    create(&env, "docker-archive://tools.tar")
+        .fails(EXIT_BAD_INPUT, &["no such file `//tools.tar`", "with no `//` (docker-archive:tools.tar)"]);
+    create(&env, "NGINX:1.27").fails(EXIT_BAD_INPUT, &["no such file or directory, and not an image reference", all]);
+    let help = env.run(&["create", "--help"]).ok().stdout;
+    assert!(help.contains("docker-daemon:REF"), "create --help names every transport:\n{help}");
+}
