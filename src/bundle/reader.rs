@@ -251,6 +251,9 @@ fn small_entry<R: Input>(
         )
     };
     let entry = tar.next_entry().map_err(Error::into_integrity)?.ok_or_else(not_bundle)?;
+    if want == INDEX_NAME && entry.name != SIGNATURE_NAME && entry.name != want {
+        return Err(Error::bad(place, not_a_bundle(&entry.name)));
+    }
     if entry.name != want {
         return Err(Error::integrity(
             place,
@@ -264,6 +267,19 @@ fn small_entry<R: Input>(
         .map_err(|e| Error::io(format!("{place}: {want}"), e).into_integrity())?
         .map_err(|msg| Error::integrity(format!("{place}: {want}"), msg))?;
     Ok((entry.name, bytes))
+}
+
+/// What a tar whose first entry is none of a bundle's is, as far as its first entry tells.
+fn not_a_bundle(first: &str) -> String {
+    let image_archive = ["manifest.json", "repositories", "oci-layout", "index.json"].contains(&first)
+        || first.starts_with("blobs/")
+        || first.ends_with(".json")
+        || first.ends_with("/layer.tar");
+    let hint = if image_archive { " (a `docker save` or OCI archive? `airlock create` bundles it)" } else { "" };
+    format!(
+        "not an airlock bundle: it begins with `{}`, a bundle with {INDEX_NAME} and {SIGNATURE_NAME}{hint}",
+        shown(first)
+    )
 }
 
 /// Each image's manifests reach what the index says, and the views say what the index says.

@@ -64,6 +64,10 @@ impl SecretKey {
         // Layout: sig_alg(2) kdf_alg(2) chk_alg(2) salt(32) ops(8) mem(8) keynum(8) sk(64) chk(32)
         let encoded = text.lines().nth(1).map(str::trim).unwrap_or("");
         let raw = B64.decode(encoded).map_err(|_| Error::trust(format!("{place}: not a minisign secret key")))?;
+        if raw.len() == 42 {
+            let msg = "is a minisign public key, not a secret key: sign with the PREFIX.key `airlock keygen` wrote";
+            return Err(Error::trust(format!("{place}: {msg}")));
+        }
         if raw.len() != 158 || &raw[0..2] != b"Ed" {
             return Err(Error::trust(format!("{place}: not an Ed25519 minisign secret key")));
         }
@@ -128,6 +132,10 @@ impl PublicKey {
             Ok(raw) if raw.len() == 42 => {
                 let alg = shown_bytes(&raw[0..2]);
                 return Err(Error::trust(format!("{place}: key algorithm `{alg}` is not Ed25519 (`Ed`)")));
+            }
+            Ok(raw) if raw.len() == 158 => {
+                let msg = "is a minisign secret key, not a public key: give its public half, the PREFIX.pub `airlock keygen` wrote beside it";
+                return Err(Error::trust(format!("{place}: {msg}")));
             }
             _ => return Err(Error::trust(format!("{place}: not a minisign public key"))),
         }

@@ -105,11 +105,23 @@ pub fn bundle_place(paths: &[PathBuf]) -> String {
 }
 
 /// Reads a key file, size-capped before it is read; a key that cannot be read is a trust failure.
+/// A file too large or not text (a bundle given for the key) is told what a key file is.
 pub fn read_key(path: &Path, what: &str) -> Result<String> {
     crate::local_file::read_text(path, crate::local_file::MAX_KEY_BYTES, what).map_err(|e| match e {
-        Error::BadInput { place, msg } => Error::trust(format!("{place}: {msg}")),
+        Error::BadInput { place, msg } => {
+            Error::trust(format!("{place}: {msg}; {what} is a small text file{}", key_hint(what)))
+        }
         other => other,
     })
+}
+
+/// Where the key `what` names comes from.
+fn key_hint(what: &str) -> &'static str {
+    match what {
+        "a minisign public key" => " (the PREFIX.pub `airlock keygen -o PREFIX` wrote; the bundle goes last)",
+        "a minisign secret key" => " (the PREFIX.key `airlock keygen -o PREFIX` wrote)",
+        _ => "",
+    }
 }
 
 /// Loads the public key a bundle must be signed with (`None`: `--insecure-no-signature`).

@@ -226,7 +226,11 @@ pub fn open(paths: &[PathBuf], trust: &Trust<'_>) -> Result<Source> {
         None if rest.is_empty() && first.metadata().is_ok_and(|m| !m.is_file()) => {
             return Ok(Source::Pipe(first.clone()));
         }
-        None if rest.is_empty() => return Ok(Source::Volumes(Arc::new(Volumes::file(first)?))),
+        None if rest.is_empty() => {
+            let file = Volumes::file(first)?;
+            refuse_key_file(&file)?;
+            return Ok(Source::Volumes(Arc::new(file)));
+        }
         None => return Err(usage("several files given, but they are not the parts of a split bundle (OUT.001 …)")),
     };
     let list = list::load(&names, trust)?;
@@ -242,6 +246,17 @@ pub fn open(paths: &[PathBuf], trust: &Trust<'_>) -> Result<Source> {
         }
     }
     Ok(Source::Volumes(Arc::new(Volumes::open_parts(&names, list)?)))
+}
+
+/// A minisign key or signature given where the bundle belongs (the arguments swapped) is named as
+/// such, not read as a damaged archive.
+fn refuse_key_file(file: &Volumes) -> Result<()> {
+    let mut head = [0u8; 19];
+    if file.read_exact_at(&mut head, 0).is_ok() && &head == b"untrusted comment: " {
+        let msg = "is a minisign key or signature, not a bundle (the public key goes after -p, the bundle last)";
+        return Err(Error::bad(file.place(), msg));
+    }
+    Ok(())
 }
 
 /// The split bundle `path` names, if it names one: a part, its list, its directory, or the

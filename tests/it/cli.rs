@@ -1,7 +1,7 @@
 //! The command line as a newcomer meets it: shell completions, the examples every `--help`
 //! ends with, and the README's commands as they would be pasted into a shell.
 
-use crate::common::Env;
+use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env};
 
 /// Every subcommand `airlock --help` lists (but `help`).
 fn subcommands(env: &Env) -> Vec<String> {
@@ -88,4 +88,23 @@ fn the_readme_commands_run_as_pasted_with_no_comment_inside_a_continued_command(
     assert!(broken.is_empty(), "a shell would cut these commands short:\n{}", broken.join("\n"));
     let pasted = "airlock create -k ops.key -o bundle.tar \\\n    docker-archive:all.tar \\      # a save\n    oci-archive:tools.tar\n";
     assert_eq!(broken_continuations(&format!("```sh\n{pasted}```\n")).len(), 1, "the check finds the mistake");
+}
+
+#[test]
+fn a_key_given_for_the_bundle_or_a_bundle_for_the_key_is_named_as_such() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let legacy = crate::common::fixture("legacy-save.tar");
+    std::fs::copy(legacy, env.path("save.tar")).unwrap();
+    env.run(&["verify", "-p", "ops.key", "b.tar"])
+        .fails(EXIT_TRUST, &["ops.key: is a minisign secret key, not a public key", "PREFIX.pub"]);
+    env.run(&["verify", "-p", "b.tar", "b.tar"]).fails(EXIT_TRUST, &["b.tar", "too large", "PREFIX.pub"]);
+    env.run(&["create", "-k", "ops.pub", "-o", "out.tar", "save.tar"])
+        .fails(EXIT_TRUST, &["ops.pub: is a minisign public key, not a secret key", "PREFIX.key"]);
+    let swapped = ["is a minisign key or signature, not a bundle", "after -p"];
+    env.run(&["verify", "-p", "ops.pub", "ops.pub"]).fails(EXIT_BAD_INPUT, &swapped);
+    env.run(&["inspect", "ops.key"]).fails(EXIT_BAD_INPUT, &swapped);
+    env.run(&["verify", "-p", "ops.pub", "save.tar"])
+        .fails(EXIT_BAD_INPUT, &["save.tar: not an airlock bundle", "`airlock create` bundles it"]);
+    assert!(!env.path("out.tar").exists());
 }
