@@ -12,7 +12,9 @@ The fixtures' layers are megabytes, far past what a fuzzer mutates usefully, so 
   bundles `airlock create` makes of them, signed with fuzz/keys/fuzz.key (bundle_reader);
 - the names, platforms and source specs the fixtures and README use (reference);
 - fuzz/keys (minisign -G -W) and its signature over `{}` (minisign);
-- image lists in the three forms (image_list).
+- image lists in the three forms (image_list);
+- Docker Engine answers to `docker load` and `docker save`, plain and chunked (daemon_http);
+- the `WWW-Authenticate`, `Link` and `Location` values registries send (registry_header).
 """
 import gzip
 import hashlib
@@ -210,6 +212,32 @@ def main():
         "    - name: example.com/src/busybox:1.36\n      platforms: [linux/amd64, linux/arm64]\n")
     put(out, "image_list", "mindthegap.yaml", "docker.io:\n  images:\n    library/nginx:\n      - 1.27\n"
         "      - \"1.20\"\nghcr.io:\n  images:\n    org/app: [\"2.0\"]\n")
+    for name, data in daemon_answers():
+        put(out, "daemon_http", name, data)
+    for i, value in enumerate([
+        'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+        'scope="repository:library/busybox:pull"',
+        'Basic realm="airlock \\"test\\"", BEARER Realm=https://a.example/t , error="insufficient_scope"',
+        '</v2/app/tags/list?n=2&last=b>; rel="next"', "</v2/_catalog?n=100&last=x>; REL=next",
+        "/v2/team/app/blobs/uploads/3f2a?_state=abc", "http://127.0.0.1:5000/v2/x/blobs/uploads/u",
+        "https://storage.example/b?X-Amz-Signature=1", "//evil.example/x", "bytes=0-1023",
+    ]):
+        put(out, "registry_header", f"value-{i}", value)
+
+
+def daemon_answers():
+    """`docker load` and `docker save` answers as the engine sends them."""
+    load = b'{"stream":"Loaded image: example.com/team/web:1.4\\n"}\r\n'
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(load), load)
+    refusal = b'{"message":"unexpected EOF"}'
+    return [
+        ("load-plain", b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + load),
+        ("load-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk),
+        ("load-error", b"HTTP/1.1 200 OK\r\n\r\n" + b'{"errorDetail":{"message":"x"},"error":"x"}\n'),
+        ("refused", b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(refusal), refusal)),
+        ("save-chunked", b"HTTP/1.1 200 OK\r\nContent-Type: application/x-tar\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\n\r\n"),
+    ]
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ impl Write for Chunked {
 }
 
 /// Reads the HTTP response; the body is newline-separated JSON messages.
-fn read_response(stream: Box<dyn Stream>, place: &str) -> Result<Vec<String>> {
+pub(crate) fn read_response(stream: impl Read, place: &str) -> Result<Vec<String>> {
     let mut r = BufReader::new(stream.take(64 << 20));
     let (code, chunked) = read_head(&mut r, place)?;
     let mut body = Vec::new();
@@ -290,8 +290,13 @@ pub fn save(host: &DockerHost, names: &[String], out: &mut dyn Write) -> Result<
         query.join("&")
     );
     stream.write_all(head.as_bytes()).map_err(|e| Error::io(&place, e))?;
+    read_saved(stream, &place, names, out)
+}
+
+/// The daemon's answer to `GET /images/get`: the archive of `names`, copied into `out`.
+pub(crate) fn read_saved(stream: impl Read, place: &str, names: &[String], out: &mut dyn Write) -> Result<u64> {
     let mut r = BufReader::with_capacity(1 << 20, stream);
-    let (code, chunked) = read_head(&mut r, &place)?;
+    let (code, chunked) = read_head(&mut r, place)?;
     let mut body: Box<dyn Read> = if chunked { Box::new(ChunkedReader::new(r)) } else { Box::new(r) };
     if code != 200 {
         let mut text = String::new();
@@ -301,11 +306,11 @@ pub fn save(host: &DockerHost, names: &[String], out: &mut dyn Write) -> Result<
             .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or(text);
         return Err(Error::bad(
-            &place,
+            place,
             format!("docker save of {} refused (HTTP {code}): {}", names.join(", "), shown(msg.trim())),
         ));
     }
-    io::copy(&mut body, out).map_err(|e| Error::io(&place, e))
+    io::copy(&mut body, out).map_err(|e| Error::io(place, e))
 }
 
 /// Query-string escaping for image names (`/`, `:` and `@` are fine; a few others are not).
@@ -336,6 +341,20 @@ mod tests {
             let _ = conn.write_all(answer.as_bytes());
             ended
         })
+    }
+
+    #[test]
+    fn a_head_or_chunk_size_line_that_never_ends_is_refused_at_its_bound() {
+        let endless = |head: &str| [head.as_bytes(), &vec![b'0'; 1 << 20]].concat();
+        let e = read_response(&endless("HTTP/1.1 200 OK\r\nX: ")[..], "d").unwrap_err();
+        assert_eq!(e.to_string(), format!("d: the response head is longer than {MAX_HEAD_BYTES} bytes"));
+        let chunked = endless("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let e = read_saved(&chunked[..], "d", &[], &mut io::sink()).unwrap_err();
+        assert_eq!(e.to_string(), format!("d: a chunk-size line is longer than {MAX_CHUNK_LINE} bytes"));
+        let ok = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=1\r\nabc\r\n0\r\n\r\n";
+        let mut out = Vec::new();
+        assert_eq!(read_saved(&ok[..], "d", &[], &mut out).unwrap(), 8);
+        assert_eq!(out, b"helloabc");
     }
 
     #[test]

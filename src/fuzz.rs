@@ -40,6 +40,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("part_list", part_list),
     ("index_file", index_file),
     ("serve_routes", serve_routes),
+    ("daemon_http", daemon_http),
+    ("registry_header", registry_header),
 ];
 
 /// A bundle read from a stream (`verify`, `load`, `export`) and opened for random access
@@ -175,6 +177,20 @@ pub fn serve_routes(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::serve::routes::parse(&text);
     let _ = crate::serve::api::parse_range(&text, 1000);
+}
+
+/// A Docker Engine's answer, as `airlock load` reads it (`POST /images/load`: status, headers,
+/// a chunked or plain body of JSON lines) and as the `docker-daemon:` source does
+/// (`GET /images/get`: the archive copied out, or the refusal's message).
+pub fn daemon_http(data: &[u8]) {
+    let _ = crate::daemon::read_response(data, "fuzz");
+    let _ = crate::daemon::read_saved(data, "fuzz", &["fuzz".to_owned()], &mut std::io::sink());
+}
+
+/// One header value a registry sends, read as a `WWW-Authenticate` challenge, a `Link` to the
+/// next page and a `Location` (resolved, then judged by the scheme and credential rules).
+pub fn registry_header(data: &[u8]) {
+    crate::registry::fuzz_header(&String::from_utf8_lossy(data));
 }
 
 fn scratch_dir() -> &'static Path {

@@ -265,6 +265,20 @@ impl Client {
     }
 }
 
+/// For [`crate::fuzz`]: the client's hand-written readers of a registry's header values
+/// (`WWW-Authenticate`, `Link`, `Location`), each fed `value`.
+#[doc(hidden)]
+pub fn fuzz_header(value: &str) {
+    let _ = auth::parse_challenges(value);
+    let _ = tags::names_next(value);
+    let base = "https://registry.example/v2/team/app/blobs/uploads/";
+    if let Ok(next) = url::absolute(base, value) {
+        let _ = url::SchemePolicy { insecure: false }.check(base, &next);
+        let _ = url::same_origin(base, &next);
+    }
+    let _ = url::shown(value);
+}
+
 /// Keeps responses with an expected status; anything else fails with the registry's message.
 fn expect(resp: Response<ureq::Body>, ok: &[u16], req: &Request) -> Attempt<Response<ureq::Body>> {
     if ok.contains(&resp.status().as_u16()) {

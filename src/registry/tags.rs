@@ -21,7 +21,7 @@ pub struct TagPage {
 
 /// Whether a `Link` header names a next page: `rel="next"`, or the unquoted `rel=next` RFC 8288
 /// also allows.
-fn names_next(link: &str) -> bool {
+pub(super) fn names_next(link: &str) -> bool {
     let link = link.to_ascii_lowercase().replace(' ', "");
     link.contains("rel=\"next\"") || link.split([';', ',']).any(|p| p == "rel=next")
 }
