@@ -1,6 +1,7 @@
-//! The two Docker Engine API calls airlock makes, over the unix socket or the TCP address in
+//! The Docker Engine API calls airlock makes, over the unix socket or the TCP address in
 //! `DOCKER_HOST` (default `unix:///var/run/docker.sock`): `POST /images/load` (the `load` sink)
-//! and `GET /images/get` (the `docker-daemon:` source). Both stream a docker-archive tar.
+//! and `GET /images/get` (the `docker-daemon:` source), which both stream a docker-archive tar, and
+//! `GET /_ping` (asked before a load verifies, so that an engine that is not there is told at once).
 //!
 //! This is the one place airlock speaks HTTP by hand: each call is a single request whose body
 //! (or response) is a tar streamed with chunked transfer encoding, and the general HTTP clients
@@ -63,10 +64,17 @@ impl DockerHost {
 
     fn connect(&self) -> Result<Box<dyn Stream>> {
         let place = self.place();
+        let unreachable = |e: io::Error| {
+            let why = format!(
+                "cannot connect ({e}): is the Docker Engine running there? DOCKER_HOST gives its address \
+                 (unix:///PATH or tcp://HOST:PORT)"
+            );
+            Error::io(&place, io::Error::new(e.kind(), why))
+        };
         let stream: Box<dyn Stream> = match self {
-            DockerHost::Unix(p) => Box::new(UnixStream::connect(p).map_err(|e| Error::io(&place, e))?),
+            DockerHost::Unix(p) => Box::new(UnixStream::connect(p).map_err(unreachable)?),
             DockerHost::Tcp(a) => {
-                let s = TcpStream::connect(a).map_err(|e| Error::io(&place, e))?;
+                let s = TcpStream::connect(a).map_err(unreachable)?;
                 s.set_read_timeout(Some(Duration::from_secs(3600))).map_err(|e| Error::io(&place, e))?;
                 Box::new(s)
             }
@@ -77,6 +85,7 @@ impl DockerHost {
 
 trait Stream: Read + Write + Send {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Ends the request: the daemon reads the end of its body, and can still answer.
     fn shutdown_write(&self) -> io::Result<()>;
 }
@@ -84,6 +93,9 @@ trait Stream: Read + Write + Send {
 impl Stream for UnixStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
     }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
@@ -94,9 +106,28 @@ impl Stream for TcpStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
     }
+}
+
+/// `GET /_ping`: whether the engine answers, asked before a long verification, so that a daemon
+/// that is not there is told at once rather than after every blob was read.
+pub fn ping(host: &DockerHost) -> Result<()> {
+    let place = host.place();
+    let mut stream = host.connect()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| Error::io(&place, e))?;
+    let head = "GET /_ping HTTP/1.1\r\nHost: docker\r\nUser-Agent: airlock\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).map_err(|e| Error::io(&place, e))?;
+    let (code, _) = read_head(&mut BufReader::new(stream.take(64 << 10)), &place)?;
+    if code != 200 {
+        let why = format!("answered GET /_ping with HTTP {code}: is DOCKER_HOST a Docker Engine?");
+        return Err(Error::io(&place, io::Error::other(why)));
+    }
+    Ok(())
 }
 
 /// Streams a docker-archive tar, written by `body`, into `POST /images/load`; returns the

@@ -3,6 +3,9 @@
 //! the Docker Engine at `DOCKER_HOST` as one `docker load` archive, each blob read from the bundle
 //! (or its staging directory) and verified again as it is read.
 //!
+//! The engine is asked first whether it answers (`GET /_ping`): one that does not is told at
+//! once, as a note, though the load still verifies the bundle before it reports that failure.
+//!
 //! Unlike `export`, a bundle file is read twice: the Docker Engine is not an atomic sink for every
 //! image store (the containerd store ingests content as it arrives, before the archive is whole),
 //! so nothing is sent until every blob and the signature verified.
@@ -42,6 +45,14 @@ pub struct Loaded {
 pub fn load(opts: &LoadOptions, ui: &Arc<dyn Ui>) -> Result<Loaded> {
     let platform = opts.platform.clone().unwrap_or_else(docker_archive::host_platform);
     let host = DockerHost::from_env()?;
+    // Damage outranks an engine that is not there, so the bundle is still verified first; but
+    // whoever runs the load learns now, not after every blob was read.
+    if let Err(e) = daemon::ping(&host) {
+        let why = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        ui.event(Event::Note(&format!(
+            "{e}{why}; the bundle is verified first, then the load fails unless the engine answers by then"
+        )));
+    }
     let mut import = opts.import.begin(&**ui)?;
     let source = super::open_source(&opts.bundle, &import.trust())?;
     let tmp = tmp_dir_or_default(opts.tmp_dir.as_deref());

@@ -1,7 +1,7 @@
 //! The command line as a newcomer meets it: shell completions, the examples every `--help`
 //! ends with, and the README's commands as they would be pasted into a shell.
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env};
+use crate::common::{EXIT_BAD_INPUT, EXIT_IO, EXIT_TRUST, Env, Run};
 
 /// Every subcommand `airlock --help` lists (but `help`).
 fn subcommands(env: &Env) -> Vec<String> {
@@ -107,4 +107,19 @@ fn a_key_given_for_the_bundle_or_a_bundle_for_the_key_is_named_as_such() {
     env.run(&["verify", "-p", "ops.pub", "save.tar"])
         .fails(EXIT_BAD_INPUT, &["save.tar: not an airlock bundle", "`airlock create` bundles it"]);
     assert!(!env.path("out.tar").exists());
+}
+
+#[test]
+fn load_with_no_docker_engine_says_so_before_it_verifies_and_how_to_point_at_one() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let host = format!("unix://{}", env.path("docker.sock").display());
+    let run = env.cmd().args(["load", "-p", "ops.pub", "b.tar"]).env("DOCKER_HOST", &host).output().unwrap();
+    let run = Run::from_output(run).fails(
+        EXIT_IO,
+        &[&format!("docker daemon at {host}"), "cannot connect", "is the Docker Engine running there? DOCKER_HOST"],
+    );
+    let note = run.stderr.find("note: docker daemon at").unwrap_or_else(|| panic!("no early note:\n{}", run.stderr));
+    let verified = run.stderr.find("verified signature").expect("the bundle is still verified");
+    assert!(note < verified, "the missing engine is told before the verification:\n{}", run.stderr);
 }

@@ -136,7 +136,7 @@ fn a_deleted_and_a_corrupted_part_are_named_by_verify_and_rebuilt_by_repair() {
     let run = env.run(&["verify", "-p", "ops.pub", "b.tar.001"]);
     run.fails(
         EXIT_INTEGRITY,
-        &["b.tar.002 is missing", "b.tar.003 has sha256", "airlock repair b.tar.001", "its 2 parity parts"],
+        &["b.tar.002 is missing", "b.tar.003 has sha256", "`airlock repair -p KEY.pub b.tar.001` can rebuild them", "its 2 parity parts"],
     );
     env.run(&["verify", "-p", "ops.pub", "--part", "b.tar.003"]).fails(EXIT_INTEGRITY, &["b.tar.003: has sha256"]);
 
@@ -217,7 +217,7 @@ fn a_lost_parity_part_is_rebuilt_too_and_a_corrupt_part_in_the_middle_of_a_strea
     let load = crate::common::Run::from_output(load.unwrap());
     load.fails(
         EXIT_INTEGRITY,
-        &["b.tar.002 has sha256", "airlock repair b.tar.001` can rebuild it from its parity part"],
+        &["b.tar.002 has sha256", "`airlock repair -p KEY.pub b.tar.001` can rebuild it from its parity part"],
     );
     std::fs::remove_file(env.path("b.tar.p01")).unwrap();
     let too_many = env.run(&["repair", "-p", "ops.pub", "b.tar.001"]);
