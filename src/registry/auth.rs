@@ -265,10 +265,21 @@ impl Auth {
                     source.describe()
                 )
             }
-            (Some(source @ CredentialSource::DockerConfig { .. }), None) => {
-                format!("the registry requires authentication and {} has none for it", source.describe())
+            (Some(source @ CredentialSource::DockerConfig { server, .. }), None) => {
+                let login = if server.contains("index.docker.io") {
+                    "docker login".to_owned()
+                } else {
+                    format!("docker login {server}")
+                };
+                format!(
+                    "the registry requires authentication and {} has none for it: log in with `{login}`, or give \
+                     --username NAME --password-stdin",
+                    source.describe()
+                )
             }
-            _ => "the registry requires authentication and no credentials were given".to_owned(),
+            _ => "the registry requires authentication and no credentials were given: give --username NAME \
+                  --password-stdin, or log in with `docker login`"
+                .to_owned(),
         }
     }
 

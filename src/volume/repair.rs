@@ -82,7 +82,11 @@ pub fn damage_error(names: &Names, list: &PartList, damage: &[Damage]) -> Error 
     let parts: Vec<String> = damage.iter().map(|d| format!("{} {}", d.path.display(), d.why)).collect();
     let advice = if damage.len() <= parity {
         let from = if parity == 1 { "its parity part".to_owned() } else { format!("its {parity} parity parts") };
-        format!("`airlock repair -p KEY.pub {}` can rebuild {} from {from}", names.part(0).display(), them(damage.len()))
+        format!(
+            "`airlock repair -p KEY.pub {}` can rebuild {} from {from}",
+            names.part(0).display(),
+            them(damage.len())
+        )
     } else if parity == 0 {
         "the bundle has no parity parts to rebuild them from: copy them again from the original".to_owned()
     } else {

@@ -146,6 +146,24 @@ fn push_authenticates_with_password_stdin_and_never_prints_it() {
 }
 
 #[test]
+fn push_with_no_credentials_for_the_registry_says_how_to_log_in() {
+    let Some((env, reg, to)) = bundle_and_registry(&["--htpasswd", "porter:right-Pa55"]) else { return };
+    let config = env.path("docker");
+    std::fs::create_dir(&config).unwrap();
+    let push = || {
+        let args = ["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"];
+        Run::from_output(env.cmd().args(args).env("DOCKER_CONFIG", &config).output().unwrap())
+    };
+    let login = format!("has none for it: log in with `docker login {}`", reg.host);
+    push().fails(EXIT_REGISTRY, &[&reg.host, &login, "or give --username NAME --password-stdin"]);
+    // What `docker login` writes is what the next push takes.
+    let auth = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "porter:right-Pa55");
+    let entry = serde_json::json!({"auths": {reg.host.as_str(): {"auth": auth}}});
+    std::fs::write(config.join("config.json"), entry.to_string()).unwrap();
+    push().ok();
+}
+
+#[test]
 fn push_over_tls_needs_the_ca_certificate() {
     let Some((env, reg, to)) = bundle_and_registry(&["--tls"]) else { return };
     env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"]).fails(EXIT_REGISTRY, &[&reg.host]);

@@ -136,7 +136,12 @@ fn a_deleted_and_a_corrupted_part_are_named_by_verify_and_rebuilt_by_repair() {
     let run = env.run(&["verify", "-p", "ops.pub", "b.tar.001"]);
     run.fails(
         EXIT_INTEGRITY,
-        &["b.tar.002 is missing", "b.tar.003 has sha256", "`airlock repair -p KEY.pub b.tar.001` can rebuild them", "its 2 parity parts"],
+        &[
+            "b.tar.002 is missing",
+            "b.tar.003 has sha256",
+            "`airlock repair -p KEY.pub b.tar.001` can rebuild them",
+            "its 2 parity parts",
+        ],
     );
     env.run(&["verify", "-p", "ops.pub", "--part", "b.tar.003"]).fails(EXIT_INTEGRITY, &["b.tar.003: has sha256"]);
 
