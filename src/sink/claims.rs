@@ -147,6 +147,29 @@ impl Drop for Token<'_> {
     }
 }
 
+/// One repair at a time in each repository. A repair (after a manifest `PUT` found blobs missing)
+/// asks the registry again for each of the image's blobs and uploads what it lacks, so two at once
+/// in one repository (two tags of one image) would both upload the same blobs; and a registry that
+/// rewrites a blob's link in place as it takes it again (distribution 2.8's filesystem driver)
+/// shows that blob missing meanwhile to the other image's manifest `PUT`, which then fails. Taking
+/// turns, the second repair finds what the first uploaded and sends nothing again.
+#[derive(Default)]
+pub(super) struct Repairs {
+    turns: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Repairs {
+    /// Runs `repair` once no other repair of `repo` is running.
+    pub fn in_turn<T>(&self, repo: &str, repair: impl FnOnce() -> T) -> T {
+        let turn = {
+            let mut turns = self.turns.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(turns.entry(repo.to_owned()).or_default())
+        };
+        let _mine = turn.lock().unwrap_or_else(PoisonError::into_inner);
+        repair()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

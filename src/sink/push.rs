@@ -26,7 +26,7 @@ use crate::reference::Reference;
 use crate::registry::{Client, Landed};
 use crate::sink::Blobs;
 use crate::sink::attachments::{self, Destination};
-use crate::sink::claims::{Claim, Claims, Holder, Stop};
+use crate::sink::claims::{Claim, Claims, Holder, Repairs, Stop};
 use crate::transfer::Pool;
 
 /// Where images land: `HOST[:PORT][/PREFIX]`.
@@ -167,6 +167,7 @@ struct Run<'a> {
     pool: &'a Pool,
     observer: &'a Arc<dyn Observer>,
     claims: Claims,
+    repairs: Repairs,
 }
 
 /// Pushes every image at once on one pool as large as the client's connections. Each image runs
@@ -180,7 +181,7 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
         return dry_run(client, &pool, &plans, opts);
     }
     let claims = Claims::holding(&opts.held);
-    let run = Run { bundle, client, pool: &pool, observer: &opts.observer, claims };
+    let run = Run { bundle, client, pool: &pool, observer: &opts.observer, claims, repairs: Repairs::default() };
     let ready = settle(pool.try_map(&plans, |p| Ok(run.guarded(|| run.stage(p))))?)?;
     let items: Vec<(&Plan<'_>, &Ready)> = plans.iter().zip(&ready).collect();
     let tagged = settle(pool.try_map(&items, |(p, r)| Ok(run.guarded(|| run.tag(p, r))))?)?;
@@ -339,7 +340,7 @@ impl Run<'_> {
     }
 
     fn put_manifest(&self, plan: &Plan<'_>, m: &BlobEntry, reference: &str, bytes: &[u8]) -> Result<()> {
-        let mut repair = || upload_missing(self.bundle, self.client, plan);
+        let mut repair = || self.repairs.in_turn(&plan.repo, || upload_missing(self.bundle, self.client, plan));
         let got = self.client.put_manifest(&plan.repo, reference, &m.media_type, bytes, &mut repair)?;
         if got != m.digest {
             return Err(Error::integrity(
@@ -473,6 +474,8 @@ pub(crate) fn push_blob(
 
 /// After a manifest `PUT` answered `MANIFEST_BLOB_UNKNOWN`: asks again for each of the image's
 /// blobs and uploads those the registry does not hold whole (it may have lied, or collected them).
+/// Called in its repository's turn ([`Repairs`]), so it never uploads what another repair there
+/// is uploading.
 fn upload_missing(bundle: &dyn Blobs, client: &Client, plan: &Plan<'_>) -> Result<()> {
     for b in &plan.blobs {
         if !client.has_blob(&plan.repo, &b.digest, b.size)? {

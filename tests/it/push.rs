@@ -301,11 +301,30 @@ fn a_registry_that_claimed_blobs_it_lacks_gets_them_when_the_manifest_is_refused
     });
     push_json(&env, &["--to", &format!("{}/mirror", proxy.host)]);
     let refused = |r: &String| r.starts_with("PUT ") && r.contains("/manifests/") && r.ends_with(" 400");
-    assert!(reg.requests().iter().any(refused), "the registry must have refused a manifest first");
+    let requests = reg.requests();
+    assert!(requests.iter().any(refused), "the registry must have refused a manifest first");
+    // web:1.4 and web:latest repair the same repository at once: a blob sent there again while
+    // the other's manifest PUT reads it looks missing to that PUT (distribution 2.8 rewrites the
+    // blob's link in place), which failed the push now and then.
+    let mut written = std::collections::BTreeMap::<(String, String), usize>::new();
+    for key in requests.iter().filter_map(|r| blob_written(r)) {
+        *written.entry(key).or_default() += 1;
+    }
+    written.retain(|_, n| *n > 1);
+    assert!(written.is_empty(), "blobs sent twice into one repository: {written:?}");
     for (name, digest) in signed_images(&env, "b.tar") {
         let at = target(&reg, &name);
         assert_eq!(registry_digest(&at, PLAIN).as_deref(), Some(digest.as_str()), "{at}");
     }
+}
+
+/// (repository, blob) of a request that wrote a blob into a repository: an upload's last `PUT` or
+/// a mount, answered 201.
+fn blob_written(request: &str) -> Option<(String, String)> {
+    let uri = request.strip_suffix(" 201")?.split(' ').nth(1)?;
+    let (repo, rest) = uri.split_once("/blobs/uploads/")?;
+    let digest = rest.split(['?', '&']).find_map(|p| p.strip_prefix("digest=").or_else(|| p.strip_prefix("mount=")))?;
+    Some((repo.to_owned(), digest.to_owned()))
 }
 
 #[test]
