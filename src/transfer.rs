@@ -68,10 +68,16 @@ mod tests {
         let pool = Pool::new(4).unwrap();
         let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let items: Vec<usize> = (0..16).collect();
+        // Each job stays until four have been in at once (a loaded machine may start the pool's
+        // threads late), or until a deadline a pool of fewer workers runs into.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         pool.try_for_each(&items, |_| {
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(n, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
+            while peak.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(5));
             now.fetch_sub(1, Ordering::SeqCst);
             Ok(())
         })
