@@ -359,8 +359,9 @@ fn an_index_naming_one_manifest_20000_times_costs_a_handful_of_requests() {
 fn the_platforms_of_an_index_are_fetched_at_once() {
     let Some((env, reg)) = keyed_registry(&[]) else { return };
     seed(&reg, "multiarch.oci.tar", "src/multi:2.0");
-    // Every child manifest (asked by digest) answers 300 ms late: fetched one after another,
-    // never two would be in flight at once.
+    // Every child manifest (asked by digest) is answered only once two are in flight, or after
+    // 10 s: fetched one after another, never two would be (a fixed delay instead let a loaded
+    // machine send the second request after the first was answered).
     let (now, peak) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
     let (n, p) = (now.clone(), peak.clone());
     let proxy = crate::fakes::RewritingProxy::start(&reg.host, move |req, head| {
@@ -369,7 +370,10 @@ fn the_platforms_of_an_index_are_fetched_at_once() {
             return head;
         }
         p.fetch_max(n.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         n.fetch_sub(1, Ordering::SeqCst);
         head
     });
