@@ -66,8 +66,8 @@ fn a_blob_failing_in_one_image_tags_no_image_though_the_others_are_complete() {
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     let index = signed_index(&env, "b.tar");
-    // A blob only one image has: the registry refuses its upload, a second late, while the
-    // other images have long been complete below their tags.
+    // A blob only one image has: the registry refuses its upload only once another image is
+    // writing its child manifests, i.e. is complete below its tag.
     let mut users = std::collections::BTreeMap::<&str, usize>::new();
     for image in index["images"].as_array().unwrap() {
         for d in image["blobs"].as_array().unwrap() {
@@ -78,11 +78,22 @@ fn a_blob_failing_in_one_image_tags_no_image_though_the_others_are_complete() {
     let doomed = blobs.iter().find(|d| users[d.as_str()] == 1).unwrap().clone();
     let reg = Registry::start(&[]);
     let needle = format!("digest={doomed}");
+    let child_written = std::sync::atomic::AtomicBool::new(false);
     let proxy = RewritingProxy::start(&reg.host, move |req, head| {
-        if !(req.starts_with("put ") && req.lines().next().unwrap().contains(&needle)) {
+        let line = req.lines().next().unwrap();
+        if line.starts_with("put ") && line.contains("/manifests/sha256:") {
+            child_written.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if !(req.starts_with("put ") && line.contains(&needle)) {
             return head;
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // Not after a fixed second, which a loaded machine could spend before any image got that
+        // far; a push whose other images waited for this blob writes no child, and then the
+        // refusal comes after 60 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !child_written.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         "HTTP/1.1 400 Bad Request\r\nContent-Length: 0".to_owned()
     });
     let to = format!("{}/mirror", proxy.host);
