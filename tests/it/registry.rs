@@ -547,7 +547,7 @@ fn a_429_holds_back_every_request_to_that_registry_until_retry_after() {
         let mut refused = refused.lock().unwrap();
         if refused.is_none() {
             *refused = Some(start.elapsed());
-            return "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            return "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                 .to_owned();
         }
         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n".to_owned()
@@ -561,9 +561,9 @@ fn a_429_holds_back_every_request_to_that_registry_until_retry_after() {
             std::thread::sleep(Duration::from_millis(5));
         }
         // The server has sent the 429; give the client time to read it (on a loaded machine the
-        // first thread may not have run yet), then another request, to another repository, must
-        // wait out the same Retry-After.
-        std::thread::sleep(Duration::from_millis(500));
+        // first thread may not have run yet: 500 ms of a 2 s Retry-After was a thin margin), then
+        // another request, to another repository, must wait out the same Retry-After.
+        std::thread::sleep(Duration::from_millis(1000));
         assert_eq!(client.blob_size("team/other", &digest).unwrap(), Some(5));
         assert_eq!(first.join().unwrap(), Some(5));
     });
@@ -571,7 +571,7 @@ fn a_429_holds_back_every_request_to_that_registry_until_retry_after() {
     let arrivals = arrivals.lock().unwrap();
     assert_eq!(arrivals.len(), 3, "{arrivals:?}");
     for later in &arrivals[1..] {
-        assert!(*later >= refused + Duration::from_millis(1900), "a request came {:?} after the 429", *later - refused);
+        assert!(*later >= refused + Duration::from_millis(2900), "a request came {:?} after the 429", *later - refused);
     }
 }
 
