@@ -370,7 +370,10 @@ cmd_start_registry() {
   [ $tls = 1 ] && curlopts+=(--cacert "$dir/ca.crt")
   for ((i = 0; i < 300; i++)); do
     code=$(curl "${curlopts[@]}" "$scheme://127.0.0.1:$port/v2/" || true)
-    if [ "$code" = 200 ] || [ "$code" = 401 ]; then
+    # Whoever answers must be this registry: it says so once it holds the port, while another
+    # server that took the port first (tests pick free ports in parallel) may answer too.
+    if { [ "$code" = 200 ] || [ "$code" = 401 ]; } &&
+      grep -q "listening on 127.0.0.1:$port" "$dir/registry.log"; then
       echo "export REGISTRY=127.0.0.1:$port"
       echo "export REGISTRY_URL=$scheme://127.0.0.1:$port"
       [ $tls = 1 ] && echo "export REGISTRY_CA=$dir/ca.crt"
