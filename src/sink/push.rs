@@ -391,7 +391,29 @@ fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>>
         children.push(root);
         plans.push(Plan { entry, target, repo, blobs, manifests: children });
     }
+    distinct_targets(&plans, opts.keep_host)?;
     Ok(plans)
+}
+
+/// Two images that would land under one name would leave its tag on whichever was pushed last:
+/// refused before anything is pushed (`registry.example/team/web:1.4` and
+/// `example.com/team/web:1.4` both become `HOST/PREFIX/team/web:1.4` once the host is dropped).
+fn distinct_targets(plans: &[Plan<'_>], keep_host: bool) -> Result<()> {
+    let mut seen: HashMap<String, &Plan<'_>> = HashMap::new();
+    for p in plans {
+        let at = p.target.to_string();
+        match seen.get(at.as_str()) {
+            Some(q) if q.entry.digest != p.entry.digest => {
+                let fix = if keep_host { "" } else { " (--keep-registry-host keeps the original hosts apart)" };
+                let msg = format!("would land as {at}, where image {} (another digest) lands too{fix}", q.entry.name);
+                return Err(Error::bad(format!("image {}", p.entry.name), msg));
+            }
+            _ => {
+                seen.insert(at, p);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The reference the root manifest is pushed as: the tag, or its digest when there is none.

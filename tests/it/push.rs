@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, Run, big_layout, free_port, skip_without, tool};
+use crate::common::{
+    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, Run, big_layout, free_port, skip_without, tool,
+};
 use crate::fakes::{RewritingProxy, set_header};
 
 pub(crate) const EXIT_REGISTRY: i32 = 7;
@@ -161,6 +163,27 @@ fn push_with_no_credentials_for_the_registry_says_how_to_log_in() {
     let entry = serde_json::json!({"auths": {reg.host.as_str(): {"auth": auth}}});
     std::fs::write(config.join("config.json"), entry.to_string()).unwrap();
     push().ok();
+}
+
+#[test]
+fn two_images_that_would_land_under_one_name_are_refused_before_anything_is_pushed() {
+    let env = Env::new();
+    env.keygen("ops");
+    let legacy = format!("docker-archive:{}", crate::common::fixture_str("legacy-save.tar"));
+    let layout = format!("oci:{}:web-1.4=registry.example/team/web:1.4", crate::common::fixture_str("oci-layout"));
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &layout]).ok();
+    // Nothing listens there: the refusal comes before any request.
+    let to = format!("127.0.0.1:{}/mirror", free_port());
+    let push =
+        |extra: &[&str]| env.run(&[&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"], extra].concat());
+    let clash = [
+        "would land as 127.0.0.1:",
+        "/mirror/team/web:1.4, where image ",
+        "(another digest) lands too (--keep-registry-host keeps the original hosts apart)",
+    ];
+    push(&["--dry-run"]).fails(EXIT_BAD_INPUT, &clash);
+    push(&[]).fails(EXIT_BAD_INPUT, &clash);
+    push(&["--keep-registry-host"]).fails(EXIT_REGISTRY, &["127.0.0.1:"]);
 }
 
 #[test]
