@@ -14,6 +14,9 @@ fn create_takes_an_image_from_the_docker_engine_with_its_image_id() {
     if skip_without(&[Peer::Docker]) {
         return;
     }
+    // interop's tests remove example.com/team/web:1.4 from the shared dockerd when they end: taking
+    // turns with them keeps it there between this load and the tag below.
+    let _turn = crate::interop::DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     let env = Env::new();
     env.keygen("ops");
     docker(&["load", "-i", &fixture_str("legacy-save.tar")]).ok();
