@@ -284,6 +284,23 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
+/// A loopback port nothing listens on while this lives: the near end of a connection it holds
+/// open, which no server can bind meanwhile. (A port found free and let go, as [`free_port`] does,
+/// may be taken by another test's server before it is dialled.)
+pub struct ClosedPort {
+    pub port: u16,
+    _ends: [std::net::TcpStream; 2],
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let near = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (far, _) = listener.accept().expect("accept");
+        ClosedPort { port: near.local_addr().unwrap().port(), _ends: [near, far] }
+    }
+}
+
 /// A registry on a free loopback port in a temporary directory, stopped on drop.
 pub struct Registry {
     pub dir: tempfile::TempDir,

@@ -226,7 +226,8 @@ fn a_damaged_base_is_reported_before_an_unreachable_registry() {
     create(&env, "full.tar", &images, &["--sequence", "5"]);
     create(&env, "same.tar", &images, &["--base", "full.tar"]);
     crate::common::tamper(&env.path("full.tar"));
-    let to = format!("127.0.0.1:{}/m", crate::common::free_port());
+    let closed = crate::common::ClosedPort::new();
+    let to = format!("127.0.0.1:{}/m", closed.port);
     push(&env, "same.tar", &to, &["--base", "full.tar", "--retries", "0"])
         .fails(4, &["full.tar: entry blobs/sha256/", "digest mismatch", "cannot reach the registry"]);
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{
-    EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, Run, big_layout, free_port, skip_without, tool,
+    ClosedPort, EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, Peer, Registry, Run, big_layout, skip_without, tool,
 };
 use crate::fakes::{RewritingProxy, set_header};
 
@@ -114,7 +114,8 @@ fn a_tampered_bundle_is_reported_before_an_unreachable_registry_or_engine() {
     let env = Env::new();
     env.standard_bundle("b.tar").ok();
     crate::common::tamper(&env.path("b.tar"));
-    let to = format!("127.0.0.1:{}/mirror", free_port());
+    let closed = ClosedPort::new();
+    let to = format!("127.0.0.1:{}/mirror", closed.port);
     let push = env.run(&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"]);
     let push = push.fails(EXIT_INTEGRITY, &["b.tar: entry blobs/sha256/", "digest mismatch"]);
     assert!(push.stderr.contains("note: before the damage was found, the push had failed"), "{}", push.stderr);
@@ -173,7 +174,8 @@ fn two_images_that_would_land_under_one_name_are_refused_before_anything_is_push
     let layout = format!("oci:{}:web-1.4=registry.example/team/web:1.4", crate::common::fixture_str("oci-layout"));
     env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &layout]).ok();
     // Nothing listens there: the refusal comes before any request.
-    let to = format!("127.0.0.1:{}/mirror", free_port());
+    let closed = ClosedPort::new();
+    let to = format!("127.0.0.1:{}/mirror", closed.port);
     let push =
         |extra: &[&str]| env.run(&[&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"], extra].concat());
     let clash = [

@@ -15,7 +15,7 @@ use airlock::registry::{Client, ClientOptions};
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::common::{Peer, Registry, free_port, skip_without, tool};
+use crate::common::{ClosedPort, Peer, Registry, skip_without, tool};
 use crate::fakes::{CuttingProxy, fake_server, header_value, reply, silent_server, threaded_server, tls_fake_server};
 
 const USER: &str = "porter";
@@ -230,7 +230,8 @@ fn a_tls_registry_is_trusted_through_its_ca_file_only() {
 #[test]
 fn an_unreachable_registry_fails_fast_naming_its_host() {
     let tmp = tempfile::tempdir().unwrap();
-    let host = format!("127.0.0.1:{}", free_port());
+    let closed = ClosedPort::new();
+    let host = format!("127.0.0.1:{}", closed.port);
     let client = Client::new(&host, &ClientOptions { max_retries: 2, ..options(tmp.path()) }).unwrap();
     let start = Instant::now();
     let err = client.blob_size("team/app", &Digest::of_bytes(b"x")).unwrap_err();

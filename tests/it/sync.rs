@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, Run, fixture_str, free_port, skip_without, tool};
+use crate::common::{
+    ClosedPort, EXIT_BAD_INPUT, EXIT_TRUST, Env, Peer, Registry, Run, fixture_str, skip_without, tool,
+};
 use crate::fakes::silent_server;
 use crate::push::EXIT_REGISTRY;
 use crate::signed_lies::resign;
@@ -164,7 +166,8 @@ fn a_failed_or_killed_push_records_nothing_claims_nothing_and_blocks_no_rerun() 
         c.args(["push", "-p", "ops.pub", "b.tar", "--to", &to, "--state", "s.json"]);
         c
     };
-    let failed = Run::from_output(push(format!("127.0.0.1:{}/m", free_port())).arg("--retries=0").output().unwrap());
+    let closed = ClosedPort::new();
+    let failed = Run::from_output(push(format!("127.0.0.1:{}/m", closed.port)).arg("--retries=0").output().unwrap());
     let failed = failed.fails(EXIT_REGISTRY, &["cannot reach the registry"]);
     assert!(!failed.stderr.contains("applied here"), "claimed before it applied: {}", failed.stderr);
     assert!(!env.path("s.json").exists(), "a failed push recorded its bundle");
