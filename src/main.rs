@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let result = cli::run(args);
     // An interruption may make the run fail (its staging vanished): the handler reports and exits.
     cli::wait_if_interrupted();
-    match result {
+    match result.and_then(cli::out::checked) {
         Ok(code) => code,
         Err(err) => {
             cli::print_error(&err);

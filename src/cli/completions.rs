@@ -3,7 +3,6 @@
 
 use std::io::Write;
 
-use airlock::error::Error;
 use anyhow::Result;
 use clap::CommandFactory;
 use clap_complete::Shell;
@@ -27,6 +26,8 @@ pub fn run(args: CompletionsArgs) -> Result<()> {
     // clap_complete panics on a write error (`| head` closing the pipe): write the script here.
     let mut script = Vec::new();
     clap_complete::generate(args.shell, &mut super::Args::command(), "airlock", &mut script);
-    std::io::stdout().lock().write_all(&script).map_err(|e| Error::io("<stdout>", e))?;
+    if let Err(e) = std::io::stdout().lock().write_all(&script) {
+        super::out::remember("<stdout>", e);
+    }
     Ok(())
 }

@@ -119,11 +119,11 @@ pub fn run(args: CreateArgs) -> Result<()> {
     let created = create::create(&opts, &key, shown.clone())?;
     super::interrupt::set_outcome(format!("{} was written", opts.output.display()));
     for notice in &created.notices {
-        eprintln!("note: {notice}");
+        tell!("note: {notice}");
     }
     let written = created.written;
     let idx = &written.index;
-    println!(
+    say!(
         "{}: {} images, {} blobs, {} (shared blobs stored once saved {})",
         opts.output.display(),
         idx.images.len(),
@@ -133,14 +133,14 @@ pub fn run(args: CreateArgs) -> Result<()> {
     );
     if !idx.bases.is_empty() {
         let absent = idx.absent_blobs().count();
-        println!(
+        say!(
             "delta: {absent} blobs ({}) left to its bases:",
             super::bytes(idx.total_blob_bytes() - idx.carried_blob_bytes())
         );
         super::print_bases(idx);
     }
-    println!("signed by key {}, bundle id {}, created {}", key.key_id(), idx.bundle_id, idx.created);
-    println!("{}", super::position_line(idx));
+    say!("signed by key {}, bundle id {}, created {}", key.key_id(), idx.bundle_id, idx.created);
+    say!("{}", super::position_line(idx));
     if let Some(list) = &written.parts {
         print_parts(&opts.output, list);
     }
@@ -150,7 +150,7 @@ pub fn run(args: CreateArgs) -> Result<()> {
 fn print_parts(out: &std::path::Path, list: &airlock::volume::list::PartList) {
     let names = airlock::volume::Names::new(out);
     let n = list.parts.len();
-    println!(
+    say!(
         "{n} volumes of at most {} ({} … {}), {} parity parts, signed part list {}",
         super::bytes(list.volume_size),
         names.part(0).display(),

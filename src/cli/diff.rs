@@ -31,23 +31,23 @@ pub fn run(args: DiffArgs) -> Result<()> {
     let d = diff::diff(&old, &new);
     if args.json {
         let doc = serde_json::json!({"old": old.bundle_id, "new": new.bundle_id, "verified": false, "diff": d});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("{} -> {} (not verified: use `airlock verify`)", line(&old), line(&new));
+    say!("{} -> {} (not verified: use `airlock verify`)", line(&old), line(&new));
     for i in &d.added {
-        println!("  added     {}  {}", i.name, i.digest);
+        say!("  added     {}  {}", i.name, i.digest);
     }
     for i in &d.removed {
-        println!("  removed   {}  {}", i.name, i.digest);
+        say!("  removed   {}  {}", i.name, i.digest);
     }
     for i in &d.retagged {
-        println!("  retagged  {}  {}  (was {})", i.name, i.digest, i.was.join(", "));
+        say!("  retagged  {}  {}  (was {})", i.name, i.digest, i.was.join(", "));
     }
     for i in &d.changed {
-        println!("  changed   {}  {} -> {}", i.name, i.from, i.to);
+        say!("  changed   {}  {} -> {}", i.name, i.from, i.to);
     }
-    println!(
+    say!(
         "{} new blobs ({}); a delta against the older carries {}",
         d.new_blobs.len(),
         super::bytes(d.new_blob_bytes),

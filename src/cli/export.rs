@@ -58,9 +58,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let output = opts.output.display();
     match export::export(&opts, &(super::progress::observer() as _))? {
-        Exported::Oci { images } => println!("{output}: OCI image layout with {images} images"),
+        Exported::Oci { images } => say!("{output}: OCI image layout with {images} images"),
         Exported::DockerArchive { images, attachments_left } => {
-            println!("{output}: docker-archive with {} images", images.len());
+            say!("{output}: docker-archive with {} images", images.len());
             print_plan(&images);
             note_attachments_left(attachments_left, "a docker-archive");
         }
@@ -72,7 +72,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
 /// to keep (Docker's image store, a docker-archive).
 pub fn note_attachments_left(n: usize, where_to: &str) {
     if n > 0 {
-        eprintln!(
+        tell!(
             "note: {n} attachments (signatures, attestations, SBOMs, referrers) left out: {where_to} has nowhere \
              to keep them; `airlock push` and `export --format oci` carry them"
         );
@@ -85,6 +85,6 @@ pub fn print_plan(images: &[DockerImage]) {
             Some(index) => format!(" (platform {} chosen from multi-platform index {})", i.platform, index),
             None => String::new(),
         };
-        println!("  {}{chosen}", i.tags.join(", "));
+        say!("  {}{chosen}", i.tags.join(", "));
     }
 }

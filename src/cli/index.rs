@@ -25,7 +25,7 @@ pub struct IndexArgs {
 pub fn run(args: IndexArgs) -> Result<()> {
     let (src, place) = airlock::ops::open_one(&args.bundle)?;
     let index = delta::write_index_file(src, &place, &args.output)?;
-    println!(
+    say!(
         "{}: signed index of bundle {} ({}; not verified: `create --base` checks its signature)",
         args.output.display(),
         index.bundle_id,

@@ -44,16 +44,13 @@ pub fn run(args: InspectArgs) -> Result<()> {
             "verified": false, "images": images, "blobs": index.blobs.len(), "blobBytes": index.total_blob_bytes(),
             "bases": index.bases, "absentBlobs": index.absent_blobs().count(), "carriedBlobBytes": index.carried_blob_bytes(),
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!(
-        "bundle {} created {} by {} (not verified: use `airlock verify`)",
-        index.bundle_id, index.created, index.tool
-    );
-    println!("{}", super::position_line(&index));
+    say!("bundle {} created {} by {} (not verified: use `airlock verify`)", index.bundle_id, index.created, index.tool);
+    say!("{}", super::position_line(&index));
     if !index.bases.is_empty() {
-        println!(
+        say!(
             "a delta: it carries {} of its blobs' {}; its bases carry the rest:",
             super::bytes(index.carried_blob_bytes()),
             super::bytes(index.total_blob_bytes())
@@ -62,24 +59,17 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(5).max(5);
     let pw = rows.iter().map(|r| r.platforms.join(",").len()).max().unwrap_or(8).max(9);
-    println!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");
+    say!("{:w$}  {:pw$}  {:19}  {:>10}  SHARED", "IMAGE", "PLATFORMS", "DIGEST", "SIZE");
     for (r, img) in rows.iter().zip(&index.images) {
         let digest = format!("sha256:{}", r.digest.short());
-        println!(
-            "{:w$}  {:pw$}  {:19}  {:>10}  {}",
-            r.name,
-            r.platforms.join(","),
-            digest,
-            super::bytes(r.size),
-            r.shared
-        );
+        say!("{:w$}  {:pw$}  {:19}  {:>10}  {}", r.name, r.platforms.join(","), digest, super::bytes(r.size), r.shared);
         for a in &img.attachments {
             let on = if a.subject == img.digest { String::new() } else { format!(" on sha256:{}", a.subject.short()) };
             let what = a.artifact_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default();
-            println!("  + {} sha256:{}{what}{on}", a.kind, a.digest.short());
+            say!("  + {} sha256:{}{what}{on}", a.kind, a.digest.short());
         }
     }
-    println!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
+    say!("{} images, {} blobs, {}", index.images.len(), index.blobs.len(), super::bytes(index.total_blob_bytes()));
     Ok(())
 }
 

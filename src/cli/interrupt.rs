@@ -69,6 +69,6 @@ fn handle(signal: i32) -> ! {
     if !outcome.is_empty() {
         msg.push_str(&format!("\n  {outcome}"));
     }
-    eprintln!("{msg}");
+    tell!("{msg}");
     std::process::exit(128 + signal);
 }

@@ -32,7 +32,7 @@ pub struct KeygenArgs {
 pub fn run(args: KeygenArgs) -> Result<()> {
     let opts = KeygenOptions { prefix: args.output, force: args.force };
     let keys = keygen::keygen(&opts, || if args.no_password { Ok(None) } else { new_password().map(Some) })?;
-    println!("key id {}: secret key {}, public key {}", keys.key_id, keys.secret.display(), keys.public.display());
+    say!("key id {}: secret key {}, public key {}", keys.key_id, keys.secret.display(), keys.public.display());
     Ok(())
 }
 

@@ -43,7 +43,7 @@ pub fn run(args: LoadArgs) -> Result<()> {
     };
     let loaded = load::load(&opts, &(super::progress::observer() as _))?;
     for line in loaded.engine_lines {
-        println!("{line}");
+        say!("{line}");
     }
     super::export::print_plan(&loaded.images);
     super::export::note_attachments_left(loaded.attachments_left, "the Docker Engine");

@@ -1,5 +1,8 @@
 //! Command-line layer: one file per subcommand, each turning flags into the library's options.
 
+#[macro_use]
+pub mod out;
+
 mod completions;
 mod create;
 mod diff;
@@ -91,9 +94,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub use interrupt::wait_if_interrupted;
 
 pub fn print_error(err: &anyhow::Error) {
-    eprintln!("error: {}", printable(&err.to_string()));
+    tell!("error: {}", printable(&err.to_string()));
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {}", printable(&cause.to_string()));
+        tell!("  caused by: {}", printable(&cause.to_string()));
     }
 }
 
@@ -150,7 +153,7 @@ pub fn print_bases(index: &airlock::bundle::format::BundleIndex) {
     for b in &index.bases {
         let held: Vec<_> = index.absent_blobs().filter(|e| e.carried_by.as_ref() == Some(&b.bundle_id)).collect();
         let size: u64 = held.iter().map(|e| e.size).sum();
-        println!("  base {} sequence {}: {} blobs ({})", b.bundle_id, b.sequence, held.len(), bytes(size));
+        say!("  base {} sequence {}: {} blobs ({})", b.bundle_id, b.sequence, held.len(), bytes(size));
     }
 }
 

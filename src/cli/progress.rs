@@ -47,7 +47,7 @@ impl Shown {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => eprintln!("{line}"),
+            None => tell!("{line}"),
         }
     }
 
@@ -78,7 +78,7 @@ impl Observer for Shown {
         let logged = bar.is_none() && (total == 0 || total >= QUIET_BELOW);
         if logged {
             let size = if total > 0 { format!(" ({})", super::bytes(total)) } else { String::new() };
-            eprintln!("{} {what}{size}", phase.verb());
+            tell!("{} {what}{size}", phase.verb());
         }
         let task = Shown1 { bar, logged, phase, what: what.to_owned(), moved: 0, started: Instant::now() };
         self.tasks.lock().unwrap_or_else(PoisonError::into_inner).insert(id, task);
@@ -108,7 +108,7 @@ impl Observer for Shown {
                 } else {
                     String::new()
                 };
-                eprintln!("{} {}: {} in {secs:.1} s{rate}", done(t.phase), t.what, super::bytes(t.moved));
+                tell!("{} {}: {} in {secs:.1} s{rate}", done(t.phase), t.what, super::bytes(t.moved));
             }
             None => {}
         }

@@ -68,7 +68,7 @@ pub fn run(args: PushArgs) -> Result<()> {
 
 fn print_report(report: &PushReport, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        say!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     let verb = if report.dry_run { "would upload" } else { "uploaded" };
@@ -77,7 +77,7 @@ fn print_report(report: &PushReport, json: bool) -> Result<()> {
             0 => String::new(),
             n => format!(", {n} attachments written"),
         };
-        println!(
+        say!(
             "{} -> {}@{}: {verb} {} blobs ({}), {} already there, {} mounted, {} manifests written{attached}",
             i.source,
             i.reference,
@@ -89,6 +89,6 @@ fn print_report(report: &PushReport, json: bool) -> Result<()> {
             i.manifests_pushed
         );
     }
-    println!("{}: {verb} {} in all", report.registry, super::bytes(report.bytes_uploaded));
+    say!("{}: {verb} {} in all", report.registry, super::bytes(report.bytes_uploaded));
     Ok(())
 }

@@ -31,13 +31,13 @@ pub fn run(args: RepairArgs) -> Result<()> {
     super::interrupt::set_outcome("parts already rebuilt stay (each was checked against the signed part list)");
     let repaired = repair::repair(&names, &list)?;
     if repaired.rebuilt.is_empty() {
-        println!("{}: nothing to repair: every part matches the signed part list", names.list().display());
+        say!("{}: nothing to repair: every part matches the signed part list", names.list().display());
         return Ok(());
     }
     for d in &repaired.damage {
-        println!("{}: {}: rebuilt, it matches the signed part list", d.path.display(), d.why);
+        say!("{}: {}: rebuilt, it matches the signed part list", d.path.display(), d.why);
     }
     let n = list.parts.len() + list.parity_parts().len();
-    println!("{}: {} of {n} parts rebuilt from parity", names.list().display(), repaired.rebuilt.len());
+    say!("{}: {} of {n} parts rebuilt from parity", names.list().display(), repaired.rebuilt.len());
     Ok(())
 }

@@ -86,7 +86,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let registries = lib::registries(&args.bundles, airlock::ops::trust(&key))?;
         let https = args.tls_cert.is_some() || args.self_signed.is_some();
         let server = ClientSide { address: client_address(&args), https, private_ca: https, naming, registries };
-        print!("{}", client_config::snippet(client, &server));
+        super::out::line(
+            &mut std::io::stdout().lock(),
+            "<stdout>",
+            format_args!("{}", client_config::snippet(client, &server)),
+            "",
+        );
         return Ok(());
     }
     let tls = tls_config(&args)?;
@@ -99,8 +104,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for c in &opened.reports {
         let (place, report) = (c.bundle.place(), c.bundle.report());
         match &c.verified_before {
-            None => eprintln!("{}", super::verified_line(place, report)),
-            Some(at) => eprintln!(
+            None => tell!("{}", super::verified_line(place, report)),
+            Some(at) => tell!(
                 "{place}: verified signature by key {}; every blob verified at {at}, file unchanged since \
                  (--reverify reads them again)",
                 report.key_id.as_deref().unwrap_or("?")
@@ -110,10 +115,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut state = args.state.open()?;
     let (notes, recorded) = lib::admit(&mut state, &opened.reports, &args.state.policy())?;
     for n in notes {
-        eprintln!("note: {n}");
+        tell!("note: {n}");
     }
     for a in recorded {
-        eprintln!(
+        tell!(
             "series `{}` of key {} is now at sequence {} ({})",
             a.series,
             a.key_id,
@@ -126,7 +131,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         std::net::TcpListener::bind(args.listen).map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     let content = &opened.bundles.content;
-    eprintln!(
+    tell!(
         "serving {} images in {} repositories on {scheme}://{addr} (read-only)",
         content.image_count(),
         content.repo_names().count()
@@ -134,14 +139,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let stop = Stop::default();
     let on_signal = stop.clone();
     super::interrupt::stop_with(move |_| {
-        eprintln!("stopping: no new connections; requests in flight may finish (a second signal ends now)");
+        tell!("stopping: no new connections; requests in flight may finish (a second signal ends now)");
         on_signal.stop();
     });
     let api = lib::api::Api { bundles: opened.bundles, chunks: lib::chunks::Chunks::new(lib::chunks::BUDGET) };
     let settings = Settings { tls, drain: Duration::from_secs(args.drain), limits: limits(&args) };
     let log: Arc<dyn Log> = Arc::new(Printer { json: args.json });
     let summary = server::run(listener, api, settings, log, &stop).map_err(|e| Error::io(addr.to_string(), e))?;
-    eprintln!(
+    tell!(
         "stopped: {} connections, {} requests, {} sent, {} errors, {} cut (changed on disk), {} abandoned, {} refused \
          (address over its share)",
         summary.connections,
@@ -168,7 +173,7 @@ fn tls_config(args: &ServeArgs) -> Result<Option<Arc<tls::ServerConfig>>> {
         names.push(args.listen.ip().to_string());
         let made = tls::self_signed(dir, &names)?;
         let what = if made.new_ca { "made a new CA" } else { "reused the CA" };
-        eprintln!(
+        tell!(
             "--self-signed: {what} {}; clients must trust it; server certificate for {}",
             made.ca.display(),
             names.join(", ")
@@ -188,7 +193,7 @@ fn limits(args: &ServeArgs) -> lib::limits::Limits {
     let wanted = args.max_connections as usize;
     let total = lib::limits::fit_open_files(wanted);
     if total < wanted {
-        eprintln!("note: {total} connections at once, not {wanted}: the open files limit (ulimit -n) allows no more");
+        tell!("note: {total} connections at once, not {wanted}: the open files limit (ulimit -n) allows no more");
     }
     lib::limits::Limits { total, per_address: (args.max_connections_per_address as usize).min(total) }
 }
@@ -246,6 +251,6 @@ impl Log for Printer {
     }
 
     fn connection_failed(&self, peer: std::net::SocketAddr, why: &str) {
-        eprintln!("{peer}: {why}");
+        tell!("{peer}: {why}");
     }
 }

@@ -39,7 +39,7 @@ impl StateArgs {
     /// Locks the state file (waiting, with a note, if another import holds it).
     pub fn open(&self) -> airlock::error::Result<State> {
         let path = self.path()?;
-        State::open(&path, &|| eprintln!("waiting for another import to release {}.lock", path.display()))
+        State::open(&path, &|| tell!("waiting for another import to release {}.lock", path.display()))
     }
 
     /// What `--allow-rollback` and `--allow-expired` let through, now.

@@ -68,7 +68,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             Ok(v) => report_json(v, &args),
             Err(e) => json!({"bundle": args.bundle[0], "result": "failed", "error": e.to_string()}),
         };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
     }
     let Verified { report: r, layers, bases, signers } = result?;
     if !args.json {
@@ -76,7 +76,7 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             Some(k) => format!("signature by key {k} verified"),
             None => "SIGNATURE NOT CHECKED (--insecure-no-signature)".into(),
         };
-        println!(
+        say!(
             "{}: OK: {sig}; {} images, {} blobs, {} files, {} checked",
             args.bundle[0].display(),
             r.index.images.len(),
@@ -84,14 +84,14 @@ pub fn run(args: VerifyArgs) -> Result<()> {
             r.files_checked,
             super::bytes(r.bytes_checked)
         );
-        println!("  {}", super::position_line(&r.index));
+        say!("  {}", super::position_line(&r.index));
         if let Some(l) = &layers {
-            println!("  {} layers decompressed ({}), each matches its diff_id", l.layers, super::bytes(l.bytes));
+            say!("  {} layers decompressed ({}), each matches its diff_id", l.layers, super::bytes(l.bytes));
         }
         print_bases(&r, bases.as_ref());
         for (i, img) in r.index.images.iter().enumerate() {
             let signed = signers.get(i).map(|k| format!("  cosign signature by {k}")).unwrap_or_default();
-            println!("  {}  {}  {}{signed}", img.name, img.digest, img.platforms.join(","));
+            say!("  {}  {}  {}{signed}", img.name, img.digest, img.platforms.join(","));
         }
     }
     Ok(())
@@ -115,10 +115,10 @@ fn verify_part(part: &std::path::Path, args: &VerifyArgs) -> Result<()> {
     };
     if args.json {
         let doc = json!({"part": part, "result": "ok", "bundleId": list.bundle_id, "size": size, "which": what, "signatureChecked": key.is_some()});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!(
+    say!(
         "{}: OK: {what} of bundle {}, {}, size and sha256 match the signed part list; {sig}",
         part.display(),
         list.bundle_id,
@@ -132,15 +132,15 @@ fn print_bases(r: &Report, checked: Option<&StateChecked>) {
         return;
     }
     let absent = r.index.absent_blobs().count();
-    println!("  a delta: {absent} blobs are left to the base bundles it relies on:");
+    say!("  a delta: {absent} blobs are left to the base bundles it relies on:");
     super::print_bases(&r.index);
     match checked {
-        Some(c) => println!(
+        Some(c) => say!(
             "  the whole state is at hand: {} blobs ({}) checked in the given bases",
             c.blobs,
             super::bytes(c.bytes)
         ),
-        None => println!("  (not checked: give the bases with --base to check the whole state)"),
+        None => say!("  (not checked: give the bases with --base to check the whole state)"),
     }
 }
 

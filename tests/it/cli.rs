@@ -123,3 +123,25 @@ fn load_with_no_docker_engine_says_so_before_it_verifies_and_how_to_point_at_one
     let verified = run.stderr.find("verified signature").expect("the bundle is still verified");
     assert!(note < verified, "the missing engine is told before the verification:\n{}", run.stderr);
 }
+
+/// `airlock ARGS` with stdout a pipe whose reader is gone before the first line (`| head` that
+/// has read enough), and with `--json` into a full disk.
+fn with_stdout(env: &Env, args: &[&str], stdout: std::process::Stdio) -> Run {
+    Run::from_output(env.cmd().args(args).stdout(stdout).output().unwrap())
+}
+
+#[test]
+fn output_into_a_closed_pipe_is_dropped_without_a_panic_and_a_full_disk_is_exit_6() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    for args in [&["inspect", "b.tar"][..], &["verify", "-p", "ops.pub", "b.tar"], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let run = with_stdout(&env, args, writer.into());
+        assert_eq!(run.code, 0, "`airlock {}` into a closed pipe:\n{}", args.join(" "), run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    with_stdout(&env, &["verify", "-p", "ops.pub", "--json", "b.tar"], full.into())
+        .fails(EXIT_IO, &["error: <stdout>", "No space left on device"]);
+}
