@@ -23,9 +23,24 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// The directory an output goes in, which must be there: one that is not is named as the
+/// output's fault (otherwise the message names the temporary file made in it).
+pub fn output_dir(dest: &Path) -> Result<&Path> {
+    let dir = parent_dir(dest);
+    let why = match fs_err::metadata(dir) {
+        Ok(m) if m.is_dir() => return Ok(dir),
+        Ok(_) => std::io::Error::other(format!("{} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::io::Error::new(e.kind(), format!("its directory {} does not exist", dir.display()))
+        }
+        Err(e) => e,
+    };
+    Err(Error::io(dest.display().to_string(), why))
+}
+
 impl AtomicFile {
     pub fn create(dest: &Path) -> Result<Self> {
-        let dir = parent_dir(dest);
+        let dir = output_dir(dest)?;
         let tmp = tempfile::Builder::new()
             .prefix(".airlock-")
             .suffix(".tmp")

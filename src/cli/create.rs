@@ -232,8 +232,10 @@ fn created(flag: Option<&str>) -> Result<u64> {
         let secs = match s.trim().parse::<u64>() {
             Ok(n) => n,
             Err(_) => {
-                let t = humantime::parse_rfc3339_weak(s.trim())
-                    .map_err(|e| Error::bad(what, format!("`{}`: {e}", s.escape_debug())))?;
+                let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
+                    let want = "give RFC 3339 (2026-01-01T00:00:00Z) or seconds since the epoch";
+                    Error::bad(what, format!("`{}`: {e}; {want}", s.escape_debug()))
+                })?;
                 t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
             }
         };
@@ -261,7 +263,7 @@ fn position(args: &CreateArgs, created: u64) -> Result<Position> {
         None => None,
         Some(d) => {
             let after = humantime::parse_duration(d)
-                .map_err(|e| Error::bad("--expires", format!("`{}`: {e}", d.escape_debug())))?;
+                .map_err(|e| Error::bad("--expires", format!("`{}`: {e} (e.g. 30d, 12h)", d.escape_debug())))?;
             let at = created.checked_add(after.as_secs()).filter(|&t| t <= MAX_CREATED);
             Some(
                 at.ok_or_else(|| Error::bad("--expires", format!("`{d}` after the creation time is after year 9999")))?,

@@ -1,6 +1,6 @@
 //! The `create` operation: read every source, store each blob once, write and sign the bundle.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::attachments::Selection;
@@ -58,10 +58,7 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
     if opts.sources.is_empty() {
         return Err(Error::bad("create", "no sources given"));
     }
-    let dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = crate::atomic::output_dir(&opts.output)?;
     let bases = delta::read_bases(&opts.bases, &key.public_key(), &opts.position.series)?;
     let mut position = opts.position.clone();
     position.sequence = delta::sequence(opts.sequence_given.then_some(position.sequence), opts.created, &bases)?;

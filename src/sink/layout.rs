@@ -92,7 +92,7 @@ pub fn refuse_existing(dest: &Path) -> Result<()> {
 /// [`FILES`], each verified again as it is read. `observer` is told the bytes as they are written.
 pub fn write(bundle: &IndexedBundle, blobs: &dyn Blobs, dest: &Path, observer: &dyn Observer) -> Result<()> {
     refuse_existing(dest)?;
-    let layout = Layout::create(parent_dir(dest))?;
+    let layout = Layout::create(crate::atomic::output_dir(dest)?)?;
     let index = blobs.index();
     let files: Vec<&str> = index.files.iter().map(|f| f.path.as_str()).filter(|p| FILES.contains(p)).collect();
     let file_bytes: u64 = index.files.iter().filter(|f| files.contains(&f.path.as_str())).map(|f| f.size).sum();

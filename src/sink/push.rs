@@ -44,6 +44,9 @@ impl Target {
         if registry.contains("://") || text.contains("://") {
             return Err(bad("give HOST[:PORT][/PREFIX], without a scheme"));
         }
+        if prefix.contains([':', '@']) {
+            return Err(bad("give HOST[:PORT][/PREFIX], without a tag or digest: each image keeps its own tag"));
+        }
         // Parsing a reference made of it validates the host and every prefix component.
         let probe = if prefix.is_empty() { format!("{registry}/x") } else { format!("{registry}/{prefix}/x") };
         let r = Reference::parse(&probe).map_err(|e| bad(&e.why))?;

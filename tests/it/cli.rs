@@ -145,3 +145,21 @@ fn output_into_a_closed_pipe_is_dropped_without_a_panic_and_a_full_disk_is_exit_
     with_stdout(&env, &["verify", "-p", "ops.pub", "--json", "b.tar"], full.into())
         .fails(EXIT_IO, &["error: <stdout>", "No space left on device"]);
 }
+
+#[test]
+fn an_output_in_a_missing_directory_and_a_malformed_flag_say_what_is_wrong() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let before = env.listing();
+    let src = format!("oci-archive:{}", crate::common::fixture_str("tools.oci.tar"));
+    let missing = ["missing/out", "its directory missing does not exist"];
+    env.run(&["create", "-k", "ops.key", "-o", "missing/out.tar", &src]).fails(EXIT_IO, &missing);
+    env.run(&["keygen", "--no-password", "-o", "missing/out"]).fails(EXIT_IO, &missing);
+    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "oci", "-o", "missing/out"]).fails(EXIT_IO, &missing);
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar/out.tar", &src]).fails(EXIT_IO, &["b.tar is not a directory"]);
+    env.run(&["create", "-k", "ops.key", "-o", "out.tar", "--created", "yesterday", &src])
+        .fails(EXIT_BAD_INPUT, &["--created: `yesterday`", "give RFC 3339 (2026-01-01T00:00:00Z) or seconds"]);
+    env.run(&["push", "-p", "ops.pub", "b.tar", "--to", "127.0.0.1:9/mirror:1.0"])
+        .fails(EXIT_BAD_INPUT, &["--to 127.0.0.1:9/mirror:1.0", "without a tag or digest"]);
+    assert_eq!(env.listing(), before, "nothing is left behind");
+}
