@@ -143,19 +143,19 @@ fn parse_entry(name: &str, allow: Allow) -> std::result::Result<SourceSpec, Stri
     if allow == Allow::Local {
         return SourceSpec::parse(name).map_err(|e| e.to_string());
     }
+    // Before it is read as a reference: `oci-archive:tools.tar` is also a valid one (the image
+    // `oci-archive` tagged `tools.tar`), and would be asked of Docker Hub.
+    let local = name.starts_with(['.', '/', '~'])
+        || ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"].iter().any(|t| name.starts_with(t));
+    if local {
+        return Err(format!(
+            "`{}` is not a registry image: a YAML list names registry images only \
+             (pass it with --file-allow-local to take local paths and docker-daemon: sources)",
+            name.escape_debug()
+        ));
+    }
     let bare = name.strip_prefix("docker://").unwrap_or(name);
-    SourceSpec::parse(&format!("docker://{bare}")).map_err(|e| {
-        let local = name.starts_with(['.', '/', '~'])
-            || ["docker-archive:", "oci:", "oci-archive:", "docker-daemon:"].iter().any(|t| name.starts_with(t));
-        match local {
-            true => format!(
-                "`{}` is not a registry image: a YAML list names registry images only \
-                 (pass it with --file-allow-local to take local paths and docker-daemon: sources)",
-                name.escape_debug()
-            ),
-            false => e.to_string(),
-        }
-    })
+    SourceSpec::parse(&format!("docker://{bare}")).map_err(|e| e.to_string())
 }
 
 /// The line (1-based) where `text`'s nesting first passes `max` levels, counting block levels
@@ -285,7 +285,10 @@ mod tests {
 
     #[test]
     fn yaml_lists_name_registry_images_unless_local_is_allowed() {
-        for name in ["docker-archive:/etc/x.tar", "oci:./layout", "docker-daemon:nginx:1", "/srv/a.tar"] {
+        let names = ["docker-archive:/etc/x.tar", "oci:./layout", "docker-daemon:nginx:1", "/srv/a.tar"];
+        // Each of these is also a valid reference (`oci-archive` tagged `tools.tar`).
+        let references_too = ["docker-archive:all.tar", "oci:layout", "oci-archive:tools.tar", "docker-daemon:nginx"];
+        for name in names.into_iter().chain(references_too) {
             let text = format!("kind: Images\nspec:\n  images:\n    - name: \"{name}\"\n");
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.starts_with("list:4:") && e.contains("--file-allow-local"), "{e}");

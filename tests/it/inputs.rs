@@ -201,3 +201,20 @@ fn a_misspelt_or_foreign_transport_is_named_with_what_to_write_instead() {
     let help = env.run(&["create", "--help"]).ok().stdout;
     assert!(help.contains("docker-daemon:REF"), "create --help names every transport:\n{help}");
 }
+
+#[test]
+fn a_yaml_list_naming_a_local_archive_is_refused_even_where_it_reads_as_a_reference() {
+    let env = Env::new();
+    std::fs::copy(fixture("tools.oci.tar"), env.path("tools.tar")).unwrap();
+    // `oci-archive:tools.tar` is also the image `oci-archive` tagged `tools.tar`, on Docker Hub.
+    let hauler = "apiVersion: content.hauler.cattle.io/v1\nkind: Images\nmetadata:\n  name: x\nspec:\n  images:\n    - name: oci-archive:tools.tar\n";
+    std::fs::write(env.path("list.yaml"), hauler).unwrap();
+    env.keygen("ops");
+    let run = run_bounded(&env, &["create", "-k", "ops.key", "-o", "out.tar", "-f", "list.yaml"]);
+    run.fails(
+        EXIT_BAD_INPUT,
+        &["list.yaml:7", "`oci-archive:tools.tar` is not a registry image", "--file-allow-local"],
+    );
+    assert!(!env.path("out.tar").exists());
+    run_bounded(&env, &["create", "-k", "ops.key", "-o", "out.tar", "--file-allow-local", "list.yaml"]).ok();
+}
