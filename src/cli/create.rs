@@ -49,7 +49,7 @@ pub struct CreateArgs {
     /// With --platform: take the requested platforms an image has instead of failing
     #[arg(long)]
     skip_missing_platforms: bool,
-    /// How to compress layers that arrive uncompressed (legacy docker save)
+    /// How to compress layers that arrive uncompressed (docker save of Docker ≤ 24, or 25+ with the graphdriver store)
     #[arg(long, value_enum, default_value_t = Algo::Gzip)]
     compression: Algo,
     /// Compression level (gzip 1-9, default 5; zstd 1-19, default 3)

@@ -389,6 +389,10 @@ impl Read for Tracked<'_> {
     }
 }
 
+/// A failed handshake is most often a registry whose certificate a private CA signed.
+const TLS_FAILED: &str =
+    "TLS connection failed (a registry whose certificate a private CA signed needs --ca-cert FILE)";
+
 pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
     use ureq::Error as E;
     let (msg, retry) = match &err {
@@ -401,9 +405,9 @@ pub(super) fn transport_failure(place: &str, err: ureq::Error) -> Failure {
         E::Timeout(_) => ("the registry did not answer in time", true),
         E::Io(e) if e.kind() == io::ErrorKind::TimedOut => ("the registry did not answer in time", true),
         // rustls reports a refused certificate or a broken handshake as invalid data.
-        E::Io(e) if e.kind() == io::ErrorKind::InvalidData => ("TLS connection failed", false),
+        E::Io(e) if e.kind() == io::ErrorKind::InvalidData => (TLS_FAILED, false),
         E::Io(_) | E::Protocol(_) | E::BodyStalled => ("connection to the registry failed", true),
-        E::Tls(_) | E::Rustls(_) | E::Pem(_) => ("TLS connection failed", false),
+        E::Tls(_) | E::Rustls(_) | E::Pem(_) => (TLS_FAILED, false),
         _ => ("request failed", false),
     };
     let silent = matches!(&err, E::Timeout(_))
