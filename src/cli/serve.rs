@@ -96,6 +96,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let tls = tls_config(&args)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // Bound before the bundles are verified and admitted: a port in use is told at once, and
+    // records no bundle as served.
+    let listener =
+        std::net::TcpListener::bind(args.listen).map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     // Beside the state file: both are this host's memory of the bundles it took in.
     let record = (!args.reverify).then(|| args.state.path()).transpose()?.map(|p| p.with_file_name(RECORD));
     let trust = airlock::ops::trust(&key);
@@ -127,8 +131,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     }
     drop(state);
-    let listener =
-        std::net::TcpListener::bind(args.listen).map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io(format!("--listen {}", args.listen), e))?;
     let content = &opened.bundles.content;
     tell!(

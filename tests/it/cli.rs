@@ -163,3 +163,16 @@ fn an_output_in_a_missing_directory_and_a_malformed_flag_say_what_is_wrong() {
         .fails(EXIT_BAD_INPUT, &["--to 127.0.0.1:9/mirror:1.0", "without a tag or digest"]);
     assert_eq!(env.listing(), before, "nothing is left behind");
 }
+
+#[test]
+fn serve_on_a_port_in_use_says_so_before_it_verifies_and_records_nothing() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let state = env.path("state.json");
+    let args = ["serve", "-p", "ops.pub", "--listen", &listen, "--state", state.to_str().unwrap(), "b.tar"];
+    let run = env.run(&args).fails(EXIT_IO, &[&format!("--listen {listen}"), "Address already in use"]);
+    assert!(!run.stderr.contains("verified"), "the bundle was verified first:\n{}", run.stderr);
+    assert!(!state.exists(), "a bundle that was never served is recorded as served");
+}
