@@ -180,10 +180,7 @@ fn serve_on_a_port_in_use_says_so_before_it_verifies_and_records_nothing() {
 #[test]
 fn serve_drop_registry_host_refuses_two_images_that_would_share_a_name() {
     let env = Env::new();
-    env.keygen("ops");
-    let legacy = format!("docker-archive:{}", crate::common::fixture_str("legacy-save.tar"));
-    let layout = format!("oci:{}:web-1.4=registry.example/team/web:1.4", crate::common::fixture_str("oci-layout"));
-    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &layout]).ok();
+    env.host_clash_bundle("b.tar");
     let serve = ["serve", "-p", "ops.pub", "--drop-registry-host", "--listen", "127.0.0.1:0", "b.tar"];
     env.run(&serve).fails(
         EXIT_BAD_INPUT,

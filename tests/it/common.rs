@@ -134,6 +134,18 @@ impl Env {
         ])
     }
 
+    /// A bundle `out` (signed with `ops.key`) of two images that differ in their registry host
+    /// alone: `example.com/team/web:1.4` (the legacy save) and `registry.example/team/web:1.4`
+    /// (the layout's `web-1.4`), with other digests.
+    pub fn host_clash_bundle(&self, out: &str) {
+        if !self.path("ops.key").exists() {
+            self.keygen("ops");
+        }
+        let legacy = format!("docker-archive:{}", fixture_str("legacy-save.tar"));
+        let layout = format!("oci:{}:web-1.4=registry.example/team/web:1.4", fixture_str("oci-layout"));
+        self.run(&["create", "-k", "ops.key", "-o", out, &legacy, &layout]).ok();
+    }
+
     /// Files in the test directory, for "nothing was left behind" checks.
     pub fn listing(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path())

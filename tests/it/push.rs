@@ -169,10 +169,7 @@ fn push_with_no_credentials_for_the_registry_says_how_to_log_in() {
 #[test]
 fn two_images_that_would_land_under_one_name_are_refused_before_anything_is_pushed() {
     let env = Env::new();
-    env.keygen("ops");
-    let legacy = format!("docker-archive:{}", crate::common::fixture_str("legacy-save.tar"));
-    let layout = format!("oci:{}:web-1.4=registry.example/team/web:1.4", crate::common::fixture_str("oci-layout"));
-    env.run(&["create", "-k", "ops.key", "-o", "b.tar", &legacy, &layout]).ok();
+    env.host_clash_bundle("b.tar");
     // Nothing listens there: the refusal comes before any request.
     let closed = ClosedPort::new();
     let to = format!("127.0.0.1:{}/mirror", closed.port);
