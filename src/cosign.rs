@@ -55,7 +55,14 @@ impl PublicKey {
         if let Ok(k) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
             return Ok(PublicKey { name: name.to_owned(), key: Key::Ed25519(k) });
         }
-        Err("not a PEM public key airlock understands (ECDSA P-256 or Ed25519, as cosign writes them)".into())
+        let why = "not a PEM public key airlock understands (ECDSA P-256 or Ed25519, as cosign writes them)";
+        Err(match pem.lines().next().unwrap_or("") {
+            l if l.contains("PRIVATE KEY") => format!("{why}: it is a private key; give its public half (cosign.pub)"),
+            l if l.starts_with("untrusted comment:") => {
+                format!("{why}: it is a minisign key (airlock's own, for -p), not a cosign key")
+            }
+            _ => why.to_owned(),
+        })
     }
 
     /// Whether `signature` (raw bytes: DER for ECDSA) is this key's over `payload`.

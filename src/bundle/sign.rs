@@ -137,6 +137,11 @@ impl PublicKey {
                 let msg = "is a minisign secret key, not a public key: give its public half, the PREFIX.pub `airlock keygen` wrote beside it";
                 return Err(Error::trust(format!("{place}: {msg}")));
             }
+            _ if text.starts_with("-----BEGIN") => {
+                let msg = "is a PEM key (cosign's?), not a minisign public key: -p takes the PREFIX.pub \
+                           `airlock keygen` wrote; a cosign key goes after --cosign-key";
+                return Err(Error::trust(format!("{place}: {msg}")));
+            }
             _ => return Err(Error::trust(format!("{place}: not a minisign public key"))),
         }
         let inner = PublicKeyBox::from_string(text)

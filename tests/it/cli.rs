@@ -104,6 +104,16 @@ fn a_key_given_for_the_bundle_or_a_bundle_for_the_key_is_named_as_such() {
     let swapped = ["is a minisign key or signature, not a bundle", "after -p"];
     env.run(&["verify", "-p", "ops.pub", "ops.pub"]).fails(EXIT_BAD_INPUT, &swapped);
     env.run(&["inspect", "ops.key"]).fails(EXIT_BAD_INPUT, &swapped);
+    // cosign's keys (PEM) and airlock's (minisign) in each other's place.
+    let pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n";
+    std::fs::write(env.path("cosign.pub"), pem).unwrap();
+    std::fs::write(env.path("cosign.key"), "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nx\n").unwrap();
+    env.run(&["verify", "-p", "cosign.pub", "b.tar"])
+        .fails(EXIT_TRUST, &["cosign.pub: is a PEM key (cosign's?)", "goes after --cosign-key"]);
+    env.run(&["verify", "-p", "ops.pub", "--cosign-key", "cosign.key", "b.tar"])
+        .fails(EXIT_TRUST, &["cosign.key", "it is a private key; give its public half"]);
+    env.run(&["verify", "-p", "ops.pub", "--cosign-key", "ops.pub", "b.tar"])
+        .fails(EXIT_TRUST, &["ops.pub", "it is a minisign key (airlock's own, for -p)"]);
     env.run(&["verify", "-p", "ops.pub", "save.tar"])
         .fails(EXIT_BAD_INPUT, &["save.tar: not an airlock bundle", "`airlock create` bundles it"]);
     assert!(!env.path("out.tar").exists());
