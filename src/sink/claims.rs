@@ -33,6 +33,8 @@ pub(super) struct Holder {
     pub repo: String,
     /// Uploaded by this push (so no other repository of the registry had it before).
     pub fresh: bool,
+    /// Mounted into `repo` by this push, from another repository.
+    pub mounted: bool,
 }
 
 #[derive(Default)]
@@ -49,11 +51,17 @@ struct Cell {
     settled: Condvar,
 }
 
-/// The blobs of one push and who handles each.
-#[derive(Default)]
-pub(super) struct Claims {
-    cells: Mutex<HashMap<Digest, Arc<Cell>>>,
+/// The blobs of one push and who handles each: by digest (who gets a blob into the registry), or
+/// by repository and digest (who gets it into one repository where another holds it).
+pub(super) struct Claims<K = Digest> {
+    cells: Mutex<HashMap<K, Arc<Cell>>>,
     failed: AtomicBool,
+}
+
+impl<K> Default for Claims<K> {
+    fn default() -> Self {
+        Claims { cells: Mutex::new(HashMap::new()), failed: AtomicBool::new(false) }
+    }
 }
 
 /// What [`Claims::enter`] found.
@@ -64,7 +72,7 @@ pub(super) enum Claim<'a> {
     Held(Holder),
 }
 
-impl Claims {
+impl Claims<Digest> {
     /// Claims where blobs are known to be held already, found before the push (a delta's absent
     /// blobs): mounted from there, never uploaded.
     pub fn holding(held: &BTreeSet<(String, Digest)>) -> Self {
@@ -72,30 +80,32 @@ impl Claims {
         {
             let mut cells = claims.cells.lock().unwrap_or_else(PoisonError::into_inner);
             for (repo, digest) in held {
-                let holder = Holder { repo: repo.clone(), fresh: false };
+                let holder = Holder { repo: repo.clone(), fresh: false, mounted: false };
                 let cell = Cell { state: Mutex::new(State::Held(holder)), settled: Condvar::new() };
                 cells.entry(digest.clone()).or_insert_with(|| Arc::new(cell));
             }
         }
         claims
     }
+}
 
-    /// Claims `digest`, or waits until whoever claimed it has settled it.
-    pub fn enter(&self, digest: &Digest) -> Result<Claim<'_>, Stop> {
+impl<K: std::hash::Hash + Eq + Clone> Claims<K> {
+    /// Claims `key`, or waits until whoever claimed it has settled it.
+    pub fn enter(&self, key: &K) -> Result<Claim<'_>, Stop> {
         self.check()?;
         let (cell, mine) = {
             let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
-            match cells.get(digest) {
+            match cells.get(key) {
                 Some(cell) => (Arc::clone(cell), false),
                 None => {
                     let cell = Arc::new(Cell::default());
-                    cells.insert(digest.clone(), Arc::clone(&cell));
+                    cells.insert(key.clone(), Arc::clone(&cell));
                     (cell, true)
                 }
             }
         };
         if mine {
-            return Ok(Claim::Mine(Token { claims: self, cell, settled: false }));
+            return Ok(Claim::Mine(Token { failed: &self.failed, cell, settled: false }));
         }
         let mut state = cell.state.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -120,7 +130,8 @@ impl Claims {
 
 /// The duty to settle one claimed blob.
 pub(super) struct Token<'a> {
-    claims: &'a Claims,
+    /// Its claims' mark of a failed push.
+    failed: &'a AtomicBool,
     cell: Arc<Cell>,
     settled: bool,
 }
@@ -141,7 +152,7 @@ impl Token<'_> {
 impl Drop for Token<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.claims.fail();
+            self.failed.store(true, Ordering::SeqCst);
             self.finish(State::Failed);
         }
     }
@@ -191,8 +202,8 @@ mod tests {
             });
             std::thread::sleep(Duration::from_millis(30));
             assert!(!waiter.is_finished(), "a waiter must wait for the upload");
-            token.settle(Holder { repo: "a".into(), fresh: true });
-            assert_eq!(waiter.join().unwrap(), Holder { repo: "a".into(), fresh: true });
+            token.settle(Holder { repo: "a".into(), fresh: true, mounted: false });
+            assert_eq!(waiter.join().unwrap(), Holder { repo: "a".into(), fresh: true, mounted: false });
         });
     }
 

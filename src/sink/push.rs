@@ -170,6 +170,8 @@ struct Run<'a> {
     pool: &'a Pool,
     observer: &'a Arc<dyn Observer>,
     claims: Claims,
+    /// Who puts a blob some other repository holds into this one (`place_from`).
+    placed: Claims<(String, Digest)>,
     repairs: Repairs,
 }
 
@@ -184,7 +186,8 @@ pub fn push(bundle: &dyn Blobs, client: &Client, opts: &PushOptions, progress: P
         return dry_run(client, &pool, &plans, opts);
     }
     let claims = Claims::holding(&opts.held);
-    let run = Run { bundle, client, pool: &pool, observer: &opts.observer, claims, repairs: Repairs::default() };
+    let (placed, repairs) = (Claims::default(), Repairs::default());
+    let run = Run { bundle, client, pool: &pool, observer: &opts.observer, claims, placed, repairs };
     let ready = settle(pool.try_map(&plans, |p| Ok(run.guarded(|| run.stage(p))))?)?;
     let items: Vec<(&Plan<'_>, &Ready)> = plans.iter().zip(&ready).collect();
     let tagged = settle(pool.try_map(&items, |(p, r)| Ok(run.guarded(|| run.tag(p, r))))?)?;
@@ -293,22 +296,39 @@ impl Run<'_> {
                     send(None)?;
                     Outcome::Uploaded
                 };
-                token.settle(Holder { repo: repo.clone(), fresh: outcome == Outcome::Uploaded });
+                token.settle(Holder { repo: repo.clone(), fresh: outcome == Outcome::Uploaded, mounted: false });
                 Ok(outcome)
             }
             Claim::Held(h) if h.repo == *repo => Ok(if h.fresh { Outcome::Shared } else { Outcome::Held }),
-            Claim::Held(h) => {
-                // Found in the registry before this push: a rerun, where this repository may
-                // well hold it too. One this push uploaded is in no other repository yet.
-                if !h.fresh && self.client.has_blob(repo, &b.digest, b.size)? {
-                    return Ok(Outcome::Held);
-                }
-                Ok(match send(Some(&h.repo))? {
-                    Landed::Mounted => Outcome::Mounted,
-                    Landed::Uploaded => Outcome::Uploaded,
-                })
-            }
+            Claim::Held(h) => self.place_from(plan, b, &h),
         }
+    }
+
+    /// Makes a blob another repository holds whole in this image's too. The first image of this
+    /// repository to need it mounts it (or finds it here); the others here wait for that: two
+    /// writing one blob into one repository at once would repeat the work, and a registry that
+    /// rewrites the blob's link in place (distribution 2.8) shows it missing meanwhile to a
+    /// manifest `PUT` there.
+    fn place_from(&self, plan: &Plan<'_>, b: &BlobEntry, holder: &Holder) -> Result<Outcome, Stop> {
+        let repo = &plan.repo;
+        let token = match self.placed.enter(&(repo.clone(), b.digest.clone()))? {
+            Claim::Mine(token) => token,
+            Claim::Held(here) if here.mounted => return Ok(Outcome::Mounted),
+            Claim::Held(here) => return Ok(if here.fresh { Outcome::Shared } else { Outcome::Held }),
+        };
+        // Found in the registry before this push: a rerun, where this repository may well hold
+        // it too. One this push uploaded is in no other repository yet.
+        let outcome = if !holder.fresh && self.client.has_blob(repo, &b.digest, b.size)? {
+            Outcome::Held
+        } else {
+            match push_blob(self.bundle, self.client, repo, b, Some(&holder.repo), self.observer)? {
+                Landed::Mounted => Outcome::Mounted,
+                Landed::Uploaded => Outcome::Uploaded,
+            }
+        };
+        let (fresh, mounted) = (outcome == Outcome::Uploaded, outcome == Outcome::Mounted);
+        token.settle(Holder { repo: repo.clone(), fresh, mounted });
+        Ok(outcome)
     }
 
     /// Reads (and so verifies) all of an image's manifests, then pushes the children by digest,
