@@ -174,6 +174,10 @@ impl IndexedBundle {
             let &(offset, size) = at.ok_or_else(|| Error::integrity(&self.place, format!("{name} is missing")))?;
             ranges.push(Range { offset, size, digest: digest.clone(), tag: name });
         }
+        if ranges.is_empty() {
+            // Nothing to hash: no task to show (an empty one reads as a stream of unknown size).
+            return Ok(0);
+        }
         let total = ranges.iter().map(|r| r.size).sum();
         let task = Moving::begin((), observer, Phase::Verify, &self.place, total);
         hash_pool::check_ranges(hash_pool::cores(), &*self.volumes, &ranges, &|n| task.observer_moved(n))

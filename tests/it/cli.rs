@@ -197,3 +197,16 @@ fn serve_drop_registry_host_refuses_two_images_that_would_share_a_name() {
         &["image registry.example/team/web:1.4: would be served as team/web:1.4, as image example.com/team/web:1.4"],
     );
 }
+
+#[test]
+fn exporting_a_delta_with_its_base_shows_no_empty_hashing_task() {
+    let env = Env::new();
+    let legacy = format!("docker-archive:{}", crate::common::fixture_str("legacy-save.tar"));
+    let tools = format!("oci-archive:{}", crate::common::fixture_str("tools.oci.tar"));
+    env.keygen("ops");
+    env.run(&["create", "-k", "ops.key", "-o", "full.tar", &legacy]).ok();
+    env.run(&["create", "-k", "ops.key", "-o", "delta.tar", "--base", "full.tar", &legacy, &tools]).ok();
+    let export = ["export", "-p", "ops.pub", "delta.tar", "--base", "full.tar", "--format", "docker-archive"];
+    let run = env.run(&[&export[..], &["-o", "images.tar"]].concat()).ok();
+    assert!(!run.stderr.contains("full.tar: 0 B"), "a task of nothing is shown:\n{}", run.stderr);
+}
