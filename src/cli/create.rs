@@ -276,8 +276,10 @@ fn position(args: &CreateArgs, created: u64) -> Result<Position> {
 fn load_key(path: &std::path::Path) -> Result<SecretKey> {
     let place = path.display().to_string();
     let text = airlock::ops::read_key(path, "a minisign secret key").context("cannot read the secret key")?;
+    let from_env = std::cell::Cell::new(false);
     let key = SecretKey::from_box(&place, &text, || {
         if let Ok(pw) = std::env::var(PASSWORD_ENV) {
+            from_env.set(true);
             return Ok(pw);
         }
         if !std::io::stdin().is_terminal() {
@@ -286,6 +288,12 @@ fn load_key(path: &std::path::Path) -> Result<SecretKey> {
             )));
         }
         rpassword::prompt_password(format!("Password for {place}: ")).map_err(|e| Error::io("terminal", e))
-    })?;
-    Ok(key)
+    });
+    // A stale password in the environment is used without a prompt: say where the wrong one came from.
+    match key {
+        Err(Error::Trust { msg }) if from_env.get() => {
+            Err(Error::trust(format!("{msg} (the password came from {PASSWORD_ENV})")).into())
+        }
+        other => Ok(other?),
+    }
 }

@@ -143,7 +143,8 @@ fn an_encrypted_key_takes_its_password_from_the_environment() {
     };
     let wrong = create("wrong");
     assert_eq!(wrong.status.code(), Some(EXIT_TRUST), "{}", String::from_utf8_lossy(&wrong.stderr));
-    assert!(String::from_utf8_lossy(&wrong.stderr).contains("enc.key"));
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("enc.key") && said.contains("(the password came from AIRLOCK_KEY_PASSWORD)"), "{said}");
     assert!(!env.path("b.tar").exists());
     assert!(create("s3cret").status.success());
     env.run(&["verify", "-p", "enc.pub", "b.tar"]).ok();
