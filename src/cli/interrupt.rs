@@ -62,7 +62,9 @@ fn handle(signal: i32) -> ! {
     let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
     let mut msg = format!("\nerror: interrupted by {name}");
     if !removed.is_empty() {
-        let paths: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        // `components` drops the `.` of a temporary made in `./` (`/srv/./.airlock-stage-…`).
+        let paths: Vec<String> =
+            removed.iter().map(|p| p.components().collect::<std::path::PathBuf>().display().to_string()).collect();
         msg.push_str(&format!("; removed the temporary {}", paths.join(", ")));
     }
     let outcome = OUTCOME.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();

@@ -75,7 +75,9 @@ fn an_interrupted_create_removes_its_staging_and_exits_130_or_143() {
         assert_eq!(run.code, code, "SIG{sig}\nstderr:\n{}", run.stderr);
         let stage_name = stage.file_name().unwrap().to_string_lossy().into_owned();
         let interrupted = format!("interrupted by SIG{sig}");
-        for needle in [interrupted.as_str(), "removed the temporary", &stage_name, "b.tar was not written"] {
+        // The staging directory by its plain path (`DIR/.airlock-stage-…`, not `DIR/./.airlock-stage-…`).
+        let removed = format!("removed the temporary {}", stage.display());
+        for needle in [interrupted.as_str(), &removed, &stage_name, "b.tar was not written"] {
             assert!(run.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", run.stderr);
         }
         assert_eq!(env.listing(), before, "SIG{sig} left something behind");
