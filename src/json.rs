@@ -26,7 +26,8 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
 /// Parses into a typed value after the strict checks.
 pub fn parse_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let value = parse(bytes)?;
-    serde_json::from_value(value).map_err(|e| format!("unexpected JSON shape: {e}"))
+    // serde quotes an unknown field or variant whole and unescaped: shown like any outside text.
+    serde_json::from_value(value).map_err(|e| format!("unexpected JSON shape: {}", crate::error::shown(&e.to_string())))
 }
 
 /// Reads at most [`MAX_JSON_BYTES`] from `r`; a longer document is an error, not a truncation.

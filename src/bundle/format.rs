@@ -186,7 +186,8 @@ impl BundleIndex {
                 place,
                 format!(
                     "unsupported bundle index (schemaVersion {}, mediaType `{}`)",
-                    index.schema_version, index.media_type
+                    index.schema_version,
+                    crate::error::shown(&index.media_type)
                 ),
             ));
         }

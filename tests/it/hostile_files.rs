@@ -5,7 +5,7 @@
 use crate::common::{EXIT_BAD_INPUT, EXIT_INTEGRITY, EXIT_TRUST, Env, fixture_str};
 
 /// A ustar file of `entries` (name, bytes), as a hostile index file.
-fn tar_of(env: &Env, out: &str, entries: &[(&str, &[u8])]) {
+pub(crate) fn tar_of(env: &Env, out: &str, entries: &[(&str, &[u8])]) {
     let mut b = tar::Builder::new(std::fs::File::create(env.path(out)).unwrap());
     for (name, bytes) in entries {
         let mut h = tar::Header::new_ustar();
@@ -18,7 +18,7 @@ fn tar_of(env: &Env, out: &str, entries: &[(&str, &[u8])]) {
 }
 
 /// The signed index and its signature, as `airlock index` wrote them to `file`.
-fn entries(env: &Env, file: &str) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn entries(env: &Env, file: &str) -> (Vec<u8>, Vec<u8>) {
     use std::io::Read;
     let mut ar = tar::Archive::new(std::fs::File::open(env.path(file)).unwrap());
     let mut out = ar.entries().unwrap().map(|e| {

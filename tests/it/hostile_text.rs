@@ -1,6 +1,7 @@
-//! Text from a hostile file that ends up in an error message: a media type, a digest, a JSON key,
-//! a list's `kind`, each carrying terminal escapes and ten thousand characters. The message must
-//! show it escaped and cut, whichever parser quotes it.
+//! Text from a hostile file that ends up in an error message: a media type, a digest, a JSON key
+//! or unknown field, a list's `kind`, a bundle index's media type, each carrying terminal escapes
+//! and ten thousand characters. The message must show it escaped and cut, whichever parser quotes
+//! it.
 
 use serde_json::{Value, json};
 
@@ -76,4 +77,32 @@ fn hostile_text_in_a_source_is_shown_escaped_and_cut_in_the_message() {
     std::fs::write(env.path("list.yaml"), list).unwrap();
     shown_escaped(env.run(&["create", "-k", "ops.key", "-o", "b.tar", "-f", "list.yaml"]), "kind `Im");
     assert!(!env.path("b.tar").exists(), "{:?}", env.listing());
+}
+
+/// An index file (`airlock index`) whose signed index is `edit`ed; `diff` reads it unverified.
+fn index_file(env: &Env, out: &str, edit: impl FnOnce(&mut Value)) {
+    let (index, sig) = crate::hostile_files::entries(env, "b.idx");
+    let mut index: Value = serde_json::from_slice(&index).unwrap();
+    edit(&mut index);
+    crate::hostile_files::tar_of(
+        env,
+        out,
+        &[("airlock.json", index.to_string().as_bytes()), ("airlock.json.minisig", &sig)],
+    );
+}
+
+#[test]
+fn hostile_text_in_a_bundle_index_is_shown_escaped_and_cut_in_the_message() {
+    let env = Env::new();
+    env.keygen("ops");
+    crate::inputs::copy_layout_to(&env, "b");
+    env.run(&["create", "-k", "ops.key", "-o", "b.tar", "oci:b:base=example.com/a:1"]).ok();
+    env.run(&["index", "-o", "b.idx", "b.tar"]).ok();
+    index_file(&env, "field.idx", |index| index[hostile("k")] = json!(1));
+    index_file(&env, "media-type.idx", |index| index["mediaType"] = json!(hostile("x")));
+    shown_escaped(env.run(&["diff", "b.idx", "field.idx"]), "unknown field `k");
+    shown_escaped(
+        env.run(&["diff", "b.idx", "media-type.idx"]),
+        "unsupported bundle index (schemaVersion 2, mediaType `x",
+    );
 }
