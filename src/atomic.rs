@@ -38,6 +38,20 @@ pub fn output_dir(dest: &Path) -> Result<&Path> {
     Err(Error::io(dest.display().to_string(), why))
 }
 
+/// Refuses an output that is one of the files being read (`export -o bundle.tar bundle.tar`):
+/// renamed into place, it would replace the only copy of what it is made from.
+pub fn refuse_input_as_output<'a>(dest: &Path, inputs: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(out) = std::fs::metadata(dest) else { return Ok(()) };
+    for input in inputs {
+        if std::fs::metadata(input).is_ok_and(|m| m.dev() == out.dev() && m.ino() == out.ino()) {
+            let msg = format!("is {}, which is being read: give another output", input.display());
+            return Err(Error::bad(format!("-o {}", dest.display()), msg));
+        }
+    }
+    Ok(())
+}
+
 impl AtomicFile {
     pub fn create(dest: &Path) -> Result<Self> {
         let dir = output_dir(dest)?;

@@ -23,6 +23,7 @@ pub struct IndexArgs {
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
+    airlock::atomic::refuse_input_as_output(&args.output, [args.bundle.as_path()])?;
     let (src, place) = airlock::ops::open_one(&args.bundle)?;
     let index = delta::write_index_file(src, &place, &args.output)?;
     say!(

@@ -59,6 +59,11 @@ pub fn create(opts: &CreateOptions, key: &SecretKey, observer: Arc<dyn Observer>
         return Err(Error::bad("create", "no sources given"));
     }
     let dir = crate::atomic::output_dir(&opts.output)?;
+    let local = opts.sources.iter().filter_map(|s| match &s.location {
+        crate::source::Location::Local { path, .. } => Some(path.as_path()),
+        _ => None,
+    });
+    crate::atomic::refuse_input_as_output(&opts.output, local.chain(opts.bases.iter().map(PathBuf::as_path)))?;
     let bases = delta::read_bases(&opts.bases, &key.public_key(), &opts.position.series)?;
     let mut position = opts.position.clone();
     position.sequence = delta::sequence(opts.sequence_given.then_some(position.sequence), opts.created, &bases)?;

@@ -47,6 +47,7 @@ pub enum Exported {
 
 pub fn export(opts: &ExportOptions, ui: &Arc<dyn Ui>) -> Result<Exported> {
     let platform = opts.platform.clone().unwrap_or_else(docker_archive::host_platform);
+    crate::atomic::refuse_input_as_output(&opts.output, opts.bundle.iter().chain(&opts.bases).map(PathBuf::as_path))?;
     let mut import = opts.import.begin(&**ui)?;
     let source = super::open_source(&opts.bundle, &import.trust())?;
     let output = opts.output.display();

@@ -210,3 +210,19 @@ fn exporting_a_delta_with_its_base_shows_no_empty_hashing_task() {
     let run = env.run(&[&export[..], &["-o", "images.tar"]].concat()).ok();
     assert!(!run.stderr.contains("full.tar: 0 B"), "a task of nothing is shown:\n{}", run.stderr);
 }
+
+#[test]
+fn an_output_that_is_one_of_the_inputs_is_refused_and_the_input_kept() {
+    let env = Env::new();
+    env.standard_bundle("b.tar").ok();
+    std::fs::copy(crate::common::fixture("legacy-save.tar"), env.path("save.tar")).unwrap();
+    let (bundle, save) = (std::fs::read(env.path("b.tar")).unwrap(), std::fs::read(env.path("save.tar")).unwrap());
+    let reading = |name: &str| format!("-o {name}: is {name}, which is being read: give another output");
+    env.run(&["create", "-k", "ops.key", "-o", "save.tar", "docker-archive:save.tar"])
+        .fails(EXIT_BAD_INPUT, &[&reading("save.tar")]);
+    env.run(&["export", "-p", "ops.pub", "b.tar", "--format", "docker-archive", "-o", "b.tar"])
+        .fails(EXIT_BAD_INPUT, &[&reading("b.tar")]);
+    env.run(&["index", "b.tar", "-o", "b.tar"]).fails(EXIT_BAD_INPUT, &[&reading("b.tar")]);
+    assert!(std::fs::read(env.path("b.tar")).unwrap() == bundle, "the bundle was replaced");
+    assert!(std::fs::read(env.path("save.tar")).unwrap() == save, "the source was replaced");
+}
