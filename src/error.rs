@@ -139,6 +139,19 @@ pub fn shown(text: &str) -> String {
 
 /// [`shown`] for bytes that may not be UTF-8: an invalid byte shows as `\xNN`.
 pub fn shown_bytes(bytes: &[u8]) -> String {
+    cut(bytes, &|c, o| o.extend(c.escape_debug()))
+}
+
+/// A library's message that quotes outside text (serde's `unknown field `…``, which it does not
+/// escape, or `string "…"`, which it does): control characters escaped, quotes kept as they are,
+/// at most [`SHOWN_CHARS`] characters.
+pub fn quoted(message: &str) -> String {
+    cut(message.as_bytes(), &|c, o| if c.is_control() { o.extend(c.escape_debug()) } else { o.push(c) })
+}
+
+/// At most [`SHOWN_CHARS`] characters of `bytes`, each written by `put_char`, then how many more
+/// there were; an invalid byte shows as `\xNN`.
+fn cut(bytes: &[u8], put_char: &dyn Fn(char, &mut String)) -> String {
     let mut out = String::new();
     let mut taken = 0usize;
     let mut more = 0usize;
@@ -152,7 +165,7 @@ pub fn shown_bytes(bytes: &[u8]) -> String {
     };
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            put(&|o: &mut String| o.extend(c.escape_debug()));
+            put(&|o: &mut String| put_char(c, o));
         }
         for b in chunk.invalid() {
             put(&|o: &mut String| o.push_str(&format!("\\x{b:02x}")));
@@ -189,6 +202,12 @@ mod tests {
         assert_eq!(shown_bytes(b"n\xffx"), "n\\xffx");
         let long = shown(&"é".repeat(1000));
         assert!(long.starts_with(&"é".repeat(SHOWN_CHARS)) && long.ends_with("… (800 more characters)"));
+    }
+
+    #[test]
+    fn a_quoting_message_keeps_its_quotes_and_is_cut() {
+        assert_eq!(quoted("string \"a\\u{1b}\", field `b\x1bc`"), "string \"a\\u{1b}\", field `b\\u{1b}c`");
+        assert!(quoted(&"x".repeat(1000)).ends_with("… (800 more characters)"));
     }
 
     #[test]

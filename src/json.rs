@@ -27,7 +27,8 @@ pub fn parse(bytes: &[u8]) -> Result<Value, String> {
 pub fn parse_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let value = parse(bytes)?;
     // serde quotes an unknown field or variant whole and unescaped: shown like any outside text.
-    serde_json::from_value(value).map_err(|e| format!("unexpected JSON shape: {}", crate::error::shown(&e.to_string())))
+    serde_json::from_value(value)
+        .map_err(|e| format!("unexpected JSON shape: {}", crate::error::quoted(&e.to_string())))
 }
 
 /// Reads at most [`MAX_JSON_BYTES`] from `r`; a longer document is an error, not a truncation.

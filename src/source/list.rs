@@ -103,7 +103,8 @@ fn read_yaml(text: &str, place: &dyn Fn(usize) -> String, allow: Allow) -> Resul
     }
     let yaml_err = |e: serde_yaml_ng::Error| {
         let line = e.location().map_or(1, |l| l.line());
-        Error::bad(place(line), format!("not an image list: {e}"))
+        // serde quotes the value it could not take whole: shown like any outside text.
+        Error::bad(place(line), format!("not an image list: {}", crate::error::quoted(&e.to_string())))
     };
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(yaml_err)?;
     let entries: Vec<(String, Vec<String>)> = if doc.get("apiVersion").is_some() || doc.get("kind").is_some() {

@@ -76,6 +76,10 @@ fn hostile_text_in_a_source_is_shown_escaped_and_cut_in_the_message() {
     );
     std::fs::write(env.path("list.yaml"), list).unwrap();
     shown_escaped(env.run(&["create", "-k", "ops.key", "-o", "b.tar", "-f", "list.yaml"]), "kind `Im");
+    let list = format!("kind: Images\nspec: {}\n", serde_json::to_string(&hostile("sp")).unwrap());
+    std::fs::write(env.path("list.yaml"), list).unwrap();
+    let run = env.run(&["create", "-k", "ops.key", "-o", "b.tar", "-f", "list.yaml"]);
+    shown_escaped(run, "not an image list: spec: invalid type: string \"sp");
     assert!(!env.path("b.tar").exists(), "{:?}", env.listing());
 }
 
