@@ -205,9 +205,10 @@ fn a_containerd_store_save_of_a_multi_platform_image_keeps_the_pulled_platform_u
     let export = env.path("ctr.tar");
     let ctr = ["-a", &d.containerd, "-n", "moby", "images", "export", "--platform", HOST];
     tool("ctr", &[&ctr[..], &[export.to_str().unwrap(), &reference]].concat(), &[]).ok();
-    let run = env.run(&["create", "-k", "ops.key", "-o", "ctr.tar", &format!("oci-archive:{}", export.display())]).ok();
+    let run =
+        env.run(&["create", "-k", "ops.key", "-o", "ctr-b.tar", &format!("oci-archive:{}", export.display())]).ok();
     assert!(run.stderr.contains(&format!("left out {OTHER}")), "{}", run.stderr);
-    assert_eq!(image(&signed_index(&env, "ctr.tar"), &reference)["digest"], saved["digest"], "as from docker save");
+    assert_eq!(image(&signed_index(&env, "ctr-b.tar"), &reference)["digest"], saved["digest"], "as from docker save");
 }
 
 #[test]
