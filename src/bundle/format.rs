@@ -312,3 +312,24 @@ impl BundleIndex {
         self.blobs.iter().filter(|b| !b.is_carried())
     }
 }
+
+/// Refuses two images of a bundle that would go under one name where clients find them (their
+/// registry hosts dropped: `registry.example/team/web:1.4` and `example.com/team/web:1.4` both as
+/// `team/web:1.4`): the tag would point at whichever came last. `names` pairs each image with that
+/// name, `how` says where it goes ("land as", "be served as"), `apart` what keeps them apart.
+pub fn one_image_per_name<'a>(
+    names: impl IntoIterator<Item = (String, &'a ImageEntry)>,
+    how: &str,
+    apart: Option<&str>,
+) -> Result<()> {
+    let mut seen: std::collections::HashMap<String, &ImageEntry> = std::collections::HashMap::new();
+    for (name, img) in names {
+        if let Some(other) = seen.get(&name).filter(|o| o.digest != img.digest) {
+            let apart = apart.map(|a| format!(" ({a})")).unwrap_or_default();
+            let msg = format!("would {how} {name}, as image {} (another digest) would{apart}", other.name);
+            return Err(Error::bad(format!("image {}", img.name), msg));
+        }
+        seen.insert(name, img);
+    }
+    Ok(())
+}

@@ -16,9 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::attachments::{Kind, fallback_tag, referrers_index};
-use crate::bundle::format::{BundleIndex, ImageEntry};
+use crate::bundle::format::{BundleIndex, one_image_per_name};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::image;
 use crate::reference::Reference;
 
@@ -141,26 +141,16 @@ impl Content {
                 self.blobs.entry(b.digest.clone()).or_insert(Blob { at, media_type: b.media_type.clone() });
             }
         }
-        // Each name this bundle serves, with the image it came from: two images of one bundle
-        // under one name (their hosts dropped) would leave the tag on whichever came last.
-        let mut named: HashMap<String, &ImageEntry> = HashMap::new();
+        let served = index.images.iter().filter_map(|img| {
+            let r = Reference::parse(&img.name).ok()?;
+            Some((format!("{}:{}", self.repo_name(&r), r.tag()?), img))
+        });
+        let apart = "--drop-registry-host drops the hosts that keep them apart";
+        one_image_per_name(served, "be served as", Some(apart))?;
         for img in &index.images {
             // The signed index holds only normalised references (checked when it was parsed).
             let Ok(r) = Reference::parse(&img.name) else { continue };
-            let repo_name = self.repo_name(&r);
-            if let Some(tag) = r.tag() {
-                let served = format!("{repo_name}:{tag}");
-                if let Some(other) = named.get(&served).filter(|o| o.digest != img.digest) {
-                    let msg = format!(
-                        "would be served as {served}, as image {} (another digest) would: --drop-registry-host \
-                         drops the hosts that keep them apart",
-                        other.name
-                    );
-                    return Err(Error::bad(format!("image {}", img.name), msg));
-                }
-                named.insert(served, img);
-            }
-            let repo = self.repos.entry(repo_name).or_default();
+            let repo = self.repos.entry(self.repo_name(&r)).or_default();
             repo.digests.extend(img.blobs.iter().cloned());
             repo.digests.insert(img.digest.clone());
             if let Some(tag) = r.tag() {

@@ -418,25 +418,10 @@ fn plan<'a>(index: &'a BundleIndex, opts: &PushOptions) -> Result<Vec<Plan<'a>>>
     Ok(plans)
 }
 
-/// Two images that would land under one name would leave its tag on whichever was pushed last:
-/// refused before anything is pushed (`registry.example/team/web:1.4` and
-/// `example.com/team/web:1.4` both become `HOST/PREFIX/team/web:1.4` once the host is dropped).
+/// Two images that would land under one name are refused before anything is pushed.
 fn distinct_targets(plans: &[Plan<'_>], keep_host: bool) -> Result<()> {
-    let mut seen: HashMap<String, &Plan<'_>> = HashMap::new();
-    for p in plans {
-        let at = p.target.to_string();
-        match seen.get(at.as_str()) {
-            Some(q) if q.entry.digest != p.entry.digest => {
-                let fix = if keep_host { "" } else { " (--keep-registry-host keeps the original hosts apart)" };
-                let msg = format!("would land as {at}, where image {} (another digest) lands too{fix}", q.entry.name);
-                return Err(Error::bad(format!("image {}", p.entry.name), msg));
-            }
-            _ => {
-                seen.insert(at, p);
-            }
-        }
-    }
-    Ok(())
+    let apart = (!keep_host).then_some("--keep-registry-host keeps the original hosts apart");
+    crate::bundle::format::one_image_per_name(plans.iter().map(|p| (p.target.to_string(), p.entry)), "land as", apart)
 }
 
 /// The reference the root manifest is pushed as: the tag, or its digest when there is none.

@@ -180,8 +180,8 @@ fn two_images_that_would_land_under_one_name_are_refused_before_anything_is_push
         |extra: &[&str]| env.run(&[&["push", "-p", "ops.pub", "b.tar", "--to", &to, "--retries", "0"], extra].concat());
     let clash = [
         "would land as 127.0.0.1:",
-        "/mirror/team/web:1.4, where image ",
-        "(another digest) lands too (--keep-registry-host keeps the original hosts apart)",
+        "/mirror/team/web:1.4, as image ",
+        "(another digest) would (--keep-registry-host keeps the original hosts apart)",
     ];
     push(&["--dry-run"]).fails(EXIT_BAD_INPUT, &clash);
     push(&[]).fails(EXIT_BAD_INPUT, &clash);
