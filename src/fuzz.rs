@@ -22,7 +22,7 @@ use crate::registry::ClientOptions;
 use crate::source::list as image_list;
 use crate::source::registry::Registries;
 use crate::source::stage::{Compression, Stager};
-use crate::source::{self, ReadOptions, SourceSpec};
+use crate::source::{self, ReadOptions, SourceSpec, Transport};
 
 /// One target: it takes any bytes and returns; it panics only on a bug.
 pub type Target = fn(&[u8]);
@@ -128,7 +128,7 @@ pub fn reference(data: &[u8]) {
     // Without a transport, a spec naming an existing file opens it to guess its format: keep the
     // fuzzer off the host's files (`/proc/kcore`) by giving it only specs that cannot name one.
     let transport = text.split_once(':').map(|(t, _)| t);
-    let named = matches!(transport, Some("docker" | "docker-daemon" | "docker-archive" | "oci" | "oci-archive"));
+    let named = Transport::ALL.iter().any(|t| transport == Some(t.prefix()));
     if named || !text.contains(['/', '.']) {
         let _ = SourceSpec::parse(text);
     }

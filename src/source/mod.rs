@@ -45,6 +45,10 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, for messages that list or match them.
+    pub const ALL: [Transport; 5] =
+        [Transport::Registry, Transport::Daemon, Transport::DockerArchive, Transport::Oci, Transport::OciArchive];
+
     pub fn prefix(self) -> &'static str {
         match self {
             Transport::DockerArchive => "docker-archive",
@@ -195,10 +199,10 @@ fn not_a_source(text: &str) -> String {
     if let Some(instead) = skopeo_only(word) {
         return format!("airlock does not read skopeo's `{word}:` transport ({instead}); {SOURCES}");
     }
-    let known = ["docker", "docker-daemon", "docker-archive", "oci", "oci-archive"];
-    match known.iter().filter(|k| edit_distance(word, k) <= 2).min_by_key(|k| edit_distance(word, k)) {
-        Some(&"docker") => format!("unknown transport `{word}:` (did you mean `docker://`?); {SOURCES}"),
-        Some(k) => format!("unknown transport `{word}:` (did you mean `{k}:`?); {SOURCES}"),
+    let nearest = Transport::ALL.iter().map(|t| (strsim::levenshtein(word, t.prefix()), *t)).min_by_key(|&(d, _)| d);
+    match nearest.filter(|&(d, _)| d <= 2).map(|(_, t)| t) {
+        Some(Transport::Registry) => format!("unknown transport `{word}:` (did you mean `docker://`?); {SOURCES}"),
+        Some(t) => format!("unknown transport `{word}:` (did you mean `{}:`?); {SOURCES}", t.prefix()),
         None => format!("no such file or directory, and `{word}:` is no transport; {SOURCES}"),
     }
 }
@@ -210,22 +214,6 @@ fn skopeo_only(word: &str) -> Option<&'static str> {
         "dir" | "ostree" | "sif" | "tarball" => "copy it into a layout first: `skopeo copy ... oci:DIR:TAG`",
         _ => return None,
     })
-}
-
-/// Levenshtein distance, to recognise a misspelt transport.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
-            prev = row[j + 1];
-            row[j + 1] = next;
-        }
-    }
-    row[b.len()]
 }
 
 /// Guesses the transport of a path given without one.
@@ -500,6 +488,5 @@ mod tests {
         assert!(why("containers-storage:nginx").contains("podman save"), "not a registry reference");
         assert!(why("NGINX:1.27").contains("not an image reference"));
         assert!(why("docker-archive://nowhere.tar").contains("docker-archive:nowhere.tar"));
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
